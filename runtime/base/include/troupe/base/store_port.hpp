@@ -1,0 +1,144 @@
+#pragma once
+/// snapshot_store: the port the runtime programs against for durability.
+///
+/// Implementations (runtime/persistence: SQLite, PostgreSQL) are blocking and
+/// not thread-safe; exactly one owner (the store actor, on its own thread) calls
+/// them. Payloads are JSON documents carried as strings, so this header stays free
+/// of any JSON library.
+///
+/// Model: a task has one snapshot row (its full state at journal sequence `seq`)
+/// and a journal of small deltas with seq > snapshot seq. Writing a snapshot at
+/// seq N deletes the task's journal rows with seq <= N, so storage grows with the
+/// work, not with the number of rewrites.
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "troupe/base/result.hpp"
+
+namespace troupe::base {
+
+/// The schema version this build writes and understands.
+inline constexpr int store_schema_version = 1;
+
+struct task_row {
+  std::string id;
+  std::string team;             ///< team name; empty for a task sent to one agent
+  std::string agent;            ///< agent name for a one-agent task
+  int priority = 5;
+  std::string state;            ///< queued|running|waiting_decision|succeeded|failed|cancelled
+  std::string idempotency_key;  ///< empty when none; unique per (team, agent) when set
+  std::string snapshot;         ///< JSON document of the whole task state at `seq`
+  std::int64_t seq = 0;
+  std::int64_t created_ms = 0;
+  std::int64_t updated_ms = 0;
+};
+
+struct journal_row {
+  std::string task_id;
+  std::int64_t seq = 0;  ///< strictly increasing per task
+  std::string kind;      ///< e.g. "step_finished", "decision", "state"
+  std::string payload;   ///< JSON
+  std::int64_t ts_ms = 0;
+};
+
+struct cost_row {
+  std::string task_id, step_id, agent, team, provider, model, outcome;
+  std::int64_t tokens_in = 0, tokens_out = 0, latency_ms = 0, ts_ms = 0;
+  double usd = 0;
+};
+
+struct audit_row {
+  std::int64_t ts_ms = 0;
+  std::string principal;  ///< token name or "system"
+  std::string action;     ///< e.g. "submit", "cancel", "decide", "reload"
+  std::string target;     ///< task / decision / agent / team id
+  std::string detail;     ///< JSON
+};
+
+/// State of an agent or team that matters across restarts (paused, failed, spent).
+struct entity_row {
+  std::string kind;  ///< "agent" | "team"
+  std::string name;
+  std::string state;  ///< JSON
+};
+
+struct decision_row {
+  std::string id;
+  std::string task_id;
+  std::string step_id;
+  std::string state;  ///< "pending" | "resolved"
+  std::string record;  ///< JSON decision record
+  std::int64_t deadline_ms = 0;  ///< 0 = none
+};
+
+/// One group commit: everything in it is written in a single transaction.
+struct write_batch {
+  std::vector<task_row> new_tasks;       ///< inserted; idempotency conflicts are reported, not fatal
+  std::vector<task_row> snapshots;       ///< upserted; journal rows with seq <= row.seq are deleted
+  std::vector<journal_row> journal;      ///< appended
+  std::vector<cost_row> costs;           ///< appended
+  std::vector<audit_row> audit;          ///< appended
+  std::vector<entity_row> entities;      ///< upserted by (kind, name)
+  std::vector<decision_row> decisions;   ///< upserted by id
+  bool empty() const noexcept {
+    return new_tasks.empty() && snapshots.empty() && journal.empty() && costs.empty() &&
+           audit.empty() && entities.empty() && decisions.empty();
+  }
+  std::size_t size() const noexcept {
+    return new_tasks.size() + snapshots.size() + journal.size() + costs.size() + audit.size() +
+           entities.size() + decisions.size();
+  }
+};
+
+/// A new task whose idempotency key was already taken: the batch's other rows are
+/// still committed; `existing_id` is the task that holds the key.
+struct idempotency_conflict {
+  std::size_t index = 0;  ///< index into write_batch::new_tasks
+  std::string existing_id;
+};
+
+struct commit_outcome {
+  std::vector<idempotency_conflict> conflicts;
+};
+
+/// Everything needed to resume after a restart.
+struct recovered_state {
+  std::vector<task_row> active_tasks;    ///< non-terminal tasks (snapshot as of row.seq)
+  std::vector<journal_row> journal;      ///< their deltas with seq > snapshot seq, ordered by (task_id, seq)
+  std::vector<decision_row> pending_decisions;
+  std::vector<entity_row> entities;
+};
+
+class snapshot_store {
+ public:
+  virtual ~snapshot_store() = default;
+
+  /// Creates or upgrades the schema to store_schema_version. Fails with
+  /// errc::invalid_config when the database holds a newer schema than we know.
+  [[nodiscard]] virtual result<int> migrate() = 0;
+  /// Schema version in the database; 0 when there is no schema yet.
+  [[nodiscard]] virtual result<int> schema_version() = 0;
+  /// Writes the batch in one transaction. errc::unavailable when the database
+  /// cannot be reached (retryable); nothing of the batch is then committed.
+  [[nodiscard]] virtual result<commit_outcome> commit(const write_batch& batch) = 0;
+  [[nodiscard]] virtual result<recovered_state> recover() = 0;
+  [[nodiscard]] virtual result<std::optional<task_row>> load_task(const std::string& id) = 0;
+  /// Journal rows of one task with seq > after_seq, ordered by seq.
+  [[nodiscard]] virtual result<std::vector<journal_row>> load_journal(const std::string& task_id,
+                                                                      std::int64_t after_seq) = 0;
+  /// Deletes at most `limit` terminal tasks (and their journal) last updated
+  /// before `before_ms`; returns how many were deleted.
+  [[nodiscard]] virtual result<std::size_t> prune_terminal(std::int64_t before_ms,
+                                                           std::size_t limit) = 0;
+  /// Newest audit entries first, at most `limit`.
+  [[nodiscard]] virtual result<std::vector<audit_row>> load_audit(std::size_t limit) = 0;
+  /// Cheap liveness probe (reconnects if needed).
+  [[nodiscard]] virtual result<bool> ping() = 0;
+  /// Human-readable description without secrets ("sqlite:./troupe.db").
+  virtual std::string describe() const = 0;
+};
+
+}  // namespace troupe::base
