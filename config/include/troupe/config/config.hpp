@@ -212,4 +212,41 @@ std::string to_string(provider_kind k);
 std::string to_string(supervision_strategy s);
 std::string to_string(role r);
 
+/// The JSON type a declared key accepts.
+enum class value_type {
+  string,
+  boolean,
+  integer,
+  number,
+  string_array,
+  object,  ///< fixed keys, each declared on its own
+  array,   ///< of objects whose keys are declared under "PATH[]"
+  map,     ///< object of user-chosen names, each declared under "PATH.*"
+  millis,  ///< milliseconds: an integer, or [min, max] for a uniform range
+  choice,  ///< a string from key_info::choices
+};
+
+/// One declared config key (STYLE §6). The table is the single source of truth:
+/// validation reads types, bounds and required-ness from it, and docs/config.md
+/// carries the table rendered by key_reference_markdown() (a test checks they agree).
+struct key_info {
+  std::string path;          ///< pattern: "runtime.threads", "providers.*.kind", "teams[].workflow[].after"
+  value_type type = value_type::string;
+  std::string default_value; ///< as written in JSON (or a phrase); empty: none
+  std::optional<double> min; ///< lower bound for integer/number/millis
+  std::optional<double> max; ///< upper bound for integer/number/millis
+  bool min_exclusive = false;             ///< the value must be > min, not >= min
+  std::vector<std::string> choices;       ///< value_type::choice
+  std::vector<std::string> kinds;         ///< provider kinds the key is valid for; empty: all
+  bool required = false;
+  bool needs_restart = false;  ///< a SIGHUP reload does not apply a change of this key
+  std::string help;
+};
+
+/// Every key the loader accepts, in document order. Static, thread-safe to read.
+const std::vector<key_info>& declared_keys();
+/// The key table of docs/config.md (Markdown), generated from declared_keys().
+std::string key_reference_markdown();
+std::string to_string(value_type t);
+
 }  // namespace troupe::config

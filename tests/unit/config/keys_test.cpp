@@ -1,0 +1,91 @@
+// The declared key table: unique, complete, and in agreement with docs/config.md.
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include <gtest/gtest.h>
+
+#include "troupe/config/config.hpp"
+
+namespace troupe::config {
+namespace {
+
+std::string read_file(const std::filesystem::path& p) {
+  std::ifstream in(p);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+TEST(config_keys, each_key_is_declared_once_with_help) {
+  std::set<std::string> seen;
+  for (const auto& k : declared_keys()) {
+    EXPECT_TRUE(seen.insert(k.path).second) << "declared twice: " << k.path;
+    EXPECT_FALSE(k.help.empty()) << k.path;
+    if (k.type == value_type::choice) {
+      EXPECT_FALSE(k.choices.empty()) << k.path;
+    }
+    EXPECT_FALSE(k.required && !k.default_value.empty()) << "required keys have no default: " << k.path;
+  }
+  EXPECT_GE(declared_keys().size(), 90u);
+}
+
+TEST(config_keys, only_store_listen_and_threads_need_a_restart) {
+  std::set<std::string> restart;
+  for (const auto& k : declared_keys())
+    if (k.needs_restart) restart.insert(k.path);
+  EXPECT_EQ(restart, (std::set<std::string>{"store", "control.listen", "runtime.threads"}));
+}
+
+TEST(config_keys, docs_carry_the_generated_key_table) {
+  const std::filesystem::path docs = std::filesystem::path(TROUPE_SOURCE_DIR) / "docs" / "config.md";
+  const std::string text = read_file(docs);
+  ASSERT_FALSE(text.empty()) << "cannot read " << docs;
+  const std::string table = key_reference_markdown();
+  if (text.find(table) == std::string::npos) {
+    const auto expected = std::filesystem::path(TROUPE_BINARY_DIR) / "config_keys.md";
+    std::ofstream(expected) << table;
+    ADD_FAILURE() << "docs/config.md does not contain the current key table; the expected table was written to "
+                  << expected << " (paste it over the table in docs/config.md)";
+  }
+  for (const auto& k : declared_keys()) EXPECT_NE(text.find("`" + k.path + "`"), std::string::npos) << k.path;
+}
+
+TEST(config_keys, every_key_is_accepted_where_declared) {
+  // A declared key must never be reported as unknown: build one config that uses
+  // the container keys and check no "unknown key" problem comes back.
+  const char* text = R"({
+    "store": "sqlite:x.db",
+    "control": { "listen": "127.0.0.1:0", "tokens": [], "max_body_bytes": 1, "max_clients": 1, "max_frame_bytes": 1,
+                 "requests_per_sec": 1, "send_queue": 1, "idle_timeout_ms": 1 },
+    "runtime": { "threads": 1, "snapshot_every": 1, "retention_days": 0, "commit_interval_ms": 0, "commit_batch": 1 },
+    "providers": {
+      "s": { "kind": "scripted", "latency_ms": [1, 2], "seed": 7,
+             "replies": [ { "match": "a.*", "regex": true, "text": "t", "latency_ms": 3, "fault": "hang", "error": "e",
+                            "every": 2, "times": 1 } ] },
+      "o": { "kind": "openai", "base_url": "http://127.0.0.1:1/v1", "api_key_env": "K", "ca_file": "ca.pem",
+             "max_concurrency": 1, "limits": { "requests_per_min": 1, "tokens_per_min": 1 }, "connect_timeout_ms": 1,
+             "timeout_ms": 1, "retry": { "max_attempts": 1, "base_ms": 1, "max_ms": 1 },
+             "breaker": { "failures": 1, "open_ms": 1 } },
+      "c": { "kind": "anthropic", "api_key_env": "K", "anthropic_version": "2023-06-01" } },
+    "models": { "m": { "provider": "s", "name": "n", "usd_per_mtok_in": 1, "usd_per_mtok_out": 1, "max_tokens": 1,
+                       "temperature": 0.5, "stop": ["x"], "stream": true } },
+    "agents": [ { "name": "a", "model": "m", "system": "s", "capabilities": ["c"], "max_concurrent": 1, "budget_usd": 1 } ],
+    "teams": [ { "name": "t", "agents": ["a"], "budget_usd": 1, "max_queued": 1, "max_attempts": 1, "backoff_ms": 1,
+                 "backoff_max_ms": 1, "stall_ms": 1, "aging_ms": 1,
+                 "supervision": { "strategy": "rest_for_one", "max_restarts": 0, "within_ms": 1 },
+                 "limits": { "max_llm_calls": 1, "max_cost_usd": 0 },
+                 "workflow": [ { "id": "s1", "capability": "c", "prompt": "{{input}}", "after": [], "max_attempts": 1 },
+                               { "id": "s2", "agent": "a" },
+                               { "id": "d", "decision": { "by": "human", "options": ["x", "y"], "on": { "y": "s1" },
+                                 "max_loops": 1, "default": "x", "timeout_ms": 1, "prompt": "p" } } ] } ] })";
+  const std::map<std::string, std::string> env{{"K", "k"}};
+  const load_result r = load_config_text(text, &env);
+  std::string all;
+  for (const auto& p : r.problems) all += p.path + ": " + p.message + "\n";
+  EXPECT_TRUE(r.cfg) << all;
+}
+
+}  // namespace
+}  // namespace troupe::config
