@@ -1,0 +1,170 @@
+#include "migrations.hpp"
+
+#include <array>
+
+#include "troupe/base/store_port.hpp"
+
+namespace troupe::persistence::detail {
+namespace {
+
+// Version 1: the initial schema. The two dialects keep the same tables and
+// columns so the conformance suite can hold both to one contract.
+//
+// - tasks: one row per task with its latest snapshot. The partial unique index
+//   enforces idempotency only where a key was given; (state, updated_ms) serves
+//   both recovery (non-terminal states) and pruning (terminal and old).
+// - journal: deltas after the snapshot; the primary key orders them per task.
+// - audit: the autoincrement id keeps insertion order for "newest first".
+constexpr std::array<migration, 1> all_migrations{{
+    {1, "initial schema",
+     R"sql(
+CREATE TABLE tasks (
+  id TEXT PRIMARY KEY,
+  team TEXT NOT NULL,
+  agent TEXT NOT NULL,
+  priority INTEGER NOT NULL,
+  state TEXT NOT NULL,
+  idempotency_key TEXT NOT NULL DEFAULT '',
+  snapshot TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  created_ms INTEGER NOT NULL,
+  updated_ms INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX tasks_idempotency ON tasks (team, agent, idempotency_key)
+  WHERE idempotency_key <> '';
+CREATE INDEX tasks_state ON tasks (state, updated_ms);
+CREATE TABLE journal (
+  task_id TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  kind TEXT NOT NULL,
+  payload TEXT NOT NULL,
+  ts_ms INTEGER NOT NULL,
+  PRIMARY KEY (task_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE costs (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  task_id TEXT NOT NULL,
+  step_id TEXT NOT NULL,
+  agent TEXT NOT NULL,
+  team TEXT NOT NULL,
+  provider TEXT NOT NULL,
+  model TEXT NOT NULL,
+  outcome TEXT NOT NULL,
+  tokens_in INTEGER NOT NULL,
+  tokens_out INTEGER NOT NULL,
+  latency_ms INTEGER NOT NULL,
+  ts_ms INTEGER NOT NULL,
+  usd REAL NOT NULL
+);
+CREATE INDEX costs_task ON costs (task_id);
+CREATE TABLE audit (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  ts_ms INTEGER NOT NULL,
+  principal TEXT NOT NULL,
+  action TEXT NOT NULL,
+  target TEXT NOT NULL,
+  detail TEXT NOT NULL
+);
+CREATE TABLE entities (
+  kind TEXT NOT NULL,
+  name TEXT NOT NULL,
+  state TEXT NOT NULL,
+  PRIMARY KEY (kind, name)
+);
+CREATE TABLE decisions (
+  id TEXT PRIMARY KEY,
+  task_id TEXT NOT NULL,
+  step_id TEXT NOT NULL,
+  state TEXT NOT NULL,
+  record TEXT NOT NULL,
+  deadline_ms INTEGER NOT NULL
+);
+CREATE INDEX decisions_state ON decisions (state);
+CREATE INDEX decisions_task ON decisions (task_id);
+)sql",
+     R"sql(
+CREATE TABLE tasks (
+  id TEXT PRIMARY KEY,
+  team TEXT NOT NULL,
+  agent TEXT NOT NULL,
+  priority INTEGER NOT NULL,
+  state TEXT NOT NULL,
+  idempotency_key TEXT NOT NULL DEFAULT '',
+  snapshot TEXT NOT NULL,
+  seq BIGINT NOT NULL,
+  created_ms BIGINT NOT NULL,
+  updated_ms BIGINT NOT NULL
+);
+CREATE UNIQUE INDEX tasks_idempotency ON tasks (team, agent, idempotency_key)
+  WHERE idempotency_key <> '';
+CREATE INDEX tasks_state ON tasks (state, updated_ms);
+CREATE TABLE journal (
+  task_id TEXT NOT NULL,
+  seq BIGINT NOT NULL,
+  kind TEXT NOT NULL,
+  payload TEXT NOT NULL,
+  ts_ms BIGINT NOT NULL,
+  PRIMARY KEY (task_id, seq)
+);
+CREATE TABLE costs (
+  id BIGSERIAL PRIMARY KEY,
+  task_id TEXT NOT NULL,
+  step_id TEXT NOT NULL,
+  agent TEXT NOT NULL,
+  team TEXT NOT NULL,
+  provider TEXT NOT NULL,
+  model TEXT NOT NULL,
+  outcome TEXT NOT NULL,
+  tokens_in BIGINT NOT NULL,
+  tokens_out BIGINT NOT NULL,
+  latency_ms BIGINT NOT NULL,
+  ts_ms BIGINT NOT NULL,
+  usd DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX costs_task ON costs (task_id);
+CREATE TABLE audit (
+  id BIGSERIAL PRIMARY KEY,
+  ts_ms BIGINT NOT NULL,
+  principal TEXT NOT NULL,
+  action TEXT NOT NULL,
+  target TEXT NOT NULL,
+  detail TEXT NOT NULL
+);
+CREATE TABLE entities (
+  kind TEXT NOT NULL,
+  name TEXT NOT NULL,
+  state TEXT NOT NULL,
+  PRIMARY KEY (kind, name)
+);
+CREATE TABLE decisions (
+  id TEXT PRIMARY KEY,
+  task_id TEXT NOT NULL,
+  step_id TEXT NOT NULL,
+  state TEXT NOT NULL,
+  record TEXT NOT NULL,
+  deadline_ms BIGINT NOT NULL
+);
+CREATE INDEX decisions_state ON decisions (state);
+CREATE INDEX decisions_task ON decisions (task_id);
+)sql"},
+}};
+
+static_assert(all_migrations.back().version == base::store_schema_version,
+              "the last migration step must produce base::store_schema_version");
+static_assert(all_migrations.front().version == 1, "migration steps are numbered from 1");
+
+}  // namespace
+
+std::span<const migration> migrations() noexcept { return all_migrations; }
+
+std::string newer_schema_message(int database_version) {
+  return "database schema version " + std::to_string(database_version) +
+         " is newer than this build understands (" + std::to_string(base::store_schema_version) +
+         "); upgrade troupe";
+}
+
+bool is_terminal_state(std::string_view state) noexcept {
+  return state == "succeeded" || state == "failed" || state == "cancelled";
+}
+
+}  // namespace troupe::persistence::detail

@@ -1,0 +1,76 @@
+#pragma once
+/// Builders for PostgreSQL array literals ('{"a","b"}', '{1,2}'), used to send
+/// a whole column of a batch as one parameter to `unnest($1::text[], ...)`.
+/// The literal travels as a bound parameter, never spliced into SQL text.
+#include <charconv>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "troupe/base/store_port.hpp"
+
+namespace troupe::persistence::detail {
+
+/// A text[] literal. Every element is double-quoted; inside quotes only '"'
+/// and '\' need a backslash, so any text (JSON, unicode, commas, braces)
+/// round-trips exactly.
+class text_array {
+ public:
+  void add(std::string_view value) {
+    if (out_.size() > 1) out_ += ',';
+    out_ += '"';
+    for (char c : value) {
+      if (c == '"' || c == '\\') out_ += '\\';
+      out_ += c;
+    }
+    out_ += '"';
+  }
+  std::string str() const { return out_ + '}'; }
+
+ private:
+  std::string out_ = "{";
+};
+
+/// A bigint[] or int[] literal.
+class int_array {
+ public:
+  void add(std::int64_t value) {
+    if (out_.size() > 1) out_ += ',';
+    out_ += std::to_string(value);
+  }
+  std::string str() const { return out_ + '}'; }
+
+ private:
+  std::string out_ = "{";
+};
+
+/// A float8[] literal; to_chars gives the shortest text that reads back to the
+/// same double.
+class float_array {
+ public:
+  void add(double value) {
+    if (out_.size() > 1) out_ += ',';
+    char buf[32];
+    auto [end, ec] = std::to_chars(buf, buf + sizeof buf, value);
+    out_.append(buf, ec == std::errc{} ? end : buf);
+  }
+  std::string str() const { return out_ + '}'; }
+
+ private:
+  std::string out_ = "{";
+};
+
+/// The ten task columns as arrays, in table order.
+struct task_arrays {
+  text_array id, team, agent;
+  int_array priority;
+  text_array state, key, snapshot;
+  int_array seq, created, updated;
+  void add(const base::task_row& t) {
+    id.add(t.id), team.add(t.team), agent.add(t.agent), priority.add(t.priority);
+    state.add(t.state), key.add(t.idempotency_key), snapshot.add(t.snapshot);
+    seq.add(t.seq), created.add(t.created_ms), updated.add(t.updated_ms);
+  }
+};
+
+}  // namespace troupe::persistence::detail
