@@ -4,7 +4,9 @@
 #include <cctype>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "sections.hpp"
@@ -79,6 +81,53 @@ std::string blank_trailing_commas(std::string t) {
   return t;
 }
 
+/// nlohmann keeps the last of two equal keys in an object without a word; a
+/// parser callback tracks the path so the duplicate can be reported instead.
+class duplicate_key_finder {
+ public:
+  explicit duplicate_key_finder(std::vector<problem>& out) : out_(out) {}
+
+  bool operator()(int /*depth*/, json::parse_event_t event, json& parsed) {
+    switch (event) {
+      case json::parse_event_t::object_start: frames_.push_back({true, {}, {}, 0}); break;
+      case json::parse_event_t::array_start: frames_.push_back({false, {}, {}, 0}); break;
+      case json::parse_event_t::key:
+        frames_.back().key = parsed.get<std::string>();
+        if (!frames_.back().keys.insert(frames_.back().key).second)
+          out_.push_back({path(), "duplicate key " + detail::quote(frames_.back().key) + " (only the last one would count)"});
+        break;
+      case json::parse_event_t::object_end:
+      case json::parse_event_t::array_end:
+        frames_.pop_back();
+        next_item();
+        break;
+      case json::parse_event_t::value: next_item(); break;
+    }
+    return true;
+  }
+
+ private:
+  struct frame {
+    bool object;
+    std::set<std::string> keys;
+    std::string key;
+    std::size_t index;
+  };
+
+  void next_item() {
+    if (!frames_.empty() && !frames_.back().object) ++frames_.back().index;
+  }
+
+  std::string path() const {
+    std::string p;
+    for (const frame& f : frames_) p = f.object ? detail::member_path(p, f.key) : p + "[" + std::to_string(f.index) + "]";
+    return p;
+  }
+
+  std::vector<problem>& out_;
+  std::vector<frame> frames_;
+};
+
 /// "invalid JSON at line L, column C: <what the parser said>".
 problem parse_problem(const std::string& text, const json::parse_error& e) {
   // e.byte counts characters read; the offending one is at e.byte - 1.
@@ -103,8 +152,10 @@ load_result load_config_text(const std::string& text, const std::map<std::string
   load_result out;
   json root;
   try {
-    root = json::parse(blank_trailing_commas(text), nullptr, /*allow_exceptions=*/true, /*ignore_comments=*/true);
+    root = json::parse(blank_trailing_commas(text), duplicate_key_finder(out.problems), /*allow_exceptions=*/true,
+                       /*ignore_comments=*/true);
   } catch (const json::parse_error& e) {
+    out.problems.clear();  // duplicates found before the syntax error would only distract
     out.problems.push_back(parse_problem(text, e));
     return out;
   }
@@ -128,6 +179,9 @@ load_result load_config_text(const std::string& text, const std::map<std::string
 }
 
 load_result load_config_file(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    return {std::nullopt, {{"", "cannot read config file " + detail::quote(path) + ": it is a directory"}}};
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     const std::string why = errno != 0 ? std::strerror(errno) : "cannot open";  // NOLINT(concurrency-mt-unsafe)

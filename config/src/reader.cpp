@@ -43,11 +43,13 @@ where where::key(std::string_view k) const {
 
 where where::index(std::size_t i) const { return {path + "[" + std::to_string(i) + "]", pattern + "[]"}; }
 
-where where::entry(const std::string& name) const {
+std::string member_path(const std::string& parent, const std::string& name) {
   // Names with dots or spaces would make the path ambiguous: bracket them.
-  const std::string part = plain_name(name) ? "." + name : "[" + json(name).dump() + "]";
-  return {path + part, pattern + ".*"};
+  if (!plain_name(name)) return parent + "[" + json(name).dump() + "]";
+  return parent.empty() ? name : parent + "." + name;
 }
+
+where where::entry(const std::string& name) const { return {member_path(path, name), pattern + ".*"}; }
 
 std::string json_type_name(const json& j) {
   switch (j.type()) {

@@ -27,6 +27,9 @@ struct where {
   where entry(const std::string& name) const;
 };
 
+/// `parent` + ".name", or + "[\"odd name\"]" when the name is not plain.
+std::string member_path(const std::string& parent, const std::string& name);
+
 /// "null", "boolean", "integer", "number", "string", "array" or "object".
 std::string json_type_name(const json& j);
 /// 'text'

@@ -25,10 +25,20 @@ void resolve_env(reader& r, config& cfg, const env_map* env) {
   for (std::size_t i = 0; i < cfg.ctl.tokens.size(); ++i) {
     token& t = cfg.ctl.tokens[i];
     if (t.token_env.empty()) continue;  // missing or bad: already reported
-    if (auto v = lookup(env, t.token_env)) t.value = std::move(*v);
-    else
-      r.add("control.tokens[" + std::to_string(i) + "].token_env",
-            "environment variable " + quote(t.token_env) + " is not set or empty");
+    const std::string path = "control.tokens[" + std::to_string(i) + "].token_env";
+    auto v = lookup(env, t.token_env);
+    if (!v) {
+      r.add(path, "environment variable " + quote(t.token_env) + " is not set or empty");
+      continue;
+    }
+    t.value = std::move(*v);
+    // Two tokens with one secret: the role a client gets would depend on the order.
+    for (std::size_t k = 0; k < i; ++k) {
+      if (cfg.ctl.tokens[k].value == t.value) {
+        r.add(path, "token has the same value as control.tokens[" + std::to_string(k) + "]; each token needs its own secret");
+        break;
+      }
+    }
   }
   // A provider's key is needed only when an agent's model uses that provider, so
   // a config can list providers the current environment has no keys for.

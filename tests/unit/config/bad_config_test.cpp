@@ -64,8 +64,11 @@ const std::vector<bad_case> cases = {
      {{"control.tokens[0].token_env", "missing required key 'token_env'"}}},
     {"token_env_not_set", [](json& j) { j["control"]["tokens"][0]["token_env"] = "NOT_SET_ANYWHERE"; },
      {{"control.tokens[0].token_env", "environment variable 'NOT_SET_ANYWHERE' is not set or empty"}}},
-    {"duplicate_token_name", [](json& j) { j["control"]["tokens"].push_back(j["control"]["tokens"][0]); },
+    {"duplicate_token_name", [](json& j) { j["control"]["tokens"].push_back({{"name", "ops"}, {"token_env", "ANTHROPIC_API_KEY"}}); },
      {{"control.tokens[1].name", "duplicate token name 'ops' (also control.tokens[0])"}}},
+    {"tokens_share_a_secret",
+     [](json& j) { j["control"]["tokens"].push_back({{"name", "admin"}, {"token_env", "TROUPE_OPS_TOKEN"}, {"role", "admin"}}); },
+     {{"control.tokens[1].token_env", "token has the same value as control.tokens[0]; each token needs its own secret"}}},
     {"max_clients_zero", [](json& j) { j["control"]["max_clients"] = 0; },
      {{"control.max_clients", "expected an integer in 1..1000000, got 0"}}},
     // --- runtime ranges and types

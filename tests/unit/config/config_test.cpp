@@ -157,6 +157,39 @@ TEST(config_load, top_level_must_be_an_object) {
   EXPECT_EQ(r.problems[0], (problem{"", "expected an object at the top level, got array"}));
 }
 
+TEST(config_load, duplicate_keys_are_reported_with_their_path) {
+  const char* text = R"({
+    "runtime": { "threads": 2, "threads": 3 },
+    "control": { "tokens": [], "listen": "127.0.0.1:1", "tokens": [] },
+    "providers": { "a b": { "kind": "scripted", "replies": [ { "text": "x" }, { "text": "y", "text": "z" } ] } } })";
+  const load_result r = load_config_text(text, &fake_env);
+  EXPECT_FALSE(r.cfg);
+  EXPECT_EQ(r.problems,
+            (std::vector<problem>{
+                {"runtime.threads", "duplicate key 'threads' (only the last one would count)"},
+                {"control.tokens", "duplicate key 'tokens' (only the last one would count)"},
+                {"providers[\"a b\"].replies[1].text", "duplicate key 'text' (only the last one would count)"},
+            }));
+}
+
+TEST(config_problem, prints_as_path_colon_message) {
+  EXPECT_EQ(to_string(problem{"runtime.threads", "expected an integer in 1..64, got 0"}),
+            "runtime.threads: expected an integer in 1..64, got 0");
+  EXPECT_EQ(to_string(problem{"", "invalid JSON at line 1, column 1: x"}), "invalid JSON at line 1, column 1: x");
+}
+
+TEST(config_reload, only_restart_keys_are_named) {
+  const config running = *load_config_text(design_config, &fake_env).cfg;
+  config next = running;
+  next.rt.snapshot_every = 99;
+  next.teams[0].max_queued = 5;
+  EXPECT_TRUE(restart_needed(running, next).empty());
+  next.store = "sqlite:other.db";
+  next.ctl.listen = "127.0.0.1:7701";
+  next.rt.threads = 8;
+  EXPECT_EQ(restart_needed(running, next), (std::vector<std::string>{"store", "control.listen", "runtime.threads"}));
+}
+
 TEST(config_env, secrets_are_resolved_from_the_environment_map) {
   const load_result r = load_config_text(design_config, &fake_env);
   ASSERT_TRUE(r.cfg) << problems_text(r);
@@ -233,6 +266,13 @@ TEST(config_file, missing_file_is_one_problem) {
   const load_result r = load_config_file("no/such/troupe.json");
   ASSERT_EQ(r.problems.size(), 1u);
   EXPECT_EQ(r.problems[0], (problem{"", "cannot read config file 'no/such/troupe.json': No such file or directory"}));
+}
+
+TEST(config_file, directory_is_one_problem) {
+  const std::string dir = std::filesystem::temp_directory_path().string();
+  const load_result r = load_config_file(dir);
+  ASSERT_EQ(r.problems.size(), 1u);
+  EXPECT_EQ(r.problems[0], (problem{"", "cannot read config file '" + dir + "': it is a directory"}));
 }
 
 TEST(config_summary, shows_the_shape_but_no_secrets) {

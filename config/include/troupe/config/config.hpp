@@ -208,6 +208,14 @@ load_result load_config_file(const std::string& path);
 /// One-screen human summary of a valid config (what `troupe check` prints).
 std::string summarize(const config& cfg);
 
+/// "PATH: MESSAGE" (just MESSAGE when the path is empty), as `troupe check` prints it.
+std::string to_string(const problem& p);
+
+/// The keys that need a restart (declared with needs_restart: "store",
+/// "control.listen", "runtime.threads") whose values differ between the running
+/// config and a reloaded one. Empty: a SIGHUP reload can apply everything.
+std::vector<std::string> restart_needed(const config& running, const config& next);
+
 std::string to_string(provider_kind k);
 std::string to_string(supervision_strategy s);
 std::string to_string(role r);
