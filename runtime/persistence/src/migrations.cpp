@@ -14,6 +14,9 @@ namespace {
 //   enforces idempotency only where a key was given; (state, updated_ms) serves
 //   both recovery (non-terminal states) and pruning (terminal and old).
 // - journal: deltas after the snapshot; the primary key orders them per task.
+//   On SQLite it stays a rowid table: rows then append in insertion order and
+//   only the small key goes into the index, about twice as fast for journal
+//   appends spread over many tasks as WITHOUT ROWID (measured).
 // - audit: the autoincrement id keeps insertion order for "newest first".
 constexpr std::array<migration, 1> all_migrations{{
     {1, "initial schema",
@@ -40,7 +43,7 @@ CREATE TABLE journal (
   payload TEXT NOT NULL,
   ts_ms INTEGER NOT NULL,
   PRIMARY KEY (task_id, seq)
-) WITHOUT ROWID;
+);
 CREATE TABLE costs (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   task_id TEXT NOT NULL,

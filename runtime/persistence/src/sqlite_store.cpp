@@ -126,33 +126,42 @@ class sqlite_store final : public base::snapshot_store {
       base::commit_outcome outcome;
       if (batch.empty()) return outcome;
       transaction tx{*this};
+      // Each statement is looked up once per batch; run() resets it per row.
+      sqlite3_stmt* insert_task = stmt(insert_task_sql);
       for (std::size_t i = 0; i < batch.new_tasks.size(); ++i) {
         const auto& t = batch.new_tasks[i];
-        run(stmt(insert_task_sql), t.id, t.team, t.agent, t.priority, t.state, t.idempotency_key,
+        run(insert_task, t.id, t.team, t.agent, t.priority, t.state, t.idempotency_key,
             t.snapshot, t.seq, t.created_ms, t.updated_ms);
         if (sqlite3_changes(db_) == 0) outcome.conflicts.push_back({i, existing_holder(t)});
       }
       // Journal before snapshots: a snapshot in the same batch then trims the
       // deltas it already contains.
+      sqlite3_stmt* insert_journal = stmt(insert_journal_sql);
       for (const auto& j : batch.journal) {
-        run(stmt(insert_journal_sql), j.task_id, j.seq, j.kind, j.payload, j.ts_ms);
+        run(insert_journal, j.task_id, j.seq, j.kind, j.payload, j.ts_ms);
       }
+      sqlite3_stmt* upsert_task = stmt(upsert_task_sql);
+      sqlite3_stmt* trim_journal = stmt(trim_journal_sql);
       for (std::size_t i : last_of_each(batch.snapshots, [](const auto& t) { return t.id; })) {
         const auto& t = batch.snapshots[i];
-        run(stmt(upsert_task_sql), t.id, t.team, t.agent, t.priority, t.state, t.idempotency_key,
+        run(upsert_task, t.id, t.team, t.agent, t.priority, t.state, t.idempotency_key,
             t.snapshot, t.seq, t.created_ms, t.updated_ms);
-        run(stmt(trim_journal_sql), t.id, t.seq);
+        run(trim_journal, t.id, t.seq);
       }
+      sqlite3_stmt* insert_cost = stmt(insert_cost_sql);
       for (const auto& c : batch.costs) {
-        run(stmt(insert_cost_sql), c.task_id, c.step_id, c.agent, c.team, c.provider, c.model,
+        run(insert_cost, c.task_id, c.step_id, c.agent, c.team, c.provider, c.model,
             c.outcome, c.tokens_in, c.tokens_out, c.latency_ms, c.ts_ms, c.usd);
       }
+      sqlite3_stmt* insert_audit = stmt(insert_audit_sql);
       for (const auto& a : batch.audit) {
-        run(stmt(insert_audit_sql), a.ts_ms, a.principal, a.action, a.target, a.detail);
+        run(insert_audit, a.ts_ms, a.principal, a.action, a.target, a.detail);
       }
-      for (const auto& e : batch.entities) run(stmt(upsert_entity_sql), e.kind, e.name, e.state);
+      sqlite3_stmt* upsert_entity = stmt(upsert_entity_sql);
+      for (const auto& e : batch.entities) run(upsert_entity, e.kind, e.name, e.state);
+      sqlite3_stmt* upsert_decision = stmt(upsert_decision_sql);
       for (const auto& d : batch.decisions) {
-        run(stmt(upsert_decision_sql), d.id, d.task_id, d.step_id, d.state, d.record,
+        run(upsert_decision, d.id, d.task_id, d.step_id, d.state, d.record,
             d.deadline_ms);
       }
       tx.commit();
