@@ -1,0 +1,111 @@
+#pragma once
+/// Message vocabulary of the actor layer. Everything here is local to one
+/// process; payload structs are allowed as unsafe (non-serialisable) message
+/// types because they never cross a node boundary yet.
+///
+/// Control-plane requests carry a reply_fn: the actor that finishes the request
+/// calls it exactly once (from its own thread); the network side posts it back
+/// onto its session. This keeps request/response state out of a router actor.
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <caf/all.hpp>
+#include <nlohmann/json.hpp>
+
+#include "troupe/agents/task.hpp"
+#include "troupe/base/result.hpp"
+#include "troupe/base/store_port.hpp"
+
+namespace troupe::actors {
+
+using reply_fn = std::function<void(base::result<nlohmann::json>)>;
+
+// Work
+using submit_atom = caf::atom_constant<caf::atom("submit")>;
+using assign_atom = caf::atom_constant<caf::atom("assign")>;
+using step_done_atom = caf::atom_constant<caf::atom("stepdone")>;
+using retry_atom = caf::atom_constant<caf::atom("retry")>;
+using tick_atom = caf::atom_constant<caf::atom("tick")>;
+using scripted_atom = caf::atom_constant<caf::atom("scripted")>;
+// Queries
+using task_atom = caf::atom_constant<caf::atom("task")>;
+using tasks_atom = caf::atom_constant<caf::atom("tasks")>;
+using status_atom = caf::atom_constant<caf::atom("status")>;
+using decisions_atom = caf::atom_constant<caf::atom("decisions")>;
+// Control (sent with message_priority::high)
+using cancel_atom = caf::atom_constant<caf::atom("cancel")>;
+using decide_atom = caf::atom_constant<caf::atom("decide")>;
+using pause_atom = caf::atom_constant<caf::atom("pause")>;
+using resume_atom = caf::atom_constant<caf::atom("resume")>;
+using drain_atom = caf::atom_constant<caf::atom("drain")>;
+using restart_atom = caf::atom_constant<caf::atom("restart")>;
+// Store
+using write_atom = caf::atom_constant<caf::atom("write")>;
+using flush_atom = caf::atom_constant<caf::atom("flush")>;
+using load_atom = caf::atom_constant<caf::atom("load")>;
+using audit_atom = caf::atom_constant<caf::atom("audit")>;
+using ping_atom = caf::atom_constant<caf::atom("storeping")>;
+
+/// One LLM call an agent performs for a task step.
+struct work_order {
+  std::uint64_t call_id = 0;
+  std::string task_id;
+  std::size_t step = 0;
+  std::string step_id;
+  int attempt = 1;
+  int priority = 5;
+  std::string prompt;  ///< rendered
+  /// Template variables for scripted replies: "input", "step.ID", "agent", "attempt".
+  std::vector<std::pair<std::string, std::string>> vars;
+};
+
+/// What an agent reports back for a work_order.
+struct step_result {
+  std::uint64_t call_id = 0;
+  std::string agent;
+  bool ok = false;
+  std::string text;
+  base::error error;
+  std::int64_t tokens_in = 0;
+  std::int64_t tokens_out = 0;
+  std::int64_t latency_ms = 0;
+  std::string provider;
+  std::string model;
+};
+
+struct decide_cmd {
+  std::string decision_id;
+  std::string option;
+  std::string comment;
+  std::string who;
+};
+
+struct list_filter {
+  std::string state;  ///< empty: any
+  std::size_t limit = 100;
+};
+
+/// A piece of a group commit; the store merges many into one transaction.
+using batch_ptr = std::shared_ptr<base::write_batch>;
+
+/// The store's answer to one piece.
+struct commit_reply {
+  bool ok = false;
+  base::error error;
+  std::vector<base::idempotency_conflict> conflicts;  ///< indexes into the piece's new_tasks
+};
+
+}  // namespace troupe::actors
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::reply_fn)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::work_order)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::step_result)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::decide_cmd)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::list_filter)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::batch_ptr)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::commit_reply)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::agents::task_spec)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::shared_ptr<troupe::base::snapshot_store>)

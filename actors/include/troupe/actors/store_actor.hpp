@@ -1,0 +1,47 @@
+#pragma once
+/// The store actor: owns the snapshot_store (blocking I/O, so it runs detached
+/// on its own thread) and turns the writes of many actors into group commits.
+///
+/// Batching: a write piece is queued and, if no flush is pending, the actor sends
+/// itself a `flush` message. That message lands behind every write already in the
+/// mailbox, so one commit takes all of them (up to `max_batch` rows, which forces
+/// an early flush). Under load batches grow by themselves; when idle a lone write
+/// commits at once.
+///
+/// Outage: when a commit fails, pieces that create tasks are answered with the
+/// error (the submit is refused, never acknowledged without a commit); all other
+/// pieces are kept and retried with backoff until the database is back, and are
+/// answered only then.
+#include <atomic>
+#include <cstdint>
+#include <memory>
+
+#include <caf/all.hpp>
+
+#include "troupe/base/store_port.hpp"
+
+namespace troupe::actors {
+
+/// Counters shared with the host (readyz, metrics). Written by the store thread.
+struct store_stats {
+  std::atomic<bool> healthy{true};
+  std::atomic<std::uint64_t> commits{0};
+  std::atomic<std::uint64_t> rows{0};
+  std::atomic<std::uint64_t> failures{0};
+  std::atomic<std::uint64_t> last_batch_rows{0};
+  std::atomic<std::uint64_t> last_commit_us{0};
+  std::atomic<std::uint64_t> total_commit_us{0};
+  std::atomic<std::uint64_t> backlog_rows{0};
+};
+
+struct store_options {
+  std::size_t max_batch = 512;
+  std::int64_t retry_ms = 500;       ///< first retry after a failed commit
+  std::int64_t retry_max_ms = 5000;
+};
+
+/// Spawns the store actor on its own thread.
+caf::actor spawn_store(caf::actor_system& sys, std::shared_ptr<base::snapshot_store> store,
+                       std::shared_ptr<store_stats> stats, store_options opts);
+
+}  // namespace troupe::actors

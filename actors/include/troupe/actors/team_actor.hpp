@@ -1,0 +1,50 @@
+#pragma once
+/// The team actor: supervisor of its agents and dispatcher of its tasks.
+///
+/// It owns the state of every task of the team (queued tasks are plain data in
+/// a priority queue, so a million queued tasks cost no actors), moves each task
+/// through the workflow with the pure functions of agents/, assigns steps to
+/// agents with free capacity, makes every change durable through the store actor
+/// before acting on it, and restarts crashed agents within the team's restart
+/// intensity (one_for_one). Past the intensity the team goes `failed`: it stops
+/// dispatching, keeps its queue, and resumes on an operator `restart`.
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include <caf/all.hpp>
+
+#include "troupe/actors/agent_actor.hpp"
+#include "troupe/agents/event.hpp"
+#include "troupe/agents/task.hpp"
+#include "troupe/base/ids.hpp"
+#include "troupe/config/config.hpp"
+
+namespace troupe::actors {
+
+/// Counters for /metrics, written by the team actor, read by anyone.
+struct team_stats {
+  std::atomic<std::uint64_t> submitted{0}, succeeded{0}, failed{0}, cancelled{0}, rejected{0};
+  std::atomic<std::int64_t> queued{0}, running{0}, waiting_decision{0};
+  std::atomic<std::uint64_t> restarts{0}, llm_calls{0}, llm_failures{0}, tokens_in{0}, tokens_out{0};
+  std::atomic<std::uint64_t> cost_micro_usd{0};
+  std::atomic<std::uint64_t> step_latency_ms_total{0};
+};
+
+struct team_spec {
+  config::team team;
+  std::vector<agent_spec> agents;  ///< resolved agent + model + provider
+  caf::actor store;                ///< invalid: no persistence (benchmarks)
+  std::shared_ptr<agents::event_bus> bus;
+  std::shared_ptr<base::id_generator> task_ids;
+  std::shared_ptr<team_stats> stats;
+  int snapshot_every = 16;
+  std::size_t keep_terminal = 10000;  ///< finished tasks kept in memory for queries
+  std::int64_t tick_ms = 200;          ///< watchdog/deadline resolution
+  std::vector<agents::task> recovered;
+};
+
+caf::actor spawn_team(caf::actor_system& sys, team_spec spec);
+
+}  // namespace troupe::actors

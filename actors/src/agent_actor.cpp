@@ -1,0 +1,188 @@
+#include "troupe/actors/agent_actor.hpp"
+
+#include <chrono>
+#include <optional>
+#include <stdexcept>
+#include <unordered_map>
+
+#include "troupe/actors/messages.hpp"
+#include "troupe/agents/scripted.hpp"
+#include "troupe/base/clock.hpp"
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::shared_ptr<troupe::base::result<troupe::base::llm_response>>)
+
+namespace troupe::actors {
+namespace {
+
+using llm_done_atom = caf::atom_constant<caf::atom("llmdone")>;
+
+struct in_flight {
+  std::string task_id;
+  step_result result;                              ///< scripted: the answer to deliver later
+  std::shared_ptr<base::llm_call_handle> handle;   ///< network calls
+  std::chrono::steady_clock::time_point started;
+};
+
+struct agent_state {
+  agent_spec spec;
+  std::optional<agents::scripted_model> scripted;
+  std::unordered_map<std::uint64_t, in_flight> calls;
+  static inline const char* name = "troupe.agent";
+};
+
+using llm_outcome = std::shared_ptr<base::result<base::llm_response>>;
+
+step_result base_result(const agent_state& st, const work_order& w) {
+  step_result r;
+  r.call_id = w.call_id;
+  r.agent = st.spec.agent.name;
+  r.provider = st.spec.provider.name;
+  r.model = st.spec.model.name;
+  return r;
+}
+
+void run_scripted(caf::stateful_actor<agent_state>* self, const work_order& w) {
+  auto& st = self->state;
+  auto lookup = [&w](std::string_view name, std::string& out) {
+    for (const auto& [k, v] : w.vars)
+      if (k == name) {
+        out = v;
+        return true;
+      }
+    return false;
+  };
+  auto outcome = st.scripted->answer(st.spec.agent.system, w.prompt, lookup);
+  auto r = base_result(st, w);
+  r.tokens_in = outcome.tokens_in;
+  r.latency_ms = outcome.latency_ms;
+  switch (outcome.fault) {
+    case config::scripted_fault::throw_:
+      // A scripted crash: the exception ends this actor and its team restarts it.
+      throw std::runtime_error("scripted exception in agent '" + st.spec.agent.name + "': " + outcome.error);
+    case config::scripted_fault::hang:
+      st.calls[w.call_id] = in_flight{w.task_id, {}, nullptr, std::chrono::steady_clock::now()};
+      return;
+    case config::scripted_fault::error:
+    case config::scripted_fault::fatal:
+      r.ok = false;
+      r.error = base::make_error(base::errc::provider_error, outcome.error,
+                                 outcome.fault == config::scripted_fault::error);
+      break;
+    case config::scripted_fault::none:
+      r.ok = true;
+      r.text = std::move(outcome.text);
+      r.tokens_out = outcome.tokens_out;
+      break;
+  }
+  if (outcome.latency_ms <= 0) {
+    self->send(st.spec.dispatcher, step_done_atom::value, std::move(r));
+    return;
+  }
+  auto id = w.call_id;
+  st.calls[id] = in_flight{w.task_id, std::move(r), nullptr, std::chrono::steady_clock::now()};
+  self->delayed_send(self, std::chrono::milliseconds(outcome.latency_ms), scripted_atom::value, id);
+}
+
+void run_network(caf::stateful_actor<agent_state>* self, const work_order& w) {
+  auto& st = self->state;
+  base::llm_request req;
+  req.provider = st.spec.provider.name;
+  req.model = st.spec.model.api_name.empty() ? st.spec.model.name : st.spec.model.api_name;
+  req.system = st.spec.agent.system;
+  req.messages.push_back({"user", w.prompt});
+  req.max_tokens = st.spec.model.max_tokens;
+  req.temperature = st.spec.model.temperature.value_or(-1);
+  req.stop = st.spec.model.stop;
+  req.stream = st.spec.model.stream;
+  req.timeout_ms = st.spec.provider.timeout_ms;
+  req.priority = w.priority;
+  req.team = st.spec.team;
+  req.task_id = w.task_id;
+  auto me = caf::actor_cast<caf::actor>(self);
+  auto id = w.call_id;
+  base::llm_token_fn on_token;
+  if (st.spec.bus && req.stream) {
+    auto bus = st.spec.bus;
+    auto team = st.spec.team, agent = st.spec.agent.name, task = w.task_id, step = w.step_id;
+    on_token = [bus, team, agent, task, step](std::string_view token) {
+      if (!bus->active()) return;
+      auto ev = std::make_shared<agents::event>();
+      ev->name = "task.update";
+      ev->topic = "tasks";
+      ev->team = team;
+      ev->agent = agent;
+      ev->task = task;
+      ev->ts_ms = base::now_ms();
+      ev->data = {{"task", task}, {"team", team}, {"state", "running"}, {"step", step}, {"token", std::string(token)}};
+      bus->publish(ev);
+    };
+  }
+  st.calls[id] = in_flight{w.task_id, base_result(st, w), nullptr, std::chrono::steady_clock::now()};
+  auto handle = st.spec.llm->call(std::move(req), std::move(on_token), [me, id](base::result<base::llm_response> res) {
+    caf::anon_send(me, llm_done_atom::value, id, std::make_shared<base::result<base::llm_response>>(std::move(res)));
+  });
+  if (auto it = st.calls.find(id); it != st.calls.end()) it->second.handle = std::move(handle);
+}
+
+caf::behavior agent_actor(caf::stateful_actor<agent_state>* self, agent_spec spec) {
+  self->state.spec = std::move(spec);
+  if (self->state.spec.provider.kind == config::provider_kind::scripted)
+    self->state.scripted.emplace(self->state.spec.provider);
+  return {
+      [=](assign_atom, const work_order& w) {
+        if (self->state.scripted) {
+          run_scripted(self, w);
+        } else if (self->state.spec.llm) {
+          run_network(self, w);
+        } else {
+          auto r = base_result(self->state, w);
+          r.error = base::make_error(base::errc::unavailable, "no client for provider '" + self->state.spec.provider.name + "'");
+          self->send(self->state.spec.dispatcher, step_done_atom::value, std::move(r));
+        }
+      },
+      [=](scripted_atom, std::uint64_t id) {
+        auto it = self->state.calls.find(id);
+        if (it == self->state.calls.end()) return;  // cancelled meanwhile
+        self->send(self->state.spec.dispatcher, step_done_atom::value, std::move(it->second.result));
+        self->state.calls.erase(it);
+      },
+      [=](llm_done_atom, std::uint64_t id, const llm_outcome& res) {
+        auto it = self->state.calls.find(id);
+        if (it == self->state.calls.end()) return;
+        auto r = std::move(it->second.result);
+        r.latency_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                           std::chrono::steady_clock::now() - it->second.started).count();
+        self->state.calls.erase(it);
+        if (*res) {
+          r.ok = true;
+          r.text = std::move((*res)->text);
+          r.tokens_in = (*res)->usage.tokens_in;
+          r.tokens_out = (*res)->usage.tokens_out;
+        } else {
+          r.ok = false;
+          r.error = res->error();
+        }
+        self->send(self->state.spec.dispatcher, step_done_atom::value, std::move(r));
+      },
+      [=](cancel_atom, const std::string& task_id) {
+        auto& calls = self->state.calls;
+        for (auto it = calls.begin(); it != calls.end();) {
+          if (it->second.task_id == task_id) {
+            if (it->second.handle) it->second.handle->cancel();
+            it = calls.erase(it);
+          } else {
+            ++it;
+          }
+        }
+      },
+  };
+}
+
+}  // namespace
+
+caf::actor spawn_agent(caf::local_actor* parent, const agent_spec& spec) {
+  return parent->spawn<caf::monitored>(agent_actor, spec);
+}
+
+}  // namespace troupe::actors
+

@@ -1,2 +1,0 @@
-// Placeholder so the target has a source until the module lands; remove when real sources exist.
-namespace troupe { int actors_placeholder = 0; }

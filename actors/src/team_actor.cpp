@@ -1,0 +1,374 @@
+// The team actor: behavior, submission and task lifecycle. Dispatch and step
+// handling live in team_steps.cpp, status and events in team_status.cpp.
+#include <spdlog/spdlog.h>
+
+#include "team_state.hpp"
+#include "troupe/agents/task_json.hpp"
+#include "troupe/base/clock.hpp"
+
+namespace troupe::actors {
+namespace detail {
+
+using agents::task_state;
+
+void team_state::spawn_agent_slot(self_ptr self, std::size_t i) {
+  auto& a = agents[i];
+  a.spec.dispatcher = caf::actor_cast<caf::actor>(self);
+  a.spec.bus = spec.bus;
+  a.spec.team = spec.team.name;
+  a.handle = spawn_agent(self, a.spec);
+  a.in_flight = 0;
+}
+
+void team_state::init(self_ptr self, team_spec s) {
+  spec = std::move(s);
+  wf = agents::workflow::from_team(spec.team);
+  for (std::size_t i = 0; i < spec.agents.size(); ++i) {
+    agent_slot a;
+    a.spec = spec.agents[i];
+    a.selectors.push_back("a:" + a.spec.agent.name);
+    for (const auto& c : a.spec.agent.capabilities) a.selectors.push_back("c:" + c);
+    for (const auto& sel : a.selectors) selector_agents[sel].push_back(i);
+    agent_index[a.spec.agent.name] = i;
+    agents.push_back(std::move(a));
+    spawn_agent_slot(self, i);
+  }
+  for (std::size_t i = 0; i < agents.size(); ++i) emit_agent(i, "idle");
+  // Resume what the store handed back: completed steps stay completed.
+  std::vector<std::string> to_start;
+  for (auto& t : spec.recovered) {
+    auto wfp = t.agent.empty() ? wf : agents::workflow::single_agent(t.agent);
+    for (auto& st : t.steps)
+      if (st.state == agents::step_state::running) st.state = agents::step_state::pending;
+    task_entry e;
+    e.t = std::move(t);
+    e.wf = wfp;
+    e.order = next_order++;
+    auto id = e.t.id;
+    if (!e.t.idempotency_key.empty()) idempotency[e.t.idempotency_key] = id;
+    if (e.t.deadline_at_ms > 0) deadlines.emplace(e.t.deadline_at_ms, id);
+    for (std::size_t d = 0; d < e.t.decisions.size(); ++d)
+      if (e.t.decisions[d].pending) pending_decisions[e.t.decisions[d].id] = id;
+    if (e.t.state == task_state::queued) ++queued;
+    tasks.emplace(id, std::move(e));
+    to_start.push_back(id);
+  }
+  spec.recovered.clear();
+  spec.stats->queued.store(queued);
+  for (const auto& id : to_start) {
+    auto& e = tasks.at(id);
+    if (e.t.state == task_state::waiting_decision) continue;  // resumes when decided or timed out
+    start(self, id);
+  }
+}
+
+void team_state::submit(self_ptr self, agents::task_spec ts, reply_fn reply) {
+  using base::errc;
+  if (draining) return reply(base::fail(errc::unavailable, "the daemon is shutting down; not accepting tasks"));
+  if (!ts.idempotency_key.empty()) {
+    if (auto it = idempotency.find(ts.idempotency_key); it != idempotency.end()) {
+      if (auto t = tasks.find(it->second); t != tasks.end()) {
+        auto j = agents::to_json(t->second.t);
+        j["existing"] = true;
+        return reply(j);
+      }
+    }
+  }
+  if (queued >= spec.team.max_queued) {
+    spec.stats->rejected.fetch_add(1, std::memory_order_relaxed);
+    return reply(base::fail(errc::overloaded, "team '" + spec.team.name + "' has " + std::to_string(queued) +
+                                                  " queued tasks (max_queued " +
+                                                  std::to_string(spec.team.max_queued) + "); retry later"));
+  }
+  if (!ts.agent.empty() && !agent_index.count(ts.agent))
+    return reply(base::fail(errc::not_found, "agent '" + ts.agent + "' is not in team '" + spec.team.name + "'"));
+  for (const auto& dep : ts.depends_on)
+    if (!tasks.count(dep))
+      return reply(base::fail(errc::bad_request, "depends_on: no task '" + dep + "' in team '" + spec.team.name + "'"));
+  agents::task t;
+  t.id = spec.task_ids->next();
+  t.team = spec.team.name;
+  t.agent = ts.agent;
+  t.input = std::move(ts.input);
+  t.priority = ts.priority;
+  t.idempotency_key = std::move(ts.idempotency_key);
+  t.created_ms = t.updated_ms = base::now_ms();
+  t.deadline_at_ms = ts.deadline_ms > 0 ? t.created_ms + ts.deadline_ms : 0;
+  t.max_attempts = ts.max_attempts;
+  t.depends_on = std::move(ts.depends_on);
+  t.metadata = std::move(ts.metadata);
+  auto wfp = t.agent.empty() ? wf : agents::workflow::single_agent(t.agent);
+  agents::init_steps(t, *wfp);
+  if (!spec.store) {
+    auto j = agents::to_json(t);
+    accept(self, std::move(t), wfp);
+    return reply(std::move(j));
+  }
+  // Durability contract: acknowledge only after the task is committed.
+  auto batch = std::make_shared<base::write_batch>();
+  base::task_row row;
+  row.id = t.id;
+  row.team = t.team;
+  row.agent = t.agent;
+  row.priority = t.priority;
+  row.state = "queued";
+  row.idempotency_key = t.idempotency_key;
+  row.snapshot = agents::to_json(t).dump();
+  row.created_ms = row.updated_ms = t.created_ms;
+  batch->new_tasks.push_back(std::move(row));
+  ++queued;  // reserve the slot while the commit is in flight
+  self->request(spec.store, caf::infinite, write_atom::value, batch)
+      .then(
+          [=, t = std::move(t)](commit_reply& r) mutable {
+            auto& st = self->state;
+            --st.queued;
+            if (!r.ok) {
+              st.spec.stats->rejected.fetch_add(1, std::memory_order_relaxed);
+              return reply(base::fail(r.error));
+            }
+            if (!r.conflicts.empty()) {
+              auto existing = r.conflicts.front().existing_id;
+              if (auto it = st.tasks.find(existing); it != st.tasks.end()) {
+                auto j = agents::to_json(it->second.t);
+                j["existing"] = true;
+                return reply(j);
+              }
+              return reply(nlohmann::json{{"id", existing}, {"existing", true}});
+            }
+            auto j = agents::to_json(t);
+            st.accept(self, std::move(t), wfp);
+            reply(std::move(j));
+          },
+          [=](caf::error& err) {
+            --self->state.queued;
+            reply(base::fail(base::errc::unavailable, "store actor failed: " + self->system().render(err)));
+          });
+}
+
+void team_state::accept(self_ptr self, agents::task t, std::shared_ptr<const agents::workflow> wfp) {
+  auto id = t.id;
+  spec.stats->submitted.fetch_add(1, std::memory_order_relaxed);
+  if (!t.idempotency_key.empty()) idempotency[t.idempotency_key] = id;
+  if (t.deadline_at_ms > 0) deadlines.emplace(t.deadline_at_ms, id);
+  task_entry e;
+  e.t = std::move(t);
+  e.wf = std::move(wfp);
+  e.order = next_order++;
+  auto& entry = tasks.emplace(id, std::move(e)).first->second;
+  ++queued;
+  spec.stats->queued.store(queued, std::memory_order_relaxed);
+  emit_task(entry, "queued");
+  start(self, id);
+}
+
+void team_state::start(self_ptr self, const std::string& id) {
+  auto it = tasks.find(id);
+  if (it == tasks.end()) return;
+  auto& e = it->second;
+  // Dependencies: wait until each succeeded; fail when one did not.
+  for (const auto& dep : e.t.depends_on) {
+    auto d = tasks.find(dep);
+    if (d == tasks.end()) continue;  // finished long ago and evicted: it succeeded or we would have failed
+    auto s = d->second.t.state;
+    if (s == task_state::succeeded) continue;
+    if (agents::is_terminal(s)) {
+      finish(self, e, task_state::failed,
+             base::make_error(base::errc::dependency_failed,
+                              "dependency '" + dep + "' ended " + std::string(agents::to_string(s))));
+      return;
+    }
+    dependents[dep].push_back(id);
+    return;
+  }
+  advance(self, id);
+}
+
+void team_state::advance(self_ptr self, const std::string& id) {
+  auto it = tasks.find(id);
+  if (it == tasks.end()) return;
+  auto& e = it->second;
+  if (agents::is_terminal(e.t.state) || e.t.state == task_state::waiting_decision) return;
+  if (agents::all_done(e.t)) {
+    e.t.result = e.t.steps[e.wf->result_node].output;
+    finish(self, e, task_state::succeeded, std::nullopt);
+    return;
+  }
+  for (auto step : agents::ready_steps(e.t, *e.wf)) {
+    begin_step(self, e, step);
+    if (agents::is_terminal(e.t.state) || e.t.state == task_state::waiting_decision) return;
+  }
+}
+
+void team_state::finish(self_ptr self, task_entry& e, task_state state, std::optional<base::error> err) {
+  if (agents::is_terminal(e.t.state)) return;
+  if (e.t.state == task_state::queued) {
+    --queued;
+    spec.stats->queued.store(queued, std::memory_order_relaxed);
+  }
+  auto id = e.t.id;
+  // Abandon in-flight calls at once: the agents drop them (network requests are aborted).
+  std::vector<std::size_t> notify;
+  for (auto c = calls.begin(); c != calls.end(); ++c)
+    if (c->second.task_id == id) notify.push_back(c->second.agent);
+  for (auto a : notify) caf::anon_send<caf::message_priority::high>(agents[a].handle, cancel_atom::value, id);
+  e.t.state = state;
+  e.t.error = std::move(err);
+  for (auto& s : e.t.steps)
+    if (s.state == agents::step_state::running) s.state = agents::step_state::failed;
+  for (auto& d : e.t.decisions)
+    if (d.pending) {
+      d.pending = false;
+      d.decided_by = "task " + std::string(agents::to_string(state));
+      d.resolved_ms = base::now_ms();
+      pending_decisions.erase(d.id);
+    }
+  switch (state) {
+    case task_state::succeeded: spec.stats->succeeded.fetch_add(1, std::memory_order_relaxed); break;
+    case task_state::failed: spec.stats->failed.fetch_add(1, std::memory_order_relaxed); break;
+    default: spec.stats->cancelled.fetch_add(1, std::memory_order_relaxed); break;
+  }
+  persist(self, e, {}, {}, {}, [] {});
+  emit_task(e, "finished");
+  if (e.t.error)
+    spdlog::debug("task ended task={} team={} state={} error=\"{}\"", id, spec.team.name,
+                  agents::to_string(state), e.t.error->message);
+  // Release tasks that waited on this one.
+  if (auto d = dependents.find(id); d != dependents.end()) {
+    auto waiting = std::move(d->second);
+    dependents.erase(d);
+    for (const auto& w : waiting) start(self, w);
+  }
+  terminal_order.push_back(id);
+  while (terminal_order.size() > spec.keep_terminal) {
+    auto old = terminal_order.front();
+    terminal_order.pop_front();
+    auto o = tasks.find(old);
+    if (o == tasks.end()) continue;
+    if (!o->second.t.idempotency_key.empty()) idempotency.erase(o->second.t.idempotency_key);
+    tasks.erase(o);
+  }
+  check_drained();
+}
+
+void team_state::cancel(self_ptr self, const std::string& id, reply_fn reply) {
+  auto it = tasks.find(id);
+  if (it == tasks.end()) return reply(base::fail(base::errc::not_found, "no task '" + id + "' in team '" + spec.team.name + "'"));
+  auto& e = it->second;
+  if (agents::is_terminal(e.t.state))
+    return reply(base::fail(base::errc::conflict, "task '" + id + "' already " + std::string(agents::to_string(e.t.state))));
+  finish(self, e, task_state::cancelled, base::make_error(base::errc::cancelled, "cancelled by operator"));
+  reply(agents::to_json(e.t));
+}
+
+void team_state::check_drained() {
+  if (!draining || drain_waiters.empty() || !calls.empty()) return;
+  auto waiters = std::move(drain_waiters);
+  drain_waiters.clear();
+  for (auto& w : waiters) w(nlohmann::json{{"team", spec.team.name}, {"drained", true}});
+}
+
+}  // namespace detail
+
+namespace {
+
+caf::behavior team_actor(detail::self_ptr self, team_spec spec) {
+  self->state.init(self, std::move(spec));
+  self->set_down_handler([=](caf::down_msg& msg) { self->state.on_agent_down(self, msg); });
+  self->send(self, tick_atom::value);
+  return {
+      [=](submit_atom, agents::task_spec& ts, const reply_fn& reply) { self->state.submit(self, std::move(ts), reply); },
+      [=](step_done_atom, step_result& r) { self->state.on_step_done(self, std::move(r)); },
+      [=](retry_atom, const std::string& id, std::size_t step, int attempt) { self->state.on_retry(self, id, step, attempt); },
+      [=](tick_atom) {
+        self->state.tick(self);
+        self->delayed_send(self, std::chrono::milliseconds(self->state.spec.tick_ms), tick_atom::value);
+      },
+      [=](task_atom, const std::string& id, const reply_fn& reply) {
+        auto it = self->state.tasks.find(id);
+        if (it == self->state.tasks.end()) return reply(base::fail(base::errc::not_found, "no task '" + id + "'"));
+        reply(agents::to_json(it->second.t));
+      },
+      [=](tasks_atom, const list_filter& f, const reply_fn& reply) {
+        auto out = nlohmann::json::array();
+        for (const auto& [id, e] : self->state.tasks) {
+          if (out.size() >= f.limit) break;
+          if (!f.state.empty() && agents::to_string(e.t.state) != f.state) continue;
+          out.push_back(agents::to_json(e.t));
+        }
+        reply(nlohmann::json{{"tasks", std::move(out)}});
+      },
+      [=](status_atom, const reply_fn& reply) { reply(self->state.status_json()); },
+      [=](decisions_atom, const reply_fn& reply) {
+        auto out = nlohmann::json::array();
+        for (const auto& [did, tid] : self->state.pending_decisions) {
+          auto it = self->state.tasks.find(tid);
+          if (it == self->state.tasks.end()) continue;
+          for (const auto& d : it->second.t.decisions)
+            if (d.id == did) {
+              auto j = agents::to_json(d);
+              j["task"] = tid;
+              j["team"] = self->state.spec.team.name;
+              out.push_back(std::move(j));
+            }
+        }
+        reply(nlohmann::json{{"decisions", std::move(out)}});
+      },
+      [=](cancel_atom, const std::string& id, const reply_fn& reply) { self->state.cancel(self, id, reply); },
+      [=](decide_atom, decide_cmd& cmd, const reply_fn& reply) { self->state.decide(self, std::move(cmd), reply); },
+      [=](pause_atom, const std::string& agent, const reply_fn& reply) {
+        auto& st = self->state;
+        if (agent.empty()) {
+          st.paused = true;
+        } else if (auto it = st.agent_index.find(agent); it != st.agent_index.end()) {
+          st.agents[it->second].paused = true;
+          st.emit_agent(it->second, "paused");
+        } else {
+          return reply(base::fail(base::errc::not_found, "no agent '" + agent + "' in team '" + st.spec.team.name + "'"));
+        }
+        reply(st.status_json());
+      },
+      [=](resume_atom, const std::string& agent, const reply_fn& reply) {
+        auto& st = self->state;
+        if (agent.empty()) {
+          st.paused = false;
+          for (std::size_t i = 0; i < st.agents.size(); ++i) st.pump_agent(self, i);
+        } else if (auto it = st.agent_index.find(agent); it != st.agent_index.end()) {
+          st.agents[it->second].paused = false;
+          st.emit_agent(it->second, "idle");
+          st.pump_agent(self, it->second);
+        } else {
+          return reply(base::fail(base::errc::not_found, "no agent '" + agent + "' in team '" + st.spec.team.name + "'"));
+        }
+        reply(st.status_json());
+      },
+      [=](restart_atom, const reply_fn& reply) {
+        auto& st = self->state;
+        st.failed = false;
+        st.restart_times.clear();
+        for (std::size_t i = 0; i < st.agents.size(); ++i) {
+          if (st.agents[i].failed) {
+            st.agents[i].failed = false;
+            st.spawn_agent_slot(self, i);
+          }
+          st.agents[i].restart_times.clear();
+          st.emit_agent(i, "idle");
+        }
+        for (std::size_t i = 0; i < st.agents.size(); ++i) st.pump_agent(self, i);
+        reply(st.status_json());
+      },
+      [=](drain_atom, const reply_fn& reply) {
+        auto& st = self->state;
+        st.draining = true;
+        st.drain_waiters.push_back(reply);
+        st.check_drained();
+      },
+  };
+}
+
+}  // namespace
+
+caf::actor spawn_team(caf::actor_system& sys, team_spec spec) {
+  return sys.spawn(team_actor, std::move(spec));
+}
+
+}  // namespace troupe::actors

@@ -1,0 +1,112 @@
+#pragma once
+// Private: the team actor's state and the operations its handlers call.
+#include <deque>
+#include <map>
+#include <random>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "troupe/actors/messages.hpp"
+#include "troupe/actors/team_actor.hpp"
+#include "troupe/agents/work_queue.hpp"
+#include "troupe/agents/workflow.hpp"
+
+namespace troupe::actors::detail {
+
+struct agent_slot {
+  agent_spec spec;
+  caf::actor handle;
+  int in_flight = 0;
+  bool paused = false;
+  bool failed = false;
+  int restarts = 0;
+  std::deque<std::int64_t> restart_times;
+  double spent_usd = 0;
+  std::vector<std::string> selectors;  ///< "a:NAME", "c:CAPABILITY"
+};
+
+struct task_entry {
+  agents::task t;
+  std::shared_ptr<const agents::workflow> wf;
+  std::uint64_t order = 0;  ///< submission order: FIFO within a priority
+  int active_calls = 0;
+  std::vector<reply_fn> waiters;  ///< none yet; kept for "wait" queries
+};
+
+struct call_info {
+  std::string task_id;
+  std::size_t step = 0;
+  int attempt = 0;
+  std::size_t agent = 0;
+  std::int64_t started_ms = 0;
+};
+
+struct queued_step {
+  std::string task_id;
+  std::size_t step = 0;
+  int attempt = 0;
+};
+
+using self_ptr = caf::stateful_actor<struct team_state>*;
+
+struct team_state {
+  static inline const char* name = "troupe.team";
+  team_spec spec;
+  std::shared_ptr<const agents::workflow> wf;
+  std::vector<agent_slot> agents;
+  std::unordered_map<std::string, std::size_t> agent_index;
+  std::unordered_map<std::string, std::vector<std::size_t>> selector_agents;
+  std::unordered_map<std::string, agents::work_queue<queued_step>> queues;
+  std::unordered_map<std::string, task_entry> tasks;
+  std::deque<std::string> terminal_order;
+  std::unordered_map<std::uint64_t, call_info> calls;
+  std::unordered_map<std::string, std::string> idempotency;   ///< key -> task id
+  std::unordered_map<std::string, std::vector<std::string>> dependents;
+  std::unordered_map<std::string, std::string> pending_decisions;  ///< decision id -> task id
+  std::multimap<std::int64_t, std::string> deadlines;  ///< deadline_at_ms -> task id
+  std::uint64_t next_call = 1;
+  std::uint64_t next_order = 1;
+  std::int64_t queued = 0;
+  double spent_usd = 0;
+  bool failed = false;
+  bool paused = false;
+  bool draining = false;
+  std::vector<reply_fn> drain_waiters;
+  std::mt19937_64 rng{0x7e0b};
+  std::deque<std::int64_t> restart_times;
+
+  // lifecycle (team_actor.cpp)
+  void init(self_ptr self, team_spec s);
+  void submit(self_ptr self, agents::task_spec spec, reply_fn reply);
+  void accept(self_ptr self, agents::task t, std::shared_ptr<const agents::workflow> wf);
+  void start(self_ptr self, const std::string& id);
+  void advance(self_ptr self, const std::string& id);
+  void begin_step(self_ptr self, task_entry& e, std::size_t step);
+  void enqueue(self_ptr self, task_entry& e, std::size_t step);
+  void pump_selector(self_ptr self, const std::string& selector);
+  void pump_agent(self_ptr self, std::size_t agent);
+  bool assign(self_ptr self, std::size_t agent, const queued_step& q);
+  void on_step_done(self_ptr self, step_result r);
+  void on_retry(self_ptr self, const std::string& id, std::size_t step, int attempt);
+  void step_failed(self_ptr self, task_entry& e, std::size_t step, base::error err);
+  void finish(self_ptr self, task_entry& e, agents::task_state state, std::optional<base::error> err);
+  void cancel(self_ptr self, const std::string& id, reply_fn reply);
+  void decide(self_ptr self, decide_cmd cmd, reply_fn reply);
+  void resolve_decision(self_ptr self, task_entry& e, std::size_t decision, const std::string& option,
+                        const std::string& who, const std::string& comment, reply_fn reply);
+  void on_agent_down(self_ptr self, const caf::down_msg& msg);
+  void tick(self_ptr self);
+  void persist(self_ptr self, task_entry& e, const std::vector<std::size_t>& steps,
+               const std::vector<std::size_t>& decisions, std::vector<base::cost_row> costs,
+               std::function<void()> then);
+  void emit_task(const task_entry& e, const char* what, std::optional<std::size_t> step = std::nullopt);
+  void emit_agent(std::size_t agent, const std::string& state, const std::string& task = {});
+  nlohmann::json status_json() const;
+  nlohmann::json agents_json() const;
+  std::string selector_of(const agents::workflow_node& n) const;
+  void check_drained();
+  void spawn_agent_slot(self_ptr self, std::size_t i);
+};
+
+}  // namespace troupe::actors::detail

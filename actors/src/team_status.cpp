@@ -1,0 +1,96 @@
+// Team actor: events and status documents.
+#include "team_state.hpp"
+#include "troupe/agents/task_json.hpp"
+#include "troupe/base/clock.hpp"
+
+namespace troupe::actors::detail {
+
+void team_state::emit_task(const task_entry& e, const char* what, std::optional<std::size_t> step) {
+  if (!spec.bus || !spec.bus->active()) return;
+  auto ev = std::make_shared<agents::event>();
+  ev->name = "task.update";
+  ev->topic = "tasks";
+  ev->team = spec.team.name;
+  ev->task = e.t.id;
+  ev->ts_ms = base::now_ms();
+  nlohmann::json data{{"task", e.t.id}, {"team", spec.team.name}, {"state", agents::to_string(e.t.state)},
+                      {"what", what}, {"priority", e.t.priority}};
+  if (step) {
+    const auto& s = e.t.steps[*step];
+    ev->agent = s.agent;
+    data["step"] = s.id;
+    data["step_state"] = agents::to_string(s.state);
+    data["agent"] = s.agent;
+    data["attempt"] = s.attempts;
+    if (s.state == agents::step_state::succeeded) {
+      data["output"] = s.output;
+      data["duration_ms"] = s.finished_ms - s.started_ms;
+      data["tokens"] = s.cost.tokens_in + s.cost.tokens_out;
+    }
+    if (s.error) data["error"] = agents::to_json(*s.error);
+  }
+  if (agents::is_terminal(e.t.state)) {
+    data["result"] = e.t.result;
+    data["cost"] = agents::to_json(e.t.cost);
+    if (e.t.error) data["error"] = agents::to_json(*e.t.error);
+  }
+  ev->data = std::move(data);
+  spec.bus->publish(ev);
+}
+
+void team_state::emit_agent(std::size_t i, const std::string& state, const std::string& task) {
+  if (!spec.bus || !spec.bus->active()) return;
+  const auto& a = agents[i];
+  auto ev = std::make_shared<agents::event>();
+  ev->name = "agent.status";
+  ev->topic = "agents";
+  ev->team = spec.team.name;
+  ev->agent = a.spec.agent.name;
+  ev->task = task;
+  ev->ts_ms = base::now_ms();
+  ev->data = {{"agent", a.spec.agent.name}, {"team", spec.team.name}, {"state", state},
+              {"in_flight", a.in_flight}, {"max_concurrent", a.spec.agent.max_concurrent},
+              {"restarts", a.restarts}, {"spent_usd", a.spent_usd}};
+  if (!task.empty()) ev->data["task"] = task;
+  spec.bus->publish(ev);
+}
+
+nlohmann::json team_state::agents_json() const {
+  auto out = nlohmann::json::array();
+  auto now = base::now_ms();
+  for (std::size_t i = 0; i < agents.size(); ++i) {
+    const auto& a = agents[i];
+    std::string state = a.failed ? "failed" : a.paused ? "paused" : a.in_flight > 0 ? "busy" : "idle";
+    auto in_flight = nlohmann::json::array();
+    for (const auto& [id, c] : calls)
+      if (c.agent == i)
+        in_flight.push_back({{"task", c.task_id}, {"step", c.step}, {"attempt", c.attempt}, {"age_ms", now - c.started_ms}});
+    out.push_back({{"name", a.spec.agent.name}, {"team", spec.team.name}, {"state", state},
+                   {"model", a.spec.model.name}, {"provider", a.spec.provider.name},
+                   {"capabilities", a.spec.agent.capabilities}, {"max_concurrent", a.spec.agent.max_concurrent},
+                   {"in_flight", std::move(in_flight)}, {"restarts", a.restarts}, {"spent_usd", a.spent_usd},
+                   {"budget_usd", a.spec.agent.budget_usd ? nlohmann::json(*a.spec.agent.budget_usd) : nlohmann::json()}});
+  }
+  return out;
+}
+
+nlohmann::json team_state::status_json() const {
+  std::array<std::size_t, 10> depths{};
+  for (const auto& [sel, q] : queues) {
+    auto d = q.depths();
+    for (std::size_t i = 0; i < 10; ++i) depths[i] += d[i];
+  }
+  std::size_t running = 0, waiting = 0;
+  for (const auto& [id, e] : tasks) {
+    if (e.t.state == agents::task_state::running) ++running;
+    if (e.t.state == agents::task_state::waiting_decision) ++waiting;
+  }
+  std::string state = failed ? "failed" : draining ? "draining" : paused ? "paused" : "running";
+  return {{"name", spec.team.name}, {"state", state}, {"queued", queued}, {"running", running},
+          {"waiting_decision", waiting}, {"queue_by_priority", depths}, {"in_flight_calls", calls.size()},
+          {"spent_usd", spent_usd},
+          {"budget_usd", spec.team.budget_usd ? nlohmann::json(*spec.team.budget_usd) : nlohmann::json()},
+          {"max_queued", spec.team.max_queued}, {"agents", agents_json()}};
+}
+
+}  // namespace troupe::actors::detail

@@ -1,0 +1,472 @@
+// The composition root and control-plane bridge: the only code that sees both
+// the actors and the network-facing control_port.
+#include "troupe/host/runtime.hpp"
+
+#include <chrono>
+#include <future>
+#include <mutex>
+#include <sstream>
+#include <unordered_map>
+
+#include <caf/all.hpp>
+#include <spdlog/spdlog.h>
+
+#include "troupe/actors/messages.hpp"
+#include "troupe/actors/store_actor.hpp"
+#include "troupe/actors/team_actor.hpp"
+#include "troupe/agents/task_json.hpp"
+#include "troupe/base/clock.hpp"
+#include "troupe/persistence/open_store.hpp"
+#include "troupe/protocols/wire/submit.hpp"
+
+namespace troupe::host {
+namespace {
+
+using nlohmann::json;
+using protocols::reply_fn;
+
+/// Collects the replies of n parallel requests and calls `done` once with all of them.
+class fan_in {
+ public:
+  using results = std::vector<base::result<json>>;
+  fan_in(std::size_t n, std::function<void(results)> done) : left_(n), done_(std::move(done)) {
+    all_.reserve(n);
+    if (n == 0) done_({});
+  }
+  reply_fn slot(const std::shared_ptr<fan_in>& self) {
+    return [self](base::result<json> r) {
+      std::function<void(results)> done;
+      results all;
+      {
+        std::lock_guard guard{self->mutex_};
+        self->all_.push_back(std::move(r));
+        if (--self->left_ != 0) return;
+        done = std::move(self->done_);
+        all = std::move(self->all_);
+      }
+      done(std::move(all));
+    };
+  }
+
+ private:
+  std::mutex mutex_;
+  std::size_t left_;
+  std::function<void(results)> done_;
+  results all_;
+};
+
+/// First success among the replies, else the most specific error (not_found last).
+base::result<json> first_success(fan_in::results& all, const std::string& what) {
+  std::optional<base::error> err;
+  for (auto& r : all) {
+    if (r) return std::move(r);
+    if (!err || err->code == base::errc::not_found) err = r.error();
+  }
+  if (err) return base::fail(*err);
+  return base::fail(base::errc::not_found, what);
+}
+
+std::string str_arg(const json& args, const char* key) {
+  auto it = args.find(key);
+  return it != args.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+struct caf_config : caf::actor_system_config {
+  explicit caf_config(int threads) {
+    set("scheduler.max-threads", threads);
+    // Idle workers back off less aggressively: control-plane latency matters more than idle CPU.
+    set("scheduler.policy", caf::atom("stealing"));
+  }
+};
+
+}  // namespace
+
+struct runtime::impl {
+  config::config cfg;
+  runtime_options opts;
+  std::shared_ptr<agents::event_bus> bus = std::make_shared<agents::event_bus>();
+  std::shared_ptr<base::id_generator> ids = std::make_shared<base::id_generator>("t");
+  std::shared_ptr<actors::store_stats> store_stats = std::make_shared<actors::store_stats>();
+  std::shared_ptr<base::snapshot_store> store;
+  std::unique_ptr<caf_config> sys_cfg;
+  std::unique_ptr<caf::actor_system> sys;
+  caf::actor store_actor;
+  std::vector<std::string> team_names;
+  std::unordered_map<std::string, caf::actor> teams;
+  std::unordered_map<std::string, std::shared_ptr<actors::team_stats>> stats;
+  std::unordered_map<std::string, std::string> agent_team;  ///< agent -> first team listing it
+  std::function<void()> shutdown_fn;
+  std::mutex mutex;
+  bool started = false;
+  bool stopped = false;
+
+  void audit(const protocols::principal& who, const std::string& action, const std::string& target, const json& detail) {
+    if (!store_actor) return;
+    auto batch = std::make_shared<base::write_batch>();
+    batch->audit.push_back({base::now_ms(), who.name, action, target, detail.dump()});
+    caf::anon_send(store_actor, actors::write_atom::value, batch);
+  }
+
+  template <class... Ts>
+  void broadcast(reply_fn reply, const std::string& missing, Ts... xs) {
+    auto f = std::make_shared<fan_in>(teams.size(), [reply, missing](fan_in::results all) {
+      reply(first_success(all, missing));
+    });
+    for (const auto& name : team_names)
+      caf::anon_send<caf::message_priority::high>(teams.at(name), xs..., f->slot(f));
+  }
+};
+
+runtime::runtime(config::config cfg, runtime_options opts) : impl_(std::make_unique<impl>()) {
+  impl_->cfg = std::move(cfg);
+  impl_->opts = std::move(opts);
+}
+
+runtime::~runtime() { stop(0); }
+
+const config::config& runtime::cfg() const { return impl_->cfg; }
+std::shared_ptr<agents::event_bus> runtime::bus() const { return impl_->bus; }
+void runtime::on_shutdown_request(std::function<void()> fn) { impl_->shutdown_fn = std::move(fn); }
+
+base::result<startup_report> runtime::start() {
+  auto& d = *impl_;
+  startup_report report;
+  std::unordered_map<std::string, std::vector<agents::task>> recovered;
+  if (d.opts.persistent) {
+    auto url = d.opts.store_override.empty() ? d.cfg.store : d.opts.store_override;
+    auto opened = persistence::open_store(url);
+    if (!opened) return base::fail(opened.error());
+    d.store = std::shared_ptr<base::snapshot_store>(std::move(*opened));
+    auto version = d.store->migrate();
+    if (!version) return base::fail(version.error());
+    report.store = d.store->describe();
+    report.schema_version = *version;
+    auto started = std::chrono::steady_clock::now();
+    auto state = d.store->recover();
+    if (!state) return base::fail(state.error());
+    // Rebuild each task from its snapshot plus the deltas journalled after it.
+    std::unordered_map<std::string, std::vector<const base::journal_row*>> journal;
+    for (const auto& j : state->journal) journal[j.task_id].push_back(&j);
+    for (const auto& row : state->active_tasks) {
+      auto doc = json::parse(row.snapshot, nullptr, false);
+      if (doc.is_discarded()) {
+        spdlog::error("skipping task with unreadable snapshot task={}", row.id);
+        continue;
+      }
+      auto t = agents::task_from_json(doc);
+      if (!t) {
+        spdlog::error("skipping task task={} error=\"{}\"", row.id, t.error().message);
+        continue;
+      }
+      if (auto it = journal.find(row.id); it != journal.end())
+        for (const auto* j : it->second) {
+          auto patch = json::parse(j->payload, nullptr, false);
+          if (!patch.is_discarded()) (void)agents::apply_patch(*t, patch);
+        }
+      t->snapshot_seq = row.seq;
+      auto team = t->team;
+      if (!d.cfg.find_team(team)) {
+        spdlog::warn("recovered task belongs to a team no longer configured; it stays stored task={} team={}", row.id, team);
+        continue;
+      }
+      recovered[team].push_back(std::move(*t));
+      ++report.recovered_tasks;
+    }
+    report.pending_decisions = state->pending_decisions.size();
+    report.recovery_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  } else {
+    report.store = "none (in-memory)";
+  }
+  d.sys_cfg = std::make_unique<caf_config>(d.cfg.rt.threads);
+  d.sys = std::make_unique<caf::actor_system>(*d.sys_cfg);
+  if (d.store) {
+    actors::store_options so;
+    so.max_batch = static_cast<std::size_t>(d.cfg.rt.commit_batch);
+    d.store_actor = actors::spawn_store(*d.sys, d.store, d.store_stats, so);
+  }
+  for (const auto& team : d.cfg.teams) {
+    actors::team_spec spec;
+    spec.team = team;
+    for (const auto& agent_name : team.agents) {
+      const auto* agent = d.cfg.find_agent(agent_name);
+      const auto* model = agent ? d.cfg.find_model(agent->model) : nullptr;
+      const auto* provider = model ? d.cfg.find_provider(model->provider) : nullptr;
+      if (!provider) return base::fail(base::errc::invalid_config, "agent '" + agent_name + "' has no usable model/provider");
+      actors::agent_spec as;
+      as.agent = *agent;
+      as.model = *model;
+      as.provider = *provider;
+      spec.agents.push_back(std::move(as));
+      d.agent_team.emplace(agent_name, team.name);
+    }
+    spec.store = d.store_actor;
+    spec.bus = d.bus;
+    spec.task_ids = d.ids;
+    spec.stats = std::make_shared<actors::team_stats>();
+    spec.snapshot_every = d.cfg.rt.snapshot_every;
+    spec.tick_ms = d.opts.team_tick_ms;
+    spec.recovered = std::move(recovered[team.name]);
+    d.stats[team.name] = spec.stats;
+    d.teams[team.name] = actors::spawn_team(*d.sys, std::move(spec));
+    d.team_names.push_back(team.name);
+  }
+  d.started = true;
+  return report;
+}
+
+void runtime::stop(std::int64_t grace_ms) {
+  auto& d = *impl_;
+  {
+    std::lock_guard guard{d.mutex};
+    if (!d.started || d.stopped) return;
+    d.stopped = true;
+  }
+  // Drain: no new tasks, let in-flight calls finish and commit.
+  if (grace_ms > 0) {
+    auto all = std::make_shared<std::promise<void>>();
+    auto fut = all->get_future();
+    auto f = std::make_shared<fan_in>(d.teams.size(), [all](fan_in::results) { all->set_value(); });
+    for (const auto& [name, team] : d.teams)
+      caf::anon_send<caf::message_priority::high>(team, actors::drain_atom::value, f->slot(f));
+    if (fut.wait_for(std::chrono::milliseconds(grace_ms)) != std::future_status::ready)
+      spdlog::warn("drain timed out after {} ms; unfinished calls resume after restart", grace_ms);
+  }
+  for (const auto& [name, team] : d.teams) caf::anon_send_exit(team, caf::exit_reason::user_shutdown);
+  if (d.store_actor) {
+    // The store answers writes in order: a last empty write returns after everything before it.
+    caf::scoped_actor self{*d.sys};
+    self->request(d.store_actor, std::chrono::seconds(10), actors::write_atom::value,
+                  std::make_shared<base::write_batch>())
+        .receive([](actors::commit_reply&) {}, [](caf::error&) {});
+    caf::anon_send_exit(d.store_actor, caf::exit_reason::user_shutdown);
+  }
+  d.sys.reset();  // waits for every actor
+}
+
+std::shared_ptr<void> runtime::listen(protocols::event_fn fn) {
+  return impl_->bus->subscribe([fn = std::move(fn)](const agents::event_ptr& ev) {
+    auto out = std::make_shared<protocols::event>();
+    out->name = ev->name;
+    out->topic = ev->topic;
+    out->team = ev->team;
+    out->agent = ev->agent;
+    out->task = ev->task;
+    out->ts_ms = ev->ts_ms;
+    out->data = ev->data;
+    fn(out);
+  });
+}
+
+void runtime::call(const protocols::principal& who, const std::string& op, json args, reply_fn reply) {
+  auto& d = *impl_;
+  using base::errc;
+  if (!d.started || d.stopped) return reply(base::fail(errc::unavailable, "the runtime is not running"));
+  if (!args.is_object()) args = json::object();
+  if (op == "submit") {
+    auto spec = protocols::wire::parse_submit(args);
+    if (!spec) return reply(base::fail(spec.error()));
+    std::string team = spec->team;
+    if (team.empty()) {
+      auto it = d.agent_team.find(spec->agent);
+      if (it == d.agent_team.end()) return reply(base::fail(errc::not_found, "no agent '" + spec->agent + "' in any team"));
+      team = it->second;
+    }
+    auto it = d.teams.find(team);
+    if (it == d.teams.end()) return reply(base::fail(errc::not_found, "no team '" + team + "'"));
+    if (!d.store_stats->healthy.load(std::memory_order_relaxed) && d.store_actor) {
+      // Do not even try: nothing is acknowledged without a commit.
+      return reply(base::fail(errc::unavailable, "the store cannot commit right now; retry later"));
+    }
+    caf::anon_send(it->second, actors::submit_atom::value, std::move(*spec), reply);
+    return;
+  }
+  if (op == "task") {
+    auto id = str_arg(args, "id");
+    if (id.empty()) return reply(base::fail(errc::bad_request, "field 'id' (task id) is required"));
+    auto store = d.store_actor;
+    auto f = std::make_shared<fan_in>(d.teams.size(), [reply, id, store](fan_in::results all) {
+      auto r = first_success(all, "no task '" + id + "'");
+      if (r || r.error().code != errc::not_found || !store) return reply(std::move(r));
+      caf::anon_send(store, actors::load_atom::value, id, reply);  // finished long ago: ask the store
+    });
+    for (const auto& name : d.team_names) caf::anon_send(d.teams.at(name), actors::task_atom::value, id, f->slot(f));
+    return;
+  }
+  if (op == "tasks") {
+    actors::list_filter filter;
+    filter.state = str_arg(args, "state");
+    if (auto it = args.find("limit"); it != args.end() && it->is_number_integer())
+      filter.limit = static_cast<std::size_t>(std::clamp<long long>(it->get<long long>(), 1, 10000));
+    auto team = str_arg(args, "team");
+    std::vector<caf::actor> targets;
+    for (const auto& name : d.team_names)
+      if (team.empty() || team == name) targets.push_back(d.teams.at(name));
+    auto limit = filter.limit;
+    auto f = std::make_shared<fan_in>(targets.size(), [reply, limit](fan_in::results all) {
+      auto out = json::array();
+      for (auto& r : all)
+        if (r)
+          for (auto& t : (*r)["tasks"])
+            if (out.size() < limit) out.push_back(std::move(t));
+      reply(json{{"tasks", std::move(out)}});
+    });
+    for (auto& t : targets) caf::anon_send(t, actors::tasks_atom::value, filter, f->slot(f));
+    return;
+  }
+  if (op == "cancel") {
+    auto id = str_arg(args, "id");
+    if (id.empty()) id = str_arg(args, "task");
+    if (id.empty()) return reply(base::fail(errc::bad_request, "field 'id' (task id) is required"));
+    d.audit(who, "cancel", id, args);
+    d.broadcast(reply, "no task '" + id + "'", actors::cancel_atom::value, id);
+    return;
+  }
+  if (op == "decide") {
+    actors::decide_cmd cmd;
+    cmd.decision_id = str_arg(args, "decision_id");
+    if (cmd.decision_id.empty()) cmd.decision_id = str_arg(args, "id");
+    cmd.option = str_arg(args, "option");
+    cmd.comment = str_arg(args, "comment");
+    cmd.who = who.name;
+    if (cmd.decision_id.empty()) return reply(base::fail(errc::bad_request, "field 'decision_id' is required"));
+    if (cmd.option.empty()) return reply(base::fail(errc::bad_request, "field 'option' is required"));
+    d.audit(who, "decide", cmd.decision_id, args);
+    d.broadcast(reply, "no pending decision '" + cmd.decision_id + "'", actors::decide_atom::value, cmd);
+    return;
+  }
+  if (op == "decisions" || op == "agents" || op == "teams") {
+    bool decisions = op == "decisions";
+    auto f = std::make_shared<fan_in>(d.teams.size(), [reply, op, decisions](fan_in::results all) {
+      auto out = json::array();
+      for (auto& r : all) {
+        if (!r) continue;
+        if (decisions)
+          for (auto& x : (*r)["decisions"]) out.push_back(std::move(x));
+        else if (op == "agents")
+          for (auto& x : (*r)["agents"]) out.push_back(std::move(x));
+        else
+          out.push_back(std::move(*r));
+      }
+      reply(json{{op, std::move(out)}});
+    });
+    for (const auto& name : d.team_names) {
+      if (decisions)
+        caf::anon_send(d.teams.at(name), actors::decisions_atom::value, f->slot(f));
+      else
+        caf::anon_send(d.teams.at(name), actors::status_atom::value, f->slot(f));
+    }
+    return;
+  }
+  if (op == "pause" || op == "resume" || op == "restart") {
+    auto team = str_arg(args, "team");
+    auto agent = str_arg(args, "agent");
+    if (team.empty() && !agent.empty())
+      if (auto it = d.agent_team.find(agent); it != d.agent_team.end()) team = it->second;
+    auto it = d.teams.find(team);
+    if (it == d.teams.end())
+      return reply(base::fail(team.empty() ? errc::bad_request : errc::not_found,
+                              team.empty() ? "field 'team' or 'agent' is required" : "no team '" + team + "'"));
+    d.audit(who, op, agent.empty() ? team : agent, args);
+    if (op == "pause")
+      caf::anon_send<caf::message_priority::high>(it->second, actors::pause_atom::value, agent, reply);
+    else if (op == "resume")
+      caf::anon_send<caf::message_priority::high>(it->second, actors::resume_atom::value, agent, reply);
+    else
+      caf::anon_send<caf::message_priority::high>(it->second, actors::restart_atom::value, reply);
+    return;
+  }
+  if (op == "ready") {
+    if (!d.store_actor) return reply(json{{"status", "ready"}, {"store", "none"}, {"teams", d.team_names.size()}});
+    auto teams = d.team_names.size();
+    auto stats = d.store_stats;
+    caf::anon_send(d.store_actor, actors::ping_atom::value, reply_fn([reply, teams, stats](base::result<json> r) {
+      if (!r) return reply(base::fail(base::errc::unavailable, "store unreachable: " + r.error().message));
+      if (!stats->healthy.load()) return reply(base::fail(base::errc::unavailable, "store is reconnecting; commits are failing"));
+      (*r)["status"] = "ready";
+      (*r)["teams"] = teams;
+      reply(std::move(*r));
+    }));
+    return;
+  }
+  if (op == "audit") {
+    if (!d.store_actor) return reply(json{{"entries", json::array()}});
+    std::size_t limit = 100;
+    if (auto it = args.find("limit"); it != args.end() && it->is_number_integer())
+      limit = static_cast<std::size_t>(std::clamp<long long>(it->get<long long>(), 1, 10000));
+    caf::anon_send(d.store_actor, actors::audit_atom::value, limit, reply);
+    return;
+  }
+  if (op == "metrics") {
+    json teams = json::object();
+    for (const auto& [name, s] : d.stats)
+      teams[name] = {{"submitted", s->submitted.load()}, {"succeeded", s->succeeded.load()},
+                     {"failed", s->failed.load()}, {"cancelled", s->cancelled.load()},
+                     {"rejected", s->rejected.load()}, {"queued", s->queued.load()},
+                     {"restarts", s->restarts.load()}, {"llm_calls", s->llm_calls.load()},
+                     {"tokens_in", s->tokens_in.load()}, {"tokens_out", s->tokens_out.load()},
+                     {"cost_usd", static_cast<double>(s->cost_micro_usd.load()) / 1e6}};
+    return reply(json{{"teams", teams},
+                      {"store", {{"healthy", d.store_stats->healthy.load()}, {"commits", d.store_stats->commits.load()},
+                                 {"rows", d.store_stats->rows.load()}, {"failures", d.store_stats->failures.load()}}},
+                      {"events_published", d.bus->published()}});
+  }
+  if (op == "shutdown") {
+    d.audit(who, "shutdown", "daemon", args);
+    if (!d.shutdown_fn) return reply(base::fail(errc::unavailable, "shutdown is not available in this process"));
+    reply(json{{"shutting_down", true}});
+    d.shutdown_fn();
+    return;
+  }
+  if (op == "reload") {
+    d.audit(who, "reload", "config", args);
+    return reply(base::fail(errc::unavailable, "hot reload is not implemented yet; restart the daemon to apply a new config"));
+  }
+  reply(base::fail(errc::bad_request, "unknown op '" + op + "'"));
+}
+
+std::string runtime::metrics_text() {
+  auto& d = *impl_;
+  std::ostringstream out;
+  auto family = [&](const char* name, const char* type, const char* help) {
+    out << "# HELP " << name << ' ' << help << "\n# TYPE " << name << ' ' << type << '\n';
+  };
+  family("troupe_tasks_total", "counter", "Tasks by team and outcome.");
+  for (const auto& [team, s] : d.stats) {
+    out << "troupe_tasks_total{team=\"" << team << "\",outcome=\"submitted\"} " << s->submitted.load() << '\n';
+    out << "troupe_tasks_total{team=\"" << team << "\",outcome=\"succeeded\"} " << s->succeeded.load() << '\n';
+    out << "troupe_tasks_total{team=\"" << team << "\",outcome=\"failed\"} " << s->failed.load() << '\n';
+    out << "troupe_tasks_total{team=\"" << team << "\",outcome=\"cancelled\"} " << s->cancelled.load() << '\n';
+    out << "troupe_tasks_total{team=\"" << team << "\",outcome=\"rejected\"} " << s->rejected.load() << '\n';
+  }
+  family("troupe_queue_depth", "gauge", "Queued tasks per team.");
+  for (const auto& [team, s] : d.stats) out << "troupe_queue_depth{team=\"" << team << "\"} " << s->queued.load() << '\n';
+  family("troupe_agent_restarts_total", "counter", "Agent restarts per team.");
+  for (const auto& [team, s] : d.stats) out << "troupe_agent_restarts_total{team=\"" << team << "\"} " << s->restarts.load() << '\n';
+  family("troupe_llm_calls_total", "counter", "LLM calls per team.");
+  for (const auto& [team, s] : d.stats) out << "troupe_llm_calls_total{team=\"" << team << "\"} " << s->llm_calls.load() << '\n';
+  family("troupe_llm_tokens_total", "counter", "Tokens per team and direction.");
+  for (const auto& [team, s] : d.stats) {
+    out << "troupe_llm_tokens_total{team=\"" << team << "\",direction=\"in\"} " << s->tokens_in.load() << '\n';
+    out << "troupe_llm_tokens_total{team=\"" << team << "\",direction=\"out\"} " << s->tokens_out.load() << '\n';
+  }
+  family("troupe_cost_usd_total", "counter", "Cost in USD per team.");
+  for (const auto& [team, s] : d.stats)
+    out << "troupe_cost_usd_total{team=\"" << team << "\"} " << static_cast<double>(s->cost_micro_usd.load()) / 1e6 << '\n';
+  family("troupe_store_commits_total", "counter", "Group commits.");
+  out << "troupe_store_commits_total " << d.store_stats->commits.load() << '\n';
+  family("troupe_store_rows_total", "counter", "Rows written in group commits.");
+  out << "troupe_store_rows_total " << d.store_stats->rows.load() << '\n';
+  family("troupe_store_commit_failures_total", "counter", "Failed commits.");
+  out << "troupe_store_commit_failures_total " << d.store_stats->failures.load() << '\n';
+  family("troupe_store_healthy", "gauge", "1 when the last commit succeeded.");
+  out << "troupe_store_healthy " << (d.store_stats->healthy.load() ? 1 : 0) << '\n';
+  family("troupe_store_last_batch_rows", "gauge", "Rows in the last group commit.");
+  out << "troupe_store_last_batch_rows " << d.store_stats->last_batch_rows.load() << '\n';
+  family("troupe_store_commit_seconds_total", "counter", "Time spent committing.");
+  out << "troupe_store_commit_seconds_total " << static_cast<double>(d.store_stats->total_commit_us.load()) / 1e6 << '\n';
+  family("troupe_events_published_total", "counter", "Events published on the bus.");
+  out << "troupe_events_published_total " << d.bus->published() << '\n';
+  return out.str();
+}
+
+}  // namespace troupe::host
