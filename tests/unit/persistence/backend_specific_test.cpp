@@ -3,8 +3,13 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdio>
+#include <set>
 #include <pqxx/pqxx>
 
 #include "store_test_backend.hpp"
@@ -67,6 +72,48 @@ TEST(sqlite_store, busy_database_is_unavailable_and_retryable) {
   auto retried = store->commit(one_task("t1"));
   ASSERT_TRUE(retried) << retried.error().message;
   EXPECT_TRUE(store->load_task("t1").value().has_value());
+}
+
+// The durability contract with synchronous=NORMAL: a commit that returned
+// survives kill -9 of the process. A child commits one task per batch and
+// acknowledges each through a pipe; the parent kills it mid-stream and then
+// finds every acknowledged task.
+TEST(sqlite_store, acknowledged_commits_survive_kill_9) {
+  auto backend = test::make_sqlite_backend();
+  ASSERT_NE(open_migrated(backend->url()), nullptr);
+  int acks[2];
+  ASSERT_EQ(::pipe(acks), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::close(acks[0]);
+    auto store = open_store(backend->url());
+    if (!store) ::_exit(2);
+    for (int i = 0;; ++i) {
+      if (!(*store)->commit(one_task("k" + std::to_string(i)))) ::_exit(3);
+      if (::write(acks[1], &i, sizeof i) != sizeof i) ::_exit(4);
+    }
+  }
+  ::close(acks[1]);
+  int last = -1;
+  int value = 0;
+  while (last < 100 && ::read(acks[0], &value, sizeof value) == sizeof value) last = value;
+  ::kill(child, SIGKILL);
+  // Acknowledgements already in the pipe were sent after their commit returned.
+  while (::read(acks[0], &value, sizeof value) == sizeof value) last = value;
+  ::close(acks[0]);
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "child exited early with " << WEXITSTATUS(status);
+  ASSERT_GE(last, 100);
+
+  auto store = open_migrated(backend->url());
+  ASSERT_NE(store, nullptr);
+  auto rec = store->recover();
+  ASSERT_TRUE(rec) << rec.error().message;
+  std::set<std::string> ids;
+  for (const auto& t : rec->active_tasks) ids.insert(t.id);
+  for (int i = 0; i <= last; ++i) EXPECT_TRUE(ids.count("k" + std::to_string(i))) << i;
 }
 
 TEST(sqlite_store, recovers_100k_active_tasks_quickly) {
