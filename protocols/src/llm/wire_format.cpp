@@ -1,0 +1,196 @@
+#include "troupe/protocols/llm/wire_format.hpp"
+
+#include <nlohmann/json.hpp>
+
+namespace troupe::protocols::llm {
+namespace {
+using json = nlohmann::json;
+
+std::string clip(std::string_view s, std::size_t n = 200) {
+  return s.size() <= n ? std::string(s) : std::string(s.substr(0, n)) + "...";
+}
+
+base::error malformed(std::string_view where, const std::string& what) {
+  // Malformed output is not retried by the client (a deterministic server would
+  // repeat it) but the task may retry the step: mark it retryable.
+  return base::error{base::errc::provider_error, std::string(where) + ": malformed response: " + what, true};
+}
+
+/// Appends the text blocks of an Anthropic "content" array.
+std::string anthropic_text(const json& content) {
+  std::string text;
+  for (const auto& block : content)
+    if (block.is_object() && block.value("type", "") == "text") text += block.value("text", "");
+  return text;
+}
+}  // namespace
+
+std::string build_request_body(api_kind kind, const base::llm_request& r) {
+  json body;
+  body["model"] = r.model;
+  json messages = json::array();
+  if (kind == api_kind::openai && !r.system.empty())
+    messages.push_back({{"role", "system"}, {"content", r.system}});
+  for (const auto& m : r.messages) messages.push_back({{"role", m.role}, {"content", m.content}});
+  body["messages"] = std::move(messages);
+  body["max_tokens"] = r.max_tokens;
+  if (r.temperature >= 0) body["temperature"] = r.temperature;
+  if (kind == api_kind::openai) {
+    if (!r.stop.empty()) body["stop"] = r.stop;
+    if (r.stream) {
+      body["stream"] = true;
+      // Without this the stream carries no token counts at all.
+      body["stream_options"] = {{"include_usage", true}};
+    }
+  } else {
+    if (!r.system.empty()) body["system"] = r.system;
+    if (!r.stop.empty()) body["stop_sequences"] = r.stop;
+    if (r.stream) body["stream"] = true;
+  }
+  return body.dump();
+}
+
+base::result<base::llm_response> parse_response(api_kind kind, std::string_view body,
+                                                std::string_view where) {
+  json doc = json::parse(body, nullptr, false);
+  if (doc.is_discarded() || !doc.is_object())
+    return base::fail(malformed(where, "body is not a JSON object: " + clip(body, 80)));
+  try {
+    base::llm_response out;
+    if (kind == api_kind::openai) {
+      const auto& choices = doc.at("choices");
+      if (!choices.is_array() || choices.empty()) return base::fail(malformed(where, "no choices"));
+      const auto& choice = choices.at(0);
+      const auto& content = choice.at("message").at("content");
+      out.text = content.is_string() ? content.get<std::string>() : std::string{};
+      if (choice.contains("finish_reason") && choice["finish_reason"].is_string())
+        out.finish_reason = choice["finish_reason"].get<std::string>();
+      if (doc.contains("usage") && doc["usage"].is_object()) {
+        out.usage.tokens_in = doc["usage"].value("prompt_tokens", std::int64_t{0});
+        out.usage.tokens_out = doc["usage"].value("completion_tokens", std::int64_t{0});
+      }
+    } else {
+      const auto& content = doc.at("content");
+      if (!content.is_array()) return base::fail(malformed(where, "content is not an array"));
+      out.text = anthropic_text(content);
+      if (doc.contains("stop_reason") && doc["stop_reason"].is_string())
+        out.finish_reason = doc["stop_reason"].get<std::string>();
+      if (doc.contains("usage") && doc["usage"].is_object()) {
+        out.usage.tokens_in = doc["usage"].value("input_tokens", std::int64_t{0});
+        out.usage.tokens_out = doc["usage"].value("output_tokens", std::int64_t{0});
+      }
+    }
+    return out;
+  } catch (const json::exception& e) {
+    return base::fail(malformed(where, e.what()));
+  }
+}
+
+std::string error_message_from_body(std::string_view body) {
+  json doc = json::parse(body, nullptr, false);
+  if (!doc.is_discarded() && doc.is_object()) {
+    auto it = doc.find("error");
+    if (it != doc.end()) {
+      if (it->is_string()) return it->get<std::string>();  // Ollama, llama.cpp
+      if (it->is_object()) {
+        std::string type = it->contains("type") && (*it)["type"].is_string() ? (*it)["type"].get<std::string>() : "";
+        std::string msg = it->contains("message") && (*it)["message"].is_string()
+                              ? (*it)["message"].get<std::string>() : "";
+        if (!msg.empty()) return type.empty() ? msg : type + ": " + msg;
+      }
+    }
+    if (doc.contains("message") && doc["message"].is_string()) return doc["message"].get<std::string>();
+  }
+  return body.empty() ? std::string("(empty body)") : clip(body);
+}
+
+std::int64_t estimate_tokens(const base::llm_request& r) {
+  std::size_t bytes = r.system.size();
+  for (const auto& m : r.messages) bytes += m.content.size() + 4;
+  return static_cast<std::int64_t>(bytes / 4 + 1) + std::max(r.max_tokens, 0);
+}
+
+std::string redact(std::string text, std::string_view secret) {
+  if (secret.empty()) return text;
+  for (auto pos = text.find(secret); pos != std::string::npos; pos = text.find(secret, pos))
+    text.replace(pos, secret.size(), "[redacted]");
+  return text;
+}
+
+base::result<void> stream_decoder::feed(const sse_event& event, std::string& token) {
+  token.clear();
+  if (complete_) return {};  // anything after the terminal event is ignored
+  return kind_ == api_kind::openai ? feed_openai(event, token) : feed_anthropic(event, token);
+}
+
+base::result<void> stream_decoder::feed_openai(const sse_event& event, std::string& token) {
+  if (event.data == "[DONE]") {
+    complete_ = true;
+    return {};
+  }
+  json doc = json::parse(event.data, nullptr, false);
+  if (doc.is_discarded() || !doc.is_object())
+    return base::fail(malformed(where_, "stream event is not JSON: " + clip(event.data, 80)));
+  try {
+    if (doc.contains("error"))
+      return base::fail(base::errc::provider_error,
+                        where_ + ": error in stream: " + error_message_from_body(event.data), true);
+    if (doc.contains("choices") && doc["choices"].is_array() && !doc["choices"].empty()) {
+      const auto& choice = doc["choices"][0];
+      if (choice.contains("delta") && choice["delta"].is_object()) {
+        const auto& delta = choice["delta"];
+        if (delta.contains("content") && delta["content"].is_string()) token = delta["content"].get<std::string>();
+      }
+      if (choice.contains("finish_reason") && choice["finish_reason"].is_string())
+        response_.finish_reason = choice["finish_reason"].get<std::string>();
+    }
+    if (doc.contains("usage") && doc["usage"].is_object()) {
+      response_.usage.tokens_in = doc["usage"].value("prompt_tokens", std::int64_t{0});
+      response_.usage.tokens_out = doc["usage"].value("completion_tokens", std::int64_t{0});
+    }
+  } catch (const json::exception& e) {
+    return base::fail(malformed(where_, e.what()));
+  }
+  response_.text += token;
+  return {};
+}
+
+base::result<void> stream_decoder::feed_anthropic(const sse_event& event, std::string& token) {
+  json doc = json::parse(event.data, nullptr, false);
+  if (doc.is_discarded() || !doc.is_object())
+    return base::fail(malformed(where_, "stream event is not JSON: " + clip(event.data, 80)));
+  try {
+    std::string type = doc.value("type", event.event);
+    if (type == "message_start") {
+      const auto& usage = doc.at("message").value("usage", json::object());
+      response_.usage.tokens_in = usage.value("input_tokens", std::int64_t{0});
+      response_.usage.tokens_out = usage.value("output_tokens", std::int64_t{0});
+    } else if (type == "content_block_start") {
+      const auto& block = doc.at("content_block");
+      if (block.value("type", "") == "text") token = block.value("text", "");
+    } else if (type == "content_block_delta") {
+      const auto& delta = doc.at("delta");
+      if (delta.value("type", "") == "text_delta") token = delta.value("text", "");
+    } else if (type == "message_delta") {
+      if (doc.contains("delta") && doc["delta"].contains("stop_reason") && doc["delta"]["stop_reason"].is_string())
+        response_.finish_reason = doc["delta"]["stop_reason"].get<std::string>();
+      // message_delta carries the cumulative output count.
+      if (doc.contains("usage") && doc["usage"].is_object()) {
+        response_.usage.tokens_out = doc["usage"].value("output_tokens", response_.usage.tokens_out);
+        if (doc["usage"].contains("input_tokens") && doc["usage"]["input_tokens"].is_number())
+          response_.usage.tokens_in = doc["usage"]["input_tokens"].get<std::int64_t>();
+      }
+    } else if (type == "message_stop") {
+      complete_ = true;
+    } else if (type == "error") {
+      return base::fail(base::errc::provider_error,
+                        where_ + ": error in stream: " + error_message_from_body(event.data), true);
+    }  // ping, content_block_stop and unknown future events are ignored
+  } catch (const json::exception& e) {
+    return base::fail(malformed(where_, e.what()));
+  }
+  response_.text += token;
+  return {};
+}
+
+}  // namespace troupe::protocols::llm

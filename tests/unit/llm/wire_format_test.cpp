@@ -1,0 +1,147 @@
+#include "troupe/protocols/llm/wire_format.hpp"
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+namespace troupe::protocols::llm {
+namespace {
+
+using nlohmann::json;
+
+base::llm_request sample(bool stream) {
+  base::llm_request r;
+  r.model = "m1";
+  r.system = "You review.";
+  r.messages = {{"user", "step one"}, {"assistant", "output one"}, {"user", "step two"}};
+  r.max_tokens = 77;
+  r.temperature = 0.5;
+  r.stop = {"END"};
+  r.stream = stream;
+  return r;
+}
+
+TEST(wire_format, openai_request_puts_the_system_prompt_first) {
+  auto body = json::parse(build_request_body(api_kind::openai, sample(true)));
+  EXPECT_EQ(body["model"], "m1");
+  ASSERT_EQ(body["messages"].size(), 4u);
+  EXPECT_EQ(body["messages"][0]["role"], "system");
+  EXPECT_EQ(body["messages"][0]["content"], "You review.");
+  EXPECT_EQ(body["messages"][2]["role"], "assistant");
+  EXPECT_EQ(body["max_tokens"], 77);
+  EXPECT_EQ(body["temperature"], 0.5);
+  EXPECT_EQ(body["stop"], json::array({"END"}));
+  EXPECT_EQ(body["stream"], true);
+  EXPECT_EQ(body["stream_options"]["include_usage"], true);
+}
+
+TEST(wire_format, anthropic_request_uses_top_level_system_and_stop_sequences) {
+  auto r = sample(false);
+  r.temperature = -1;
+  auto body = json::parse(build_request_body(api_kind::anthropic, r));
+  EXPECT_EQ(body["system"], "You review.");
+  ASSERT_EQ(body["messages"].size(), 3u);
+  EXPECT_EQ(body["messages"][0]["role"], "user");
+  EXPECT_EQ(body["stop_sequences"], json::array({"END"}));
+  EXPECT_FALSE(body.contains("temperature"));
+  EXPECT_FALSE(body.contains("stream"));
+}
+
+TEST(wire_format, parses_both_response_shapes) {
+  auto o = parse_response(api_kind::openai,
+                          R"({"choices":[{"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],
+                              "usage":{"prompt_tokens":3,"completion_tokens":1}})",
+                          "p");
+  ASSERT_TRUE(o) << o.error().message;
+  EXPECT_EQ(o->text, "hi");
+  EXPECT_EQ(o->finish_reason, "stop");
+  EXPECT_EQ(o->usage.tokens_in, 3);
+  auto a = parse_response(api_kind::anthropic,
+                          R"({"content":[{"type":"text","text":"a"},{"type":"text","text":"b"}],
+                              "stop_reason":"end_turn","usage":{"input_tokens":5,"output_tokens":2}})",
+                          "p");
+  ASSERT_TRUE(a) << a.error().message;
+  EXPECT_EQ(a->text, "ab");
+  EXPECT_EQ(a->usage.tokens_out, 2);
+}
+
+TEST(wire_format, malformed_bodies_are_errors_that_name_the_provider) {
+  for (auto body : {"", "{", "[]", R"({"choices":[]})", R"({"choices":[{"message":{}}]})", R"({"choices":"x"})"}) {
+    auto r = parse_response(api_kind::openai, body, "provider 'x'");
+    ASSERT_FALSE(r) << body;
+    EXPECT_EQ(r.error().code, base::errc::provider_error);
+    EXPECT_NE(r.error().message.find("provider 'x'"), std::string::npos);
+  }
+  EXPECT_FALSE(parse_response(api_kind::anthropic, R"({"content":5})", "p"));
+}
+
+TEST(wire_format, error_messages_come_out_of_both_error_shapes) {
+  EXPECT_EQ(error_message_from_body(R"({"error":{"message":"Incorrect API key","type":"invalid_request_error"}})"),
+            "invalid_request_error: Incorrect API key");
+  EXPECT_EQ(error_message_from_body(
+                R"({"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}})"),
+            "authentication_error: invalid x-api-key");
+  EXPECT_EQ(error_message_from_body("<html>bad gateway</html>"), "<html>bad gateway</html>");
+}
+
+TEST(wire_format, openai_stream_accumulates_text_and_final_usage) {
+  stream_decoder d(api_kind::openai, "p");
+  std::string token, all;
+  for (auto data : {R"({"choices":[{"delta":{"role":"assistant","content":""}}]})",
+                    R"({"choices":[{"delta":{"content":"Hel"}}]})", R"({"choices":[{"delta":{"content":"lo"}}]})",
+                    R"({"choices":[{"delta":{},"finish_reason":"stop"}]})",
+                    R"({"choices":[],"usage":{"prompt_tokens":4,"completion_tokens":2}})", "[DONE]"}) {
+    ASSERT_TRUE(d.feed({"", data}, token));
+    all += token;
+  }
+  EXPECT_TRUE(d.complete());
+  auto r = d.take();
+  EXPECT_EQ(all, "Hello");
+  EXPECT_EQ(r.text, "Hello");
+  EXPECT_EQ(r.finish_reason, "stop");
+  EXPECT_EQ(r.usage.tokens_in, 4);
+  EXPECT_EQ(r.usage.tokens_out, 2);
+}
+
+TEST(wire_format, anthropic_stream_accumulates_text_and_usage) {
+  stream_decoder d(api_kind::anthropic, "p");
+  std::string token, all;
+  std::vector<sse_event> events = {
+      {"message_start", R"({"type":"message_start","message":{"usage":{"input_tokens":9,"output_tokens":1}}})"},
+      {"content_block_start", R"({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}})"},
+      {"ping", R"({"type":"ping"})"},
+      {"content_block_delta", R"({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}})"},
+      {"content_block_stop", R"({"type":"content_block_stop","index":0})"},
+      {"message_delta", R"({"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":3}})"},
+      {"message_stop", R"({"type":"message_stop"})"}};
+  for (const auto& e : events) {
+    ASSERT_TRUE(d.feed(e, token));
+    all += token;
+  }
+  EXPECT_TRUE(d.complete());
+  auto r = d.take();
+  EXPECT_EQ(all, "Hi");
+  EXPECT_EQ(r.finish_reason, "end_turn");
+  EXPECT_EQ(r.usage.tokens_in, 9);
+  EXPECT_EQ(r.usage.tokens_out, 3);
+}
+
+TEST(wire_format, stream_errors_and_garbage_are_clean_errors) {
+  std::string token;
+  stream_decoder o(api_kind::openai, "p");
+  EXPECT_FALSE(o.feed({"", "{not json"}, token));
+  stream_decoder a(api_kind::anthropic, "p");
+  auto r = a.feed({"error", R"({"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}})"}, token);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message.find("Overloaded"), std::string::npos);
+  stream_decoder b(api_kind::anthropic, "p");
+  EXPECT_FALSE(b.feed({"content_block_delta", R"({"type":"content_block_delta"})"}, token));
+}
+
+TEST(wire_format, redact_removes_every_copy_of_the_secret) {
+  EXPECT_EQ(redact("key sk-1 and sk-1 again", "sk-1"), "key [redacted] and [redacted] again");
+  EXPECT_EQ(redact("nothing", ""), "nothing");
+}
+
+}  // namespace
+}  // namespace troupe::protocols::llm

@@ -1,0 +1,539 @@
+// The fake provider server. One Beast TU; sessions are plain callback chains,
+// each on its own strand, registered so that set_down() can close them all.
+#include "troupe/fake_llm/fake_llm.hpp"
+
+#include <boost/asio/bind_executor.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <future>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+namespace troupe::fake_llm {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+using json = nlohmann::json;
+
+namespace {
+
+enum class dialect { openai, anthropic };
+
+std::vector<std::string> split_words(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string w; in >> w;) out.push_back(w);
+  return out;
+}
+
+std::int64_t word_count(const std::string& text) { return static_cast<std::int64_t>(split_words(text).size()); }
+
+/// Text of an OpenAI / Anthropic message content (a string or an array of blocks).
+std::string content_text(const json& content) {
+  if (content.is_string()) return content.get<std::string>();
+  std::string out;
+  if (content.is_array())
+    for (const auto& b : content)
+      if (b.is_object() && b.contains("text") && b["text"].is_string()) out += b["text"].get<std::string>();
+  return out;
+}
+
+std::string error_body(dialect d, int status, const std::string& message) {
+  if (d == dialect::anthropic) {
+    std::string type = status == 401 ? "authentication_error"
+                       : status == 403 ? "permission_error"
+                       : status == 429 ? "rate_limit_error"
+                       : status >= 500 ? "api_error"
+                                       : "invalid_request_error";
+    return json{{"type", "error"}, {"error", {{"type", type}, {"message", message}}}}.dump();
+  }
+  std::string type = status == 401 ? "invalid_request_error"
+                     : status == 429 ? "rate_limit_exceeded"
+                     : status >= 500 ? "server_error"
+                                     : "invalid_request_error";
+  json code = status == 401 ? json("invalid_api_key") : json(nullptr);
+  return json{{"error", {{"message", message}, {"type", type}, {"param", nullptr}, {"code", code}}}}.dump();
+}
+
+/// What the server decided to answer to one request.
+struct plan {
+  int status = 200;
+  std::string body;                  ///< non-streaming body (or the error body)
+  std::vector<std::string> events;   ///< SSE events, each ending with a blank line
+  bool stream = false;
+  bool truncate = false;
+  bool hang = false;
+  std::int64_t retry_after_ms = -1;
+  std::int64_t latency_ms = 0;
+  std::int64_t token_delay_ms = 0;
+};
+
+}  // namespace
+
+struct fake_llm_server::impl {
+  struct session;
+
+  asio::io_context ioc;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
+  asio::strand<asio::io_context::executor_type> accept_strand{asio::make_strand(ioc)};
+  std::optional<tcp::acceptor> acceptor;
+  std::vector<std::thread> threads;
+  std::uint16_t bound_port = 0;
+
+  mutable std::mutex mu;  // knobs, counters, rng, sessions
+  fake_knobs k;
+  fake_counters c;
+  std::mt19937_64 rng{42};
+  std::map<std::uint64_t, std::weak_ptr<session>> sessions;
+  std::uint64_t next_session = 0;
+  bool down = false;
+
+  // ---- one connection ----
+  struct session : std::enable_shared_from_this<session> {
+    session(impl& o, tcp::socket s, std::uint64_t i)
+        : owner(o), socket(std::move(s)), timer(socket.get_executor()), id(i) {}
+    impl& owner;
+    tcp::socket socket;
+    asio::steady_timer timer;
+    std::uint64_t id;
+    beast::flat_buffer buffer;
+    std::optional<http::request<http::string_body>> req;
+    http::response<http::string_body> res;
+    http::response<http::empty_body> stream_res;
+    std::optional<http::response_serializer<http::empty_body>> stream_sr;
+    plan p;
+    std::size_t next_event = 0;
+    bool counted = false;  ///< this request is in the concurrency count
+    bool keep_alive = true;
+
+    void read() {
+      req.emplace();
+      auto self = shared_from_this();
+      http::async_read(socket, buffer, *req, [self](beast::error_code ec, std::size_t) {
+        if (ec) return self->close();
+        if (self->p.hang) return self->close();  // a hanging request only ends with its connection
+        self->on_request();
+      });
+    }
+
+    void on_request() {
+      keep_alive = req->keep_alive();
+      p = owner.decide(*req);
+      counted = true;
+      owner.enter();
+      if (p.hang) return read();  // notices the client closing
+      if (p.latency_ms > 0) {
+        auto self = shared_from_this();
+        timer.expires_after(std::chrono::milliseconds(p.latency_ms));
+        timer.async_wait([self](beast::error_code ec) {
+          if (ec) return self->close();
+          self->respond();
+        });
+        return;
+      }
+      respond();
+    }
+
+    void respond() {
+      auto self = shared_from_this();
+      if (!p.stream || p.status != 200) {
+        res = {};
+        res.version(11);
+        res.result(static_cast<http::status>(p.status));
+        res.set(http::field::content_type, "application/json");
+        if (p.retry_after_ms >= 0) {
+          res.set("retry-after", std::to_string((p.retry_after_ms + 999) / 1000));
+          res.set("retry-after-ms", std::to_string(p.retry_after_ms));
+        }
+        res.keep_alive(keep_alive);
+        res.body() = std::move(p.body);
+        res.prepare_payload();
+        http::async_write(socket, res, [self](beast::error_code ec, std::size_t) { self->after_response(ec); });
+        return;
+      }
+      stream_res = {};
+      stream_res.version(11);
+      stream_res.result(http::status::ok);
+      stream_res.set(http::field::content_type, "text/event-stream");
+      stream_res.set(http::field::cache_control, "no-cache");
+      stream_res.keep_alive(keep_alive);
+      stream_res.chunked(true);
+      stream_sr.emplace(stream_res);
+      next_event = 0;
+      http::async_write_header(socket, *stream_sr, [self](beast::error_code ec, std::size_t) {
+        if (ec) return self->close();
+        self->write_event();
+      });
+    }
+
+    void write_event() {
+      auto self = shared_from_this();
+      std::size_t limit = p.truncate ? p.events.size() / 2 : p.events.size();
+      if (next_event >= limit) {
+        if (p.truncate) return close();  // mid-stream, no terminating chunk
+        asio::async_write(socket, http::make_chunk_last(),
+                          [self](beast::error_code ec, std::size_t) { self->after_response(ec); });
+        return;
+      }
+      const auto& ev = p.events[next_event++];
+      asio::async_write(socket, http::make_chunk(asio::buffer(ev)), [self](beast::error_code ec, std::size_t) {
+        if (ec) return self->close();
+        if (self->p.token_delay_ms <= 0) return self->write_event();
+        self->timer.expires_after(std::chrono::milliseconds(self->p.token_delay_ms));
+        self->timer.async_wait([self](beast::error_code ec2) {
+          if (ec2) return self->close();
+          self->write_event();
+        });
+      });
+    }
+
+    void after_response(beast::error_code ec) {
+      leave();
+      if (ec || !keep_alive) return close();
+      read();
+    }
+
+    void leave() {
+      if (counted) owner.exit();
+      counted = false;
+    }
+
+    void close() {
+      leave();
+      beast::error_code ignored;
+      socket.shutdown(tcp::socket::shutdown_both, ignored);
+      socket.close(ignored);
+      timer.cancel();
+      std::lock_guard lock(owner.mu);
+      owner.sessions.erase(id);
+    }
+  };
+
+  void enter() {
+    std::lock_guard lock(mu);
+    ++c.concurrent;
+    c.max_concurrent = std::max(c.max_concurrent, c.concurrent);
+  }
+  void exit() {
+    std::lock_guard lock(mu);
+    --c.concurrent;
+  }
+
+  plan decide(const http::request<http::string_body>& r) {
+    plan p;
+    std::string path(r.target());
+    dialect d = path == "/v1/messages" ? dialect::anthropic : dialect::openai;
+    std::lock_guard lock(mu);
+    ++c.total;
+    ++c.by_path[path];
+    p.latency_ms = k.latency_ms;
+    p.token_delay_ms = k.token_delay_ms;
+    if (path != "/v1/messages" && path != "/v1/chat/completions" && path != "/chat/completions") {
+      p.status = 404;
+      p.body = error_body(d, 404, "no route for " + path);
+      return p;
+    }
+    if (r.method() != http::verb::post) {
+      p.status = 405;
+      p.body = error_body(d, 405, "use POST");
+      return p;
+    }
+    if (!k.expected_key.empty()) {
+      bool ok = d == dialect::openai ? r[http::field::authorization] == "Bearer " + k.expected_key
+                                     : r["x-api-key"] == k.expected_key;
+      if (!ok) {
+        p.status = 401;
+        // Real providers quote (part of) the presented key back; quote all of it so
+        // that tests prove the client redacts it.
+        std::string presented = d == dialect::openai ? std::string(r[http::field::authorization])
+                                                     : std::string(r["x-api-key"]);
+        if (presented.rfind("Bearer ", 0) == 0) presented.erase(0, 7);
+        p.body = error_body(d, 401, (d == dialect::openai ? "Incorrect API key provided: " : "invalid x-api-key: ") +
+                                        presented);
+        return p;
+      }
+    }
+    json req = json::parse(r.body(), nullptr, false);
+    if (req.is_discarded() || !req.is_object() || !req.contains("messages") || !req["messages"].is_array()) {
+      p.status = 400;
+      p.body = error_body(d, 400, "request body must be a JSON object with messages");
+      return p;
+    }
+    std::string model = req.value("model", "");
+    ++c.by_model[model];
+    p.stream = req.value("stream", false);
+    if (k.status_override != 0) {
+      p.status = k.status_override;
+      p.body = error_body(d, p.status, "fake provider configured to answer " + std::to_string(p.status));
+      if (p.status == 429 || p.status == 503) p.retry_after_ms = k.retry_after_ms;
+      return p;
+    }
+    std::uniform_real_distribution<double> u(0.0, 1.0);
+    double roll = u(rng);
+    if (roll < k.error_rate_500) {
+      p.status = 500;
+      p.body = error_body(d, 500, "fake internal error");
+      return p;
+    }
+    if (roll < k.error_rate_500 + k.error_rate_429) {
+      p.status = 429;
+      p.body = error_body(d, 429, "fake rate limit");
+      p.retry_after_ms = k.retry_after_ms;
+      return p;
+    }
+    p.hang = k.hang;
+    p.truncate = k.truncated_stream;
+    // The deterministic answer.
+    std::string last_user;
+    std::int64_t in_words = 0;
+    if (req.contains("system")) in_words += word_count(content_text(req["system"]));
+    for (const auto& m : req["messages"]) {
+      if (!m.is_object()) continue;
+      std::string text = content_text(m.value("content", json()));
+      in_words += word_count(text);
+      if (m.value("role", "") == "user") last_user = text;
+    }
+    std::string reply = "echo: " + last_user;
+    std::int64_t in_tokens = std::max<std::int64_t>(in_words, 1);
+    std::int64_t out_tokens = word_count(reply);
+    if (!p.stream) {
+      if (k.malformed_json) {
+        p.body = d == dialect::openai ? R"({"id":"chatcmpl-fake","choices":[{"message":{"content":"ech)"
+                                      : R"({"id":"msg_fake","content":[{"type":"text","text":)";
+      } else if (d == dialect::openai) {
+        p.body = json{{"id", "chatcmpl-fake"},
+                      {"object", "chat.completion"},
+                      {"created", 0},
+                      {"model", model},
+                      {"choices", json::array({{{"index", 0},
+                                                {"message", {{"role", "assistant"}, {"content", reply}}},
+                                                {"finish_reason", "stop"}}})},
+                      {"usage",
+                       {{"prompt_tokens", in_tokens},
+                        {"completion_tokens", out_tokens},
+                        {"total_tokens", in_tokens + out_tokens}}}}
+                     .dump();
+      } else {
+        p.body = json{{"id", "msg_fake"},
+                      {"type", "message"},
+                      {"role", "assistant"},
+                      {"model", model},
+                      {"content", json::array({{{"type", "text"}, {"text", reply}}})},
+                      {"stop_reason", "end_turn"},
+                      {"stop_sequence", nullptr},
+                      {"usage", {{"input_tokens", in_tokens}, {"output_tokens", out_tokens}}}}
+                     .dump();
+      }
+      return p;
+    }
+    // Streamed: one event per word (the first word keeps no leading space).
+    auto words = split_words(reply);
+    auto data = [](const json& j) { return "data: " + j.dump() + "\n\n"; };
+    if (d == dialect::openai) {
+      auto chunk = [&](json delta, json finish) {
+        return data({{"id", "chatcmpl-fake"}, {"object", "chat.completion.chunk"}, {"created", 0}, {"model", model},
+                     {"choices", json::array({{{"index", 0}, {"delta", delta}, {"finish_reason", finish}}})}});
+      };
+      p.events.push_back(chunk({{"role", "assistant"}, {"content", ""}}, nullptr));
+      for (std::size_t i = 0; i < words.size(); ++i)
+        p.events.push_back(chunk({{"content", (i ? " " : "") + words[i]}}, nullptr));
+      if (k.malformed_json) p.events.insert(p.events.begin() + 1, "data: {\"choices\": [{\"delta\": {\"content\"\n\n");
+      p.events.push_back(chunk(json::object(), "stop"));
+      bool usage = req.contains("stream_options") && req["stream_options"].value("include_usage", false);
+      if (usage)
+        p.events.push_back(data({{"id", "chatcmpl-fake"}, {"object", "chat.completion.chunk"}, {"created", 0},
+                                 {"model", model}, {"choices", json::array()},
+                                 {"usage", {{"prompt_tokens", in_tokens}, {"completion_tokens", out_tokens},
+                                            {"total_tokens", in_tokens + out_tokens}}}}));
+      p.events.push_back("data: [DONE]\n\n");
+    } else {
+      auto event = [&](const std::string& name, const json& j) { return "event: " + name + "\n" + data(j); };
+      p.events.push_back(event("message_start",
+                               {{"type", "message_start"},
+                                {"message", {{"id", "msg_fake"}, {"type", "message"}, {"role", "assistant"},
+                                             {"model", model}, {"content", json::array()}, {"stop_reason", nullptr},
+                                             {"usage", {{"input_tokens", in_tokens}, {"output_tokens", 1}}}}}}));
+      p.events.push_back(event("content_block_start", {{"type", "content_block_start"}, {"index", 0},
+                                                       {"content_block", {{"type", "text"}, {"text", ""}}}}));
+      p.events.push_back(event("ping", {{"type", "ping"}}));
+      for (std::size_t i = 0; i < words.size(); ++i)
+        p.events.push_back(event("content_block_delta",
+                                 {{"type", "content_block_delta"}, {"index", 0},
+                                  {"delta", {{"type", "text_delta"}, {"text", (i ? " " : "") + words[i]}}}}));
+      if (k.malformed_json) p.events.insert(p.events.begin() + 2, "event: content_block_delta\ndata: {\"type\n\n");
+      p.events.push_back(event("content_block_stop", {{"type", "content_block_stop"}, {"index", 0}}));
+      p.events.push_back(event("message_delta", {{"type", "message_delta"},
+                                                 {"delta", {{"stop_reason", "end_turn"}, {"stop_sequence", nullptr}}},
+                                                 {"usage", {{"output_tokens", out_tokens}}}}));
+      p.events.push_back(event("message_stop", {{"type", "message_stop"}}));
+    }
+    return p;
+  }
+
+  // ---- listener ----
+  base::result<void> listen(std::uint16_t port) {
+    beast::error_code ec;
+    tcp::acceptor a(accept_strand);
+    tcp::endpoint ep(asio::ip::make_address("127.0.0.1"), port);
+    a.open(ep.protocol(), ec);
+    if (!ec) a.set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec) a.bind(ep, ec);
+    if (!ec) a.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec)
+      return base::fail(base::errc::unavailable,
+                        "fake-llm: cannot listen on 127.0.0.1:" + std::to_string(port) + ": " + ec.message());
+    bound_port = a.local_endpoint().port();
+    acceptor.emplace(std::move(a));
+    accept();
+    return {};
+  }
+
+  void accept() {
+    // `this` outlives every handler: stop() joins the threads before impl dies.
+    auto* self = this;
+    acceptor->async_accept(asio::make_strand(ioc), [self](beast::error_code ec, tcp::socket s) {
+      if (ec) {
+        if (ec == asio::error::operation_aborted || !self->acceptor || !self->acceptor->is_open()) return;
+        return self->accept();  // e.g. EMFILE: keep serving the others
+      }
+      beast::error_code ignored;
+      s.set_option(tcp::no_delay(true), ignored);
+      std::shared_ptr<session> sess;
+      {
+        std::lock_guard lock(self->mu);
+        ++self->c.connections;
+        auto id = self->next_session++;
+        sess = std::make_shared<session>(*self, std::move(s), id);
+        self->sessions[id] = sess;
+      }
+      asio::post(sess->socket.get_executor(), [sess] { sess->read(); });
+      self->accept();
+    });
+  }
+
+  /// Runs `f` on the accept strand and waits for it.
+  template <class F>
+  void on_accept_strand(F f) {
+    std::promise<void> done;
+    asio::post(accept_strand, [&] {
+      f();
+      done.set_value();
+    });
+    done.get_future().wait();
+  }
+
+  void close_sessions() {
+    std::vector<std::shared_ptr<session>> live;
+    {
+      std::lock_guard lock(mu);
+      for (auto& [id, w] : sessions)
+        if (auto s = w.lock()) live.push_back(s);
+    }
+    std::vector<std::future<void>> waits;
+    for (auto& s : live) {
+      auto pr = std::make_shared<std::promise<void>>();
+      waits.push_back(pr->get_future());
+      asio::post(s->socket.get_executor(), [s, pr] {
+        s->close();
+        pr->set_value();
+      });
+    }
+    for (auto& w : waits) w.wait();
+  }
+};
+
+fake_llm_server::fake_llm_server() : impl_(std::make_unique<impl>()) {}
+fake_llm_server::~fake_llm_server() { stop(); }
+
+base::result<std::uint16_t> fake_llm_server::start(std::uint16_t port, int threads) {
+  if (!impl_->threads.empty()) return impl_->bound_port;
+  if (auto r = impl_->listen(port); !r) return base::fail(r.error());
+  impl_->work.emplace(asio::make_work_guard(impl_->ioc));
+  for (int i = 0; i < std::max(threads, 1); ++i) impl_->threads.emplace_back([i = impl_.get()] { i->ioc.run(); });
+  return impl_->bound_port;
+}
+
+void fake_llm_server::stop() {
+  if (impl_->threads.empty()) return;
+  impl_->on_accept_strand([&] {
+    beast::error_code ignored;
+    if (impl_->acceptor) impl_->acceptor->close(ignored);
+  });
+  impl_->close_sessions();
+  impl_->work.reset();
+  impl_->ioc.stop();
+  for (auto& t : impl_->threads) t.join();
+  impl_->threads.clear();
+}
+
+std::uint16_t fake_llm_server::port() const { return impl_->bound_port; }
+std::string fake_llm_server::endpoint() const { return "http://127.0.0.1:" + std::to_string(impl_->bound_port); }
+
+void fake_llm_server::set_down(bool down) {
+  {
+    std::lock_guard lock(impl_->mu);
+    if (impl_->down == down) return;
+    impl_->down = down;
+  }
+  if (down) {
+    impl_->on_accept_strand([&] {
+      beast::error_code ignored;
+      if (impl_->acceptor) impl_->acceptor->close(ignored);
+      impl_->acceptor.reset();
+    });
+    impl_->close_sessions();
+  } else {
+    impl_->on_accept_strand([&] { (void)impl_->listen(impl_->bound_port); });
+  }
+}
+
+void fake_llm_server::set_knobs(const fake_knobs& k) {
+  std::lock_guard lock(impl_->mu);
+  impl_->k = k;
+}
+fake_knobs fake_llm_server::knobs() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->k;
+}
+#define TROUPE_FAKE_KNOB(body) \
+  std::lock_guard lock(impl_->mu); \
+  body;
+void fake_llm_server::set_latency_ms(std::int64_t ms) { TROUPE_FAKE_KNOB(impl_->k.latency_ms = ms) }
+void fake_llm_server::set_error_rate_500(double p) { TROUPE_FAKE_KNOB(impl_->k.error_rate_500 = p) }
+void fake_llm_server::set_error_rate_429(double p, std::int64_t retry_after_ms) {
+  TROUPE_FAKE_KNOB(impl_->k.error_rate_429 = p; impl_->k.retry_after_ms = retry_after_ms)
+}
+void fake_llm_server::set_hang(bool on) { TROUPE_FAKE_KNOB(impl_->k.hang = on) }
+void fake_llm_server::set_malformed_json(bool on) { TROUPE_FAKE_KNOB(impl_->k.malformed_json = on) }
+void fake_llm_server::set_truncated_stream(bool on) { TROUPE_FAKE_KNOB(impl_->k.truncated_stream = on) }
+void fake_llm_server::set_status_override(int status) { TROUPE_FAKE_KNOB(impl_->k.status_override = status) }
+void fake_llm_server::set_expected_key(std::string key) { TROUPE_FAKE_KNOB(impl_->k.expected_key = std::move(key)) }
+void fake_llm_server::set_seed(std::uint64_t seed) { TROUPE_FAKE_KNOB(impl_->rng.seed(seed)) }
+#undef TROUPE_FAKE_KNOB
+
+fake_counters fake_llm_server::counters() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->c;
+}
+void fake_llm_server::reset_counters() {
+  std::lock_guard lock(impl_->mu);
+  int concurrent = impl_->c.concurrent;
+  impl_->c = {};
+  impl_->c.concurrent = concurrent;
+  impl_->c.max_concurrent = concurrent;
+}
+
+}  // namespace troupe::fake_llm
