@@ -118,6 +118,14 @@ std::string summarize(const config& cfg) {
 
 std::string to_string(const problem& p) { return p.path.empty() ? p.message : p.path + ": " + p.message; }
 
+std::string check_report(const load_result& r) {
+  if (r.cfg) return summarize(*r.cfg);
+  std::string out;
+  for (const auto& p : r.problems) out += to_string(p) + "\n";
+  const std::size_t n = r.problems.size();
+  return out + std::to_string(n) + (n == 1 ? " problem found\n" : " problems found\n");
+}
+
 std::vector<std::string> restart_needed(const config& running, const config& next) {
   // These are the keys declared with needs_restart in key_registry.cpp (a test
   // checks the two lists agree).

@@ -178,6 +178,17 @@ TEST(config_problem, prints_as_path_colon_message) {
   EXPECT_EQ(to_string(problem{"", "invalid JSON at line 1, column 1: x"}), "invalid JSON at line 1, column 1: x");
 }
 
+TEST(config_problem, check_report_lists_problems_then_a_count) {
+  const load_result bad = load_config_text(R"({ "runtime": { "threads": 0 }, "stor": "x" })", &fake_env);
+  EXPECT_EQ(check_report(bad),
+            "stor: unknown key 'stor'; did you mean 'store'?\n"
+            "runtime.threads: expected an integer in 1..64, got 0\n"
+            "2 problems found\n");
+  const load_result good = load_config_text(design_config, &fake_env);
+  ASSERT_TRUE(good.cfg);
+  EXPECT_EQ(check_report(good), summarize(*good.cfg));
+}
+
 TEST(config_reload, only_restart_keys_are_named) {
   const config running = *load_config_text(design_config, &fake_env).cfg;
   config next = running;

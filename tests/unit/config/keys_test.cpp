@@ -38,6 +38,19 @@ TEST(config_keys, only_store_listen_and_threads_need_a_restart) {
   EXPECT_EQ(restart, (std::set<std::string>{"store", "control.listen", "runtime.threads"}));
 }
 
+TEST(config_keys, restart_needed_covers_every_restart_key) {
+  config a;
+  config b;
+  b.store = "sqlite:other.db";
+  b.ctl.listen = "127.0.0.1:1";
+  b.rt.threads = a.rt.threads + 1;
+  const auto changed = restart_needed(a, b);
+  std::set<std::string> declared;
+  for (const auto& k : declared_keys())
+    if (k.needs_restart) declared.insert(k.path);
+  EXPECT_EQ(std::set<std::string>(changed.begin(), changed.end()), declared);
+}
+
 TEST(config_keys, docs_carry_the_generated_key_table) {
   const std::filesystem::path docs = std::filesystem::path(TROUPE_SOURCE_DIR) / "docs" / "config.md";
   const std::string text = read_file(docs);

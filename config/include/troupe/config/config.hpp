@@ -211,6 +211,10 @@ std::string summarize(const config& cfg);
 /// "PATH: MESSAGE" (just MESSAGE when the path is empty), as `troupe check` prints it.
 std::string to_string(const problem& p);
 
+/// What `troupe check` prints: the summary of a valid config, or every problem on
+/// its own line followed by "N problem(s) found". Exit with 0 when r.cfg is set, else 1.
+std::string check_report(const load_result& r);
+
 /// The keys that need a restart (declared with needs_restart: "store",
 /// "control.listen", "runtime.threads") whose values differ between the running
 /// config and a reloaded one. Empty: a SIGHUP reload can apply everything.

@@ -1,0 +1,46 @@
+// Any value in any place: replacing each node of a valid config with a value
+// of every JSON type must give a config or problems, never a crash (the suite
+// also runs under ASan+UBSan) and never an empty path-less message.
+#include <functional>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "test_configs.hpp"
+
+namespace troupe::config {
+namespace {
+
+using nlohmann::json;
+
+/// Calls f with a JSON pointer to every node of j.
+void each_pointer(const json& j, const json::json_pointer& at, const std::function<void(const json::json_pointer&)>& f) {
+  f(at);
+  if (j.is_object())
+    for (const auto& [k, v] : j.items()) each_pointer(v, at / k, f);
+  if (j.is_array())
+    for (std::size_t i = 0; i < j.size(); ++i) each_pointer(j[i], at / i, f);
+}
+
+TEST(config_robustness, every_node_replaced_by_every_type_is_handled) {
+  const json base = json::parse(testing_support::design_config, nullptr, true, true);
+  const std::vector<json> replacements{nullptr, true, -1, 2.5, "", json::array({1, "a"}), json::object({{"zz", 1}})};
+  std::size_t runs = 0, rejected = 0;
+  each_pointer(base, json::json_pointer(), [&](const json::json_pointer& p) {
+    if (p.empty()) return;
+    for (const json& value : replacements) {
+      json j = base;
+      j[p] = value;
+      const load_result r = load_config_text(j.dump(), &testing_support::fake_env);
+      ++runs;
+      EXPECT_NE(r.cfg.has_value(), !r.problems.empty()) << p.to_string();
+      for (const auto& prob : r.problems) EXPECT_FALSE(prob.message.empty()) << p.to_string();
+      if (!r.cfg) ++rejected;
+    }
+  });
+  EXPECT_GT(runs, 400u);
+  EXPECT_GT(rejected, runs / 2);
+}
+
+}  // namespace
+}  // namespace troupe::config
