@@ -1,6 +1,5 @@
 #include "pg_store.hpp"
 
-#include <charconv>
 #include <cstdint>
 #include <pqxx/pqxx>
 #include <string_view>
