@@ -90,8 +90,7 @@ void bench_snapshots(snapshot_store& store, const char* backend) {
     }
     if (auto r = store.commit(batch); !r) die(r.error().message);
   }
-  row(backend, "snapshots (1 KiB) via commit()", long(batches) * batch_size,
-      seconds_since(start));
+  row(backend, "snapshots (1 KiB) via commit()", long(batches) * batch_size, seconds_since(start));
 }
 
 /// The floor: one multi-row INSERT of 512 rows (220 bytes) per transaction.
@@ -152,7 +151,8 @@ void bench_raw_pg(const std::string& url) {
         params.push_back(payload(220, i));
       }
       pqxx::work w{c};
-      w.exec_prepared("raw_insert", pqxx::prepare::make_dynamic_params(params.begin(), params.end()));
+      w.exec_prepared("raw_insert",
+                      pqxx::prepare::make_dynamic_params(params.begin(), params.end()));
       w.commit();
     }
     row("postgres", "raw multi-row INSERT (plain table)", long(batches) * batch_size,
@@ -199,13 +199,16 @@ int main(int argc, char** argv) {
     if (const char* env = std::getenv("TROUPE_BENCH_PG")) pg_url = env;
   }
   namespace fs = std::filesystem;
-  const fs::path dir = fs::temp_directory_path() / ("troupe-store-bench-" + std::to_string(::getpid()));
+  const fs::path dir =
+      fs::temp_directory_path() / ("troupe-store-bench-" + std::to_string(::getpid()));
   fs::create_directories(dir);
 
   std::printf("batches of %d rows, %d batches per workload\n\n", batch_size, batches);
   std::printf("| %-9s | %-38s | %8s | %8s | %10s |\n", "backend", "workload", "rows", "seconds",
               "rows/s");
-  std::printf("|-----------|----------------------------------------|----------|----------|------------|\n");
+  std::printf(
+      "|-----------|----------------------------------------|----------|----------|------------|"
+      "\n");
   {
     auto store = open_migrated("sqlite:" + (dir / "bench.db").string());
     bench_journal(*store, "sqlite");

@@ -42,9 +42,10 @@ base::result<detail::sqlite_options> parse_sqlite_url(const std::string& url) {
       int ms = -1;
       const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), ms);
       if (ec != std::errc{} || end != value.data() + value.size() || ms < 0 || ms > 600000) {
-        return base::fail(errc::invalid_config,
-                          "store URL '" + url + "': busy_timeout_ms must be an integer in "
-                          "[0, 600000], got '" + std::string(value) + "'");
+        return base::fail(errc::invalid_config, "store URL '" + url +
+                                                    "': busy_timeout_ms must be an integer in "
+                                                    "[0, 600000], got '" +
+                                                    std::string(value) + "'");
       }
       options.busy_timeout_ms = ms;
     } else {

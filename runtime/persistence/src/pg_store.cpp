@@ -87,7 +87,8 @@ std::string one_line(std::string text) {
 /// Bad URL syntax reported by libpq while connecting (not a network failure).
 bool is_bad_conninfo(std::string_view message) {
   return message.starts_with("invalid ") || message.starts_with("missing \"=\"") ||
-         message.starts_with("unexpected spaces") || message.find("connection option") != std::string_view::npos;
+         message.starts_with("unexpected spaces") ||
+         message.find("connection option") != std::string_view::npos;
 }
 
 class pg_store final : public base::snapshot_store {
@@ -106,7 +107,8 @@ class pg_store final : public base::snapshot_store {
         pqxx::work w{c};
         w.exec(migrate_lock_sql);
         w.exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)");
-        const int current = w.exec1("SELECT coalesce(max(version), 0) FROM schema_version")[0].as<int>();
+        const int current =
+            w.exec1("SELECT coalesce(max(version), 0) FROM schema_version")[0].as<int>();
         if (current > base::store_schema_version) {
           return base::fail(errc::invalid_config,
                             "postgres store " + redacted_ + ": " + newer_schema_message(current));
@@ -117,7 +119,8 @@ class pg_store final : public base::snapshot_store {
         }
         w.exec(step.postgres_sql);
         w.exec("DELETE FROM schema_version");
-        w.exec("INSERT INTO schema_version (version) VALUES (" + std::to_string(step.version) + ")");
+        w.exec("INSERT INTO schema_version (version) VALUES (" + std::to_string(step.version) +
+               ")");
         w.commit();
       }
       return base::store_schema_version;
@@ -163,9 +166,8 @@ class pg_store final : public base::snapshot_store {
       }
       if (!batch.entities.empty()) {
         text_array kind, name, state;
-        for (std::size_t i : last_of_each(batch.entities, [](const auto& e) {
-               return e.kind + '\x1f' + e.name;
-             })) {
+        for (std::size_t i :
+             last_of_each(batch.entities, [](const auto& e) { return e.kind + '\x1f' + e.name; })) {
           const auto& e = batch.entities[i];
           kind.add(e.kind), name.add(e.name), state.add(e.state);
         }
@@ -222,13 +224,14 @@ class pg_store final : public base::snapshot_store {
   }
 
   base::result<std::optional<base::task_row>> load_task(const std::string& id) override {
-    return guarded("load_task", [&](pqxx::connection& c) -> base::result<std::optional<base::task_row>> {
-      pqxx::read_transaction r{c};
-      auto rows = r.exec_prepared("load_task", id);
-      std::optional<base::task_row> out;
-      if (!rows.empty()) out = read_task(rows[0]);
-      return out;
-    });
+    return guarded("load_task",
+                   [&](pqxx::connection& c) -> base::result<std::optional<base::task_row>> {
+                     pqxx::read_transaction r{c};
+                     auto rows = r.exec_prepared("load_task", id);
+                     std::optional<base::task_row> out;
+                     if (!rows.empty()) out = read_task(rows[0]);
+                     return out;
+                   });
   }
 
   base::result<std::vector<base::journal_row>> load_journal(const std::string& task_id,
@@ -255,16 +258,17 @@ class pg_store final : public base::snapshot_store {
   }
 
   base::result<std::vector<base::audit_row>> load_audit(std::size_t limit) override {
-    return guarded("load_audit", [&](pqxx::connection& c) -> base::result<std::vector<base::audit_row>> {
-      pqxx::read_transaction r{c};
-      std::vector<base::audit_row> out;
-      for (const auto& row : r.exec_prepared("load_audit", clamp(limit))) {
-        out.push_back({row[0].as<std::int64_t>(), row[1].as<std::string>(),
-                       row[2].as<std::string>(), row[3].as<std::string>(),
-                       row[4].as<std::string>()});
-      }
-      return out;
-    });
+    return guarded("load_audit",
+                   [&](pqxx::connection& c) -> base::result<std::vector<base::audit_row>> {
+                     pqxx::read_transaction r{c};
+                     std::vector<base::audit_row> out;
+                     for (const auto& row : r.exec_prepared("load_audit", clamp(limit))) {
+                       out.push_back({row[0].as<std::int64_t>(), row[1].as<std::string>(),
+                                      row[2].as<std::string>(), row[3].as<std::string>(),
+                                      row[4].as<std::string>()});
+                     }
+                     return out;
+                   });
   }
 
   base::result<bool> ping() override {
@@ -313,7 +317,8 @@ class pg_store final : public base::snapshot_store {
   /// Runs `f` on a live connection, reconnecting first if the last call broke
   /// it, and turns every libpqxx exception into an error value.
   template <class F>
-  auto guarded(std::string_view operation, F&& f) -> decltype(f(std::declval<pqxx::connection&>())) {
+  auto guarded(std::string_view operation, F&& f)
+      -> decltype(f(std::declval<pqxx::connection&>())) {
     using result_type = decltype(f(std::declval<pqxx::connection&>()));
     const std::string where = "postgres store " + redacted_ + ": " + std::string(operation);
     try {
@@ -327,15 +332,17 @@ class pg_store final : public base::snapshot_store {
       conn_.reset();
       return result_type(tl::unexpect,
                          base::make_error(errc::unavailable,
-                                          where + ": connection lost during COMMIT, outcome "
-                                                  "unknown: " + clean(e.what()),
+                                          where +
+                                              ": connection lost during COMMIT, outcome "
+                                              "unknown: " +
+                                              clean(e.what()),
                                           true));
     } catch (const pqxx::broken_connection& e) {
       conn_.reset();
-      return result_type(tl::unexpect,
-                         base::make_error(errc::unavailable,
-                                          where + ": database unreachable: " + clean(e.what()),
-                                          true));
+      return result_type(
+          tl::unexpect,
+          base::make_error(errc::unavailable, where + ": database unreachable: " + clean(e.what()),
+                           true));
     } catch (const pqxx::sql_error& e) {
       const std::string state = e.sqlstate();
       // Class 08 is a connection exception, 57P0x an administrator shutdown or
@@ -344,11 +351,11 @@ class pg_store final : public base::snapshot_store {
       const bool connection_lost = state.starts_with("08") || state.starts_with("57P0");
       if (connection_lost) conn_.reset();
       const bool retryable = connection_lost || state == "40001" || state == "40P01";
-      return result_type(tl::unexpect,
-                         base::make_error(retryable ? errc::unavailable : errc::internal,
-                                          where + " failed (SQLSTATE " + state +
-                                              "): " + clean(e.what()),
-                                          retryable));
+      return result_type(
+          tl::unexpect,
+          base::make_error(retryable ? errc::unavailable : errc::internal,
+                           where + " failed (SQLSTATE " + state + "): " + clean(e.what()),
+                           retryable));
     } catch (const std::exception& e) {
       return result_type(tl::unexpect,
                          base::make_error(errc::internal, where + " failed: " + clean(e.what())));
@@ -362,9 +369,8 @@ class pg_store final : public base::snapshot_store {
     task_arrays a;
     for (const auto& t : tasks) a.add(t);
     auto inserted = w.exec_prepared("insert_tasks", a.id.str(), a.team.str(), a.agent.str(),
-                                    a.priority.str(), a.state.str(), a.key.str(),
-                                    a.snapshot.str(), a.seq.str(), a.created.str(),
-                                    a.updated.str());
+                                    a.priority.str(), a.state.str(), a.key.str(), a.snapshot.str(),
+                                    a.seq.str(), a.created.str(), a.updated.str());
     // RETURNING lists the rows that went in; each id marks its first unmarked
     // occurrence in the batch, everything left over was a conflict.
     std::unordered_map<std::string, int> inserted_count;
@@ -377,8 +383,8 @@ class pg_store final : public base::snapshot_store {
       }
       std::string holder = tasks[i].id;  // the conflict was on the task id itself
       if (!tasks[i].idempotency_key.empty()) {
-        auto r = w.exec_prepared("find_key", tasks[i].team, tasks[i].agent,
-                                 tasks[i].idempotency_key);
+        auto r =
+            w.exec_prepared("find_key", tasks[i].team, tasks[i].agent, tasks[i].idempotency_key);
         if (!r.empty()) holder = r[0][0].as<std::string>();
       }
       outcome.conflicts.push_back({i, std::move(holder)});
@@ -406,9 +412,9 @@ class pg_store final : public base::snapshot_store {
       tokens_in.add(c.tokens_in), tokens_out.add(c.tokens_out), latency.add(c.latency_ms);
       ts.add(c.ts_ms), usd.add(c.usd);
     }
-    w.exec_prepared("costs", task_id.str(), step_id.str(), agent.str(), team.str(),
-                    provider.str(), model.str(), outcome.str(), tokens_in.str(), tokens_out.str(),
-                    latency.str(), ts.str(), usd.str());
+    w.exec_prepared("costs", task_id.str(), step_id.str(), agent.str(), team.str(), provider.str(),
+                    model.str(), outcome.str(), tokens_in.str(), tokens_out.str(), latency.str(),
+                    ts.str(), usd.str());
   }
 
   static base::task_row read_task(const pqxx::row& row) {

@@ -36,7 +36,8 @@ struct server {
 std::optional<server> find_server(std::string& why_not) {
   const std::string file = env_or("TROUPE_PG_ENV", TROUPE_BINARY_DIR "/pg-fixture/pg.env");
   if (auto vars = read_env_file(file); !vars.empty()) {
-    return server{vars["PGHOST"], vars["PGPORT"], vars.count("PGUSER") ? vars["PGUSER"] : "postgres"};
+    return server{vars["PGHOST"], vars["PGPORT"],
+                  vars.count("PGUSER") ? vars["PGUSER"] : "postgres"};
   }
   // No fixture file: fall back to the standard libpq variables when set.
   if (std::getenv("PGHOST") != nullptr || std::getenv("PGPORT") != nullptr) {

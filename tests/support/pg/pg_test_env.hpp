@@ -48,14 +48,14 @@ class scoped_pg_database {
 
 /// In a gtest body or SetUp: declares `var` (std::optional<troupe::test::pg_database>)
 /// and SKIPs (locally) or FAILs (CI=true) when PostgreSQL is unavailable.
-#define TROUPE_MAKE_PG_DATABASE_OR_SKIP(var)                                                   \
-  std::string var##_why_not;                                                                   \
-  auto var = ::troupe::test::make_pg_database(var##_why_not);                                  \
-  if (!var) {                                                                                  \
-    if (::troupe::test::pg_required()) {                                                       \
-      FAIL() << "PostgreSQL required (CI=true) but unavailable: " << var##_why_not;            \
-    }                                                                                          \
-    GTEST_SKIP() << "PostgreSQL unavailable, skipping: " << var##_why_not                      \
-                 << " (run through ctest so the `postgres` fixture starts a server, or set "   \
-                    "PGHOST/PGPORT/PGUSER)";                                                   \
+#define TROUPE_MAKE_PG_DATABASE_OR_SKIP(var)                                                 \
+  std::string var##_why_not;                                                                 \
+  auto var = ::troupe::test::make_pg_database(var##_why_not);                                \
+  if (!var) {                                                                                \
+    if (::troupe::test::pg_required()) {                                                     \
+      FAIL() << "PostgreSQL required (CI=true) but unavailable: " << var##_why_not;          \
+    }                                                                                        \
+    GTEST_SKIP() << "PostgreSQL unavailable, skipping: " << var##_why_not                    \
+                 << " (run through ctest so the `postgres` fixture starts a server, or set " \
+                    "PGHOST/PGPORT/PGUSER)";                                                 \
   }

@@ -1,16 +1,15 @@
 // Behaviour specific to one store implementation: SQLite locking and recovery
 // speed, PostgreSQL reconnection.
 #include <gtest/gtest.h>
-#include <sqlite3.h>
-
 #include <signal.h>
+#include <sqlite3.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
-#include <set>
 #include <pqxx/pqxx>
+#include <set>
 
 #include "store_test_backend.hpp"
 #include "support/pg/pg_test_env.hpp"

@@ -1,9 +1,9 @@
 // open_store: URL parsing, failures reported at open time, secrets kept out.
+#include "troupe/persistence/open_store.hpp"
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
-
-#include "troupe/persistence/open_store.hpp"
 
 namespace troupe::persistence {
 namespace {

@@ -1,10 +1,10 @@
 // The test-database helper other suites rely on: each call gives a fresh,
 // empty database, and dropping it really removes it.
+#include "support/pg/pg_test_env.hpp"
+
 #include <gtest/gtest.h>
 
 #include <pqxx/pqxx>
-
-#include "support/pg/pg_test_env.hpp"
 
 namespace troupe::test {
 namespace {

@@ -19,7 +19,7 @@ namespace troupe::persistence::conformance {
 using base::errc;
 
 inline base::task_row task(std::string id, std::string state = "queued", std::int64_t seq = 0,
-                    std::string key = "", std::string team = "newsroom") {
+                           std::string key = "", std::string team = "newsroom") {
   base::task_row t;
   t.id = std::move(id);
   t.team = std::move(team);
@@ -68,7 +68,8 @@ class store_conformance : public testing::TestWithParam<std::string> {
       std::string why_not;
       backend_ = test::make_pg_backend(why_not);
       if (!backend_) {
-        if (test::pg_required()) FAIL() << "PostgreSQL required (CI=true) but unavailable: " << why_not;
+        if (test::pg_required())
+          FAIL() << "PostgreSQL required (CI=true) but unavailable: " << why_not;
         GTEST_SKIP() << "PostgreSQL unavailable, skipping: " << why_not
                      << " (run through ctest so the `postgres` fixture starts a server, or set "
                         "PGHOST/PGPORT/PGUSER)";

@@ -27,10 +27,10 @@ TEST_P(store_conformance, migrate_refuses_a_newer_schema) {
   auto r = open()->migrate();
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, errc::invalid_config);
-  EXPECT_NE(r.error().message.find(
-                "database schema version 99 is newer than this build understands (1); "
-                "upgrade troupe"),
-            std::string::npos)
+  EXPECT_NE(
+      r.error().message.find("database schema version 99 is newer than this build understands (1); "
+                             "upgrade troupe"),
+      std::string::npos)
       << r.error().message;
   EXPECT_EQ(store_->schema_version().value(), 99);
 }
@@ -114,14 +114,14 @@ TEST_P(store_conformance, idempotency_conflicts_are_reported_and_the_rest_commit
   commit_ok(first);
 
   base::write_batch b;
-  b.new_tasks.push_back(task("b", "queued", 0, "k1"));              // 0: key held by a
-  b.new_tasks.push_back(task("c", "queued", 0, "k2"));              // 1: fine
-  b.new_tasks.push_back(task("d"));                                 // 2: no key, fine
-  b.new_tasks.push_back(task("e", "queued", 0, ""));                // 3: empty keys never clash
+  b.new_tasks.push_back(task("b", "queued", 0, "k1"));               // 0: key held by a
+  b.new_tasks.push_back(task("c", "queued", 0, "k2"));               // 1: fine
+  b.new_tasks.push_back(task("d"));                                  // 2: no key, fine
+  b.new_tasks.push_back(task("e", "queued", 0, ""));                 // 3: empty keys never clash
   b.new_tasks.push_back(task("f", "queued", 0, "k1", "otherteam"));  // 4: other team, fine
-  b.new_tasks.push_back(task("g", "queued", 0, "k3"));              // 5: fine
-  b.new_tasks.push_back(task("h", "queued", 0, "k3"));              // 6: clashes with g
-  b.new_tasks.push_back(task("a"));                                 // 7: id a exists
+  b.new_tasks.push_back(task("g", "queued", 0, "k3"));               // 5: fine
+  b.new_tasks.push_back(task("h", "queued", 0, "k3"));               // 6: clashes with g
+  b.new_tasks.push_back(task("a"));                                  // 7: id a exists
   b.journal.push_back(delta("c", 1));
   auto outcome = commit_ok(b);
   ASSERT_EQ(outcome.conflicts.size(), 3u);
@@ -185,8 +185,8 @@ TEST_P(store_conformance, snapshot_of_an_unknown_task_inserts_it) {
 
 TEST_P(store_conformance, recover_returns_active_tasks_with_their_newer_journal) {
   base::write_batch b;
-  const std::vector<std::string> states = {"queued", "running", "waiting_decision",
-                                           "succeeded", "failed", "cancelled"};
+  const std::vector<std::string> states = {"queued",    "running", "waiting_decision",
+                                           "succeeded", "failed",  "cancelled"};
   for (const auto& s : states) {
     b.snapshots.push_back(task("t_" + s, s, 2));
     // seq 1 and 2 are below the snapshot (left behind by an earlier batch).
@@ -209,12 +209,13 @@ TEST_P(store_conformance, recover_returns_active_tasks_with_their_newer_journal)
   EXPECT_EQ(ids, (std::vector<std::string>{"t_queued", "t_running", "t_waiting_decision"}));
   std::vector<std::pair<std::string, std::int64_t>> journal;
   for (const auto& j : rec.journal) journal.emplace_back(j.task_id, j.seq);
-  EXPECT_EQ(journal, (std::vector<std::pair<std::string, std::int64_t>>{{"t_queued", 3},
-                                                                      {"t_queued", 4},
-                                                                      {"t_running", 3},
-                                                                      {"t_running", 4},
-                                                                      {"t_waiting_decision", 3},
-                                                                      {"t_waiting_decision", 4}}));
+  EXPECT_EQ(journal,
+            (std::vector<std::pair<std::string, std::int64_t>>{{"t_queued", 3},
+                                                               {"t_queued", 4},
+                                                               {"t_running", 3},
+                                                               {"t_running", 4},
+                                                               {"t_waiting_decision", 3},
+                                                               {"t_waiting_decision", 4}}));
   ASSERT_EQ(rec.pending_decisions.size(), 1u);
   EXPECT_EQ(rec.pending_decisions[0].id, "d_pending");
   ASSERT_EQ(rec.entities.size(), 1u);

@@ -104,13 +104,13 @@ TEST_P(store_conformance, storage_grows_linearly_with_the_work) {
   for (std::size_t i = 2; i < samples.size(); ++i) {
     const double rate = double(samples[i].second - samples[i - 1].second) /
                         (samples[i].first - samples[i - 1].first);
-    std::printf("[ storage ] %s: per-delta growth %d..%d: %.0f (bytes %lld)\n",
-                GetParam().c_str(), samples[i - 1].first, samples[i].first, rate,
+    std::printf("[ storage ] %s: per-delta growth %d..%d: %.0f (bytes %lld)\n", GetParam().c_str(),
+                samples[i - 1].first, samples[i].first, rate,
                 static_cast<long long>(samples[i].second));
     // Slack of 8 pages per window absorbs page-granular growth.
     EXPECT_LE(rate, 3.0 * early_rate + 8.0 * 8192 / 100)
-        << "storage growth per delta accelerates between deltas " << samples[i - 1].first
-        << " and " << samples[i].first;
+        << "storage growth per delta accelerates between deltas " << samples[i - 1].first << " and "
+        << samples[i].first;
   }
   // And nothing like the whole history is kept: a journal that is never
   // trimmed alone would hold 32 * 500 * 220 = 3.5 MB.

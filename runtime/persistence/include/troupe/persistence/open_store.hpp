@@ -20,7 +20,8 @@ namespace troupe::persistence {
 /// says what was expected); errc::unavailable with the reason when the
 /// database cannot be opened or reached. Messages never contain a password.
 /// The returned store is single-threaded: one owner (the store actor) uses it.
-[[nodiscard]] base::result<std::unique_ptr<base::snapshot_store>> open_store(const std::string& url);
+[[nodiscard]] base::result<std::unique_ptr<base::snapshot_store>> open_store(
+    const std::string& url);
 
 /// `url` with any password replaced by "***", safe for logs and error messages.
 std::string redact_store_url(const std::string& url);

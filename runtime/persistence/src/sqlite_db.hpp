@@ -1,0 +1,143 @@
+#pragma once
+/// A thin owner of one SQLite connection for the SQLite store (private header):
+/// a prepared-statement cache, typed binding, stepping and transactions.
+/// Failures throw sqlite_failure, which sqlite_store turns into error values at
+/// its public methods; nothing here is seen outside this module.
+#include <sqlite3.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+namespace troupe::persistence::detail {
+
+/// A failed SQLite call: the result code and what was being done.
+struct sqlite_failure {
+  int rc = SQLITE_ERROR;
+  std::string message;
+};
+
+class sqlite_db {
+ public:
+  /// Takes ownership of an open connection.
+  explicit sqlite_db(sqlite3* db) : db_(db) {}
+  sqlite_db(const sqlite_db&) = delete;
+  sqlite_db& operator=(const sqlite_db&) = delete;
+  ~sqlite_db() {
+    for (auto& [sql, s] : cache_) sqlite3_finalize(s);
+    sqlite3_close_v2(db_);
+  }
+
+  sqlite3* handle() const noexcept { return db_; }
+
+  /// Runs SQL text without results (may hold several statements).
+  void exec(const std::string& sql) {
+    const int rc = sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, nullptr);
+    if (rc != SQLITE_OK) raise(rc, sql.substr(0, 60));
+  }
+
+  /// A cached prepared statement, reset and with cleared bindings.
+  sqlite3_stmt* stmt(const std::string& sql) {
+    auto it = cache_.find(sql);
+    if (it != cache_.end()) {
+      sqlite3_reset(it->second);
+      sqlite3_clear_bindings(it->second);
+      return it->second;
+    }
+    sqlite3_stmt* s = nullptr;
+    const int rc = sqlite3_prepare_v3(db_, sql.c_str(), static_cast<int>(sql.size()),
+                                      SQLITE_PREPARE_PERSISTENT, &s, nullptr);
+    if (rc != SQLITE_OK) raise(rc, "prepare " + sql.substr(0, 60));
+    cache_.emplace(sql, s);
+    return s;
+  }
+
+  /// Binds the arguments to ?1, ?2, ... in order. Text is bound without a
+  /// copy, so the arguments must outlive the next step.
+  template <class... Args>
+  void bind_all(sqlite3_stmt* s, const Args&... args) {
+    int i = 0;
+    (bind_one(s, ++i, args), ...);
+  }
+
+  /// Binds, runs to completion and resets a statement that returns no rows.
+  template <class... Args>
+  void run(sqlite3_stmt* s, const Args&... args) {
+    bind_all(s, args...);
+    const int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) raise(rc, sqlite3_sql(s));
+  }
+
+  /// Steps once: true with a row, false when done.
+  bool step_row(sqlite3_stmt* s) {
+    const int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    sqlite3_reset(s);
+    raise(rc, sqlite3_sql(s));
+  }
+
+  /// Column i of the current row as text ("" for NULL).
+  static std::string text(sqlite3_stmt* s, int i) {
+    const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s, i));
+    return p == nullptr ? std::string{}
+                        : std::string(p, static_cast<std::size_t>(sqlite3_column_bytes(s, i)));
+  }
+
+  void rollback_quietly() noexcept {
+    // Nothing to do when SQLite already rolled back (e.g. after SQLITE_FULL).
+    if (sqlite3_get_autocommit(db_) == 0) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  }
+
+  /// Rolls back on scope exit unless released; used around reads and writes.
+  class transaction_guard {
+   public:
+    explicit transaction_guard(sqlite_db& db) : db_(&db) {}
+    transaction_guard(const transaction_guard&) = delete;
+    transaction_guard& operator=(const transaction_guard&) = delete;
+    ~transaction_guard() {
+      if (db_ != nullptr) db_->rollback_quietly();
+    }
+    void release() noexcept { db_ = nullptr; }
+
+   private:
+    sqlite_db* db_;
+  };
+
+  /// A write transaction. BEGIN IMMEDIATE takes the write lock up front, so a
+  /// busy database fails here (after the busy timeout) instead of half-way
+  /// through a batch.
+  class transaction {
+   public:
+    explicit transaction(sqlite_db& db) : db_(db), guard_(db) { db_.exec("BEGIN IMMEDIATE"); }
+    void commit() {
+      db_.exec("COMMIT");
+      guard_.release();
+    }
+
+   private:
+    sqlite_db& db_;
+    transaction_guard guard_;
+  };
+
+ private:
+  [[noreturn]] void raise(int rc, std::string_view what) const {
+    throw sqlite_failure{rc, std::string(what) + ": " + sqlite3_errmsg(db_)};
+  }
+  void check_bind(int rc) {
+    if (rc != SQLITE_OK) raise(rc, "bind");
+  }
+  void bind_one(sqlite3_stmt* s, int i, const std::string& v) {
+    check_bind(sqlite3_bind_text64(s, i, v.data(), v.size(), SQLITE_STATIC, SQLITE_UTF8));
+  }
+  void bind_one(sqlite3_stmt* s, int i, std::int64_t v) { check_bind(sqlite3_bind_int64(s, i, v)); }
+  void bind_one(sqlite3_stmt* s, int i, int v) { check_bind(sqlite3_bind_int64(s, i, v)); }
+  void bind_one(sqlite3_stmt* s, int i, double v) { check_bind(sqlite3_bind_double(s, i, v)); }
+
+  sqlite3* db_;
+  std::unordered_map<std::string, sqlite3_stmt*> cache_;
+};
+
+}  // namespace troupe::persistence::detail
