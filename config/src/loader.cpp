@@ -194,4 +194,13 @@ load_result load_config_file(const std::string& path) {
   return out;
 }
 
+base::result<config> load_config(const std::string& path) {
+  load_result r = load_config_file(path);
+  if (r.cfg) return std::move(*r.cfg);
+  std::string message = "config " + detail::quote(path) + " has " + std::to_string(r.problems.size()) +
+                        (r.problems.size() == 1 ? " problem" : " problems") + ":";
+  for (const auto& p : r.problems) message += "\n" + to_string(p);
+  return base::fail(base::errc::invalid_config, std::move(message));
+}
+
 }  // namespace troupe::config

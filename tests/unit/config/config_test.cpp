@@ -279,6 +279,21 @@ TEST(config_file, missing_file_is_one_problem) {
   EXPECT_EQ(r.problems[0], (problem{"", "cannot read config file 'no/such/troupe.json': No such file or directory"}));
 }
 
+TEST(config_file, load_config_returns_a_result) {
+  const auto bad = load_config("no/such/troupe.json");
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().code, base::errc::invalid_config);
+  EXPECT_EQ(bad.error().message,
+            "config 'no/such/troupe.json' has 1 problem:\ncannot read config file 'no/such/troupe.json': No such file or directory");
+  const auto path = std::filesystem::temp_directory_path() / ("troupe_config_result_" + std::to_string(::getpid()) + ".json");
+  std::ofstream(path) << R"({ "runtime": { "threads": 5 } })";
+  const auto good = load_config(path.string());
+  std::filesystem::remove(path);
+  ASSERT_TRUE(good) << good.error().message;
+  EXPECT_EQ(good->rt.threads, 5);
+  EXPECT_EQ(good->source_path, path.string());
+}
+
 TEST(config_file, directory_is_one_problem) {
   const std::string dir = std::filesystem::temp_directory_path().string();
   const load_result r = load_config_file(dir);

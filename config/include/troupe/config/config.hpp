@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "troupe/base/result.hpp"
+
 namespace troupe::config {
 
 enum class provider_kind { scripted, openai, anthropic };
@@ -204,6 +206,10 @@ load_result load_config_text(const std::string& text,
                              const std::map<std::string, std::string>* env = nullptr);
 /// Reads the file, then load_config_text. A missing or unreadable file is a problem at path "".
 load_result load_config_file(const std::string& path);
+
+/// load_config_file as a base::result: the config, or errc::invalid_config whose
+/// message lists every problem, one "PATH: MESSAGE" per line.
+[[nodiscard]] base::result<config> load_config(const std::string& path);
 
 /// One-screen human summary of a valid config (what `troupe check` prints).
 std::string summarize(const config& cfg);
