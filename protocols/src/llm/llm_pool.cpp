@@ -115,7 +115,6 @@ class engine {
     c->est_tokens = estimate_tokens(c->req);
     calls_.emplace(c->id, c);
     enqueue(c);
-    pump();
   }
 
   /// On the strand: the caller's cancel().
@@ -168,10 +167,14 @@ class engine {
     queued_view_ = static_cast<std::int64_t>(queue_.size());
   }
 
+  /// Queues the call and starts whatever may start now.
   void enqueue(const std::shared_ptr<call_state>& c) {
     c->ph = phase::queued;
     queue_.push(c->id, c->req.priority, c->req.team);
-    // Waiting for limits counts against the call's own deadline.
+    pump();
+    if (c->ph != phase::queued) return;
+    // Still waiting for a slot or a limit: that counts against the call's own
+    // deadline. (Armed only now so that calls that start at once cost no timer.)
     arm_timer(c, c->deadline, [this](const std::shared_ptr<call_state>& cs) {
       if (cs->ph != phase::queued) return;
       queue_.erase(cs->id);
@@ -397,10 +400,7 @@ class engine {
         llm_log()->debug("llm retry provider={} attempt={} delay_ms={} error=\"{}\"", name_, c->attempts, delay,
                      redact(err.message, cfg_.api_key));
         c->ph = phase::backoff;
-        arm_timer(c, at, [this](const std::shared_ptr<call_state>& cs) {
-          enqueue(cs);
-          pump();
-        });
+        arm_timer(c, at, [this](const std::shared_ptr<call_state>& cs) { enqueue(cs); });
         return pump();
       }
       err.message += " (no time left before the call's deadline to retry)";

@@ -412,6 +412,79 @@ TEST_F(llm_client_test, tokens_per_minute_bucket_delays_calls_and_counts_real_us
   EXPECT_LT(steady::now() - t1, 5s);
 }
 
+TEST_F(llm_client_test, waiting_calls_go_by_priority_then_team_turns) {
+  auto p = provider(config::provider_kind::openai);
+  p.max_concurrency = 1;
+  make_client({p});
+  fake_.set_latency_ms(30);
+  std::mutex mu;
+  std::vector<std::string> order;
+  std::vector<std::unique_ptr<collector>> calls;
+  auto submit = [&](const std::string& label, int priority, const std::string& team) {
+    auto r = request("oa", false, label);
+    r.priority = priority;
+    r.team = team;
+    calls.push_back(std::make_unique<collector>());
+    auto done = calls.back()->done_fn();
+    client_->call(r, nullptr, [&, label, done](base::result<base::llm_response> res) {
+      {
+        std::lock_guard lock(mu);
+        order.push_back(label);
+      }
+      done(std::move(res));
+    });
+  };
+  submit("first", 5, "a");  // occupies the only slot
+  ASSERT_TRUE(eventually([&] { return fake_.counters().total == 1; }));
+  submit("a-low", 2, "a");
+  submit("a1", 5, "a");
+  submit("a2", 5, "a");
+  submit("b1", 5, "b");
+  submit("urgent", 9, "c");
+  for (auto& c : calls) ASSERT_TRUE(c->wait().result);
+  EXPECT_EQ(order, (std::vector<std::string>{"first", "urgent", "a1", "b1", "a2", "a-low"}));
+}
+
+TEST_F(llm_client_test, https_to_a_plain_http_server_fails_cleanly) {
+  auto p = provider(config::provider_kind::anthropic);
+  p.base_url = "https://127.0.0.1:" + std::to_string(fake_.port());
+  p.retry = {2, 1, 1};
+  p.connect_timeout_ms = 2000;
+  make_client({p});
+  auto o = run(request("an", false));
+  ASSERT_FALSE(o.result);
+  EXPECT_EQ(o.result.error().code, errc::unavailable);
+  EXPECT_NE(o.result.error().message.find("tls failed"), std::string::npos) << o.result.error().message;
+}
+
+TEST_F(llm_client_test, a_missing_ca_file_is_a_config_error) {
+  auto p = provider(config::provider_kind::openai);
+  p.base_url = "https://127.0.0.1:1/v1";
+  p.ca_file = "/nonexistent/ca.pem";
+  make_client({p});
+  auto o = run(request("oa", false));
+  ASSERT_FALSE(o.result);
+  EXPECT_EQ(o.result.error().code, errc::invalid_config);
+  EXPECT_NE(o.result.error().message.find("ca_file"), std::string::npos) << o.result.error().message;
+}
+
+TEST_F(llm_client_test, waiting_for_a_limit_ends_at_the_call_deadline) {
+  auto p = provider(config::provider_kind::openai);
+  p.max_concurrency = 1;
+  make_client({p});
+  fake_.set_hang(true);
+  collector blocker;
+  auto h = client_->call(request("oa", false), nullptr, blocker.done_fn());
+  auto r = request("oa", false);
+  r.timeout_ms = 100;
+  auto o = run(r);
+  ASSERT_FALSE(o.result);
+  EXPECT_EQ(o.result.error().code, errc::timeout);
+  EXPECT_NE(o.result.error().message.find("waiting for provider limits"), std::string::npos);
+  h->cancel();
+  EXPECT_EQ(blocker.wait().result.error().code, errc::cancelled);
+}
+
 TEST_F(llm_client_test, unknown_provider_is_a_bad_request) {
   make_client({provider(config::provider_kind::openai)});
   auto o = run(request("nope", false));
