@@ -79,4 +79,31 @@ void check_references(reader& r, const config& cfg) {
   }
 }
 
+void collect_warnings(const config& cfg, std::vector<problem>& out) {
+  for (const auto& [name, p] : cfg.providers) {
+    const bool used = std::any_of(cfg.models.begin(), cfg.models.end(), [&](const auto& m) { return m.second.provider == name; });
+    if (!used) out.push_back({where{"providers", "providers"}.entry(name).path, "provider " + quote(name) + " is not used by any model"});
+  }
+  for (const auto& [name, m] : cfg.models) {
+    const bool used = std::any_of(cfg.agents.begin(), cfg.agents.end(), [&](const agent& a) { return a.model == name; });
+    if (!used) out.push_back({where{"models", "models"}.entry(name).path, "model " + quote(name) + " is not used by any agent"});
+  }
+  for (std::size_t i = 0; i < cfg.teams.size(); ++i) {
+    const team& t = cfg.teams[i];
+    for (std::size_t j = 0; j < t.agents.size(); ++j) {
+      const agent* a = cfg.find_agent(t.agents[j]);
+      if (!a) continue;
+      // A member is reachable when a step names it, asks for one of its
+      // capabilities, or lets it decide.
+      const bool reachable = std::any_of(t.workflow.begin(), t.workflow.end(), [&](const step& s) {
+        return s.agent == a->name || contains(a->capabilities, s.capability) ||
+               (s.decide && s.decide->by == "agent:" + a->name);
+      });
+      if (!reachable)
+        out.push_back({"teams[" + std::to_string(i) + "].agents[" + std::to_string(j) + "]",
+                       "agent " + quote(a->name) + " runs no step of the workflow of team " + quote(t.name)});
+    }
+  }
+}
+
 }  // namespace troupe::config::detail

@@ -95,7 +95,9 @@ void load_provider(reader& r, const json& j, const where& w, provider& p) {
     const key_info* info = find_key(w.key(k).pattern);
     if (!info || info->kinds.empty()) continue;
     if (std::find(info->kinds.begin(), info->kinds.end(), kind) != info->kinds.end()) continue;
-    r.add(w.key(k).path, "key " + quote(k) + " is only valid for kind " + join(info->kinds) + ", not " + kind);
+    std::string kinds;
+    for (const auto& valid : info->kinds) kinds += (kinds.empty() ? "" : " or ") + valid;
+    r.add(w.key(k).path, "key " + quote(k) + " is only valid for kind " + kinds + ", not " + kind);
     foreign = true;
   }
   if (foreign) return;

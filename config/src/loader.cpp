@@ -174,6 +174,7 @@ load_result load_config_text(const std::string& text, const std::map<std::string
   detail::check_references(r, cfg);
   detail::check_workflows(r, cfg);
   detail::resolve_env(r, cfg, env);
+  detail::collect_warnings(cfg, out.warnings);
   if (out.problems.empty()) out.cfg = std::move(cfg);
   return out;
 }
@@ -181,11 +182,11 @@ load_result load_config_text(const std::string& text, const std::map<std::string
 load_result load_config_file(const std::string& path) {
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec))
-    return {std::nullopt, {{"", "cannot read config file " + detail::quote(path) + ": it is a directory"}}};
+    return {std::nullopt, {{"", "cannot read config file " + detail::quote(path) + ": it is a directory"}}, {}};
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     const std::string why = errno != 0 ? std::strerror(errno) : "cannot open";  // NOLINT(concurrency-mt-unsafe)
-    return {std::nullopt, {{"", "cannot read config file " + detail::quote(path) + ": " + why}}};
+    return {std::nullopt, {{"", "cannot read config file " + detail::quote(path) + ": " + why}}, {}};
   }
   std::ostringstream buf;
   buf << in.rdbuf();

@@ -24,6 +24,9 @@ void load_teams(reader& r, const json& root, config& cfg);
 void check_references(reader& r, const config& cfg);
 /// Per workflow: after/on targets, the dependency graph (acyclic, loops only backwards), templates.
 void check_workflows(reader& r, const config& cfg);
+/// Things that load but look unintended: unused providers and models, team
+/// agents that no step of the team's workflow can use.
+void collect_warnings(const config& cfg, std::vector<problem>& out);
 /// Resolves token_env and api_key_env values (env == nullptr: the process environment).
 void resolve_env(reader& r, config& cfg, const env_map* env);
 

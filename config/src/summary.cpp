@@ -119,11 +119,16 @@ std::string summarize(const config& cfg) {
 std::string to_string(const problem& p) { return p.path.empty() ? p.message : p.path + ": " + p.message; }
 
 std::string check_report(const load_result& r) {
-  if (r.cfg) return summarize(*r.cfg);
   std::string out;
-  for (const auto& p : r.problems) out += to_string(p) + "\n";
-  const std::size_t n = r.problems.size();
-  return out + std::to_string(n) + (n == 1 ? " problem found\n" : " problems found\n");
+  if (r.cfg) {
+    out = summarize(*r.cfg);
+  } else {
+    for (const auto& p : r.problems) out += to_string(p) + "\n";
+    const std::size_t n = r.problems.size();
+    out += std::to_string(n) + (n == 1 ? " problem found\n" : " problems found\n");
+  }
+  for (const auto& w : r.warnings) out += "warning: " + to_string(w) + "\n";
+  return out;
 }
 
 std::vector<std::string> restart_needed(const config& running, const config& next) {

@@ -88,7 +88,7 @@ const std::vector<bad_case> cases = {
     {"replies_on_anthropic", [](json& j) { j["providers"]["claude"]["replies"] = json::array(); },
      {{"providers.claude.replies", "key 'replies' is only valid for kind scripted, not anthropic"}}},
     {"base_url_on_scripted", [](json& j) { j["providers"]["offline"]["base_url"] = "http://127.0.0.1:1"; },
-     {{"providers.offline.base_url", "key 'base_url' is only valid for kind openai, anthropic, not scripted"}}},
+     {{"providers.offline.base_url", "key 'base_url' is only valid for kind openai or anthropic, not scripted"}}},
     {"latency_range_reversed", [](json& j) { j["providers"]["offline"]["latency_ms"] = json::array({20, 5}); },
      {{"providers.offline.latency_ms", "expected min <= max, got [20, 5]"}}},
     {"latency_range_three_items", [](json& j) { j["providers"]["offline"]["latency_ms"] = json::array({1, 2, 3}); },

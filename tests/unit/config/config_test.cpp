@@ -178,6 +178,26 @@ TEST(config_problem, prints_as_path_colon_message) {
   EXPECT_EQ(to_string(problem{"", "invalid JSON at line 1, column 1: x"}), "invalid JSON at line 1, column 1: x");
 }
 
+TEST(config_warnings, unused_parts_are_warned_about_but_load) {
+  const char* text = R"({
+    "providers": { "p": { "kind": "scripted" }, "spare": { "kind": "scripted" } },
+    "models": { "m": { "provider": "p" }, "old": { "provider": "p" } },
+    "agents": [ { "name": "a", "model": "m", "capabilities": ["x"] }, { "name": "b", "model": "m" },
+                { "name": "c", "model": "m" }, { "name": "idle", "model": "m" } ],
+    "teams": [ { "name": "t", "agents": ["a", "b", "c", "idle"],
+                 "workflow": [ { "id": "s1", "capability": "x" }, { "id": "s2", "agent": "b" },
+                               { "id": "d", "decision": { "by": "agent:c", "options": ["y", "n"] } } ] } ] })";
+  const load_result r = load_config_text(text, &fake_env);
+  ASSERT_TRUE(r.cfg) << problems_text(r);
+  EXPECT_EQ(r.warnings, (std::vector<problem>{
+                            {"providers.spare", "provider 'spare' is not used by any model"},
+                            {"models.old", "model 'old' is not used by any agent"},
+                            {"teams[0].agents[3]", "agent 'idle' runs no step of the workflow of team 't'"},
+                        }));
+  const std::string report = check_report(r);
+  EXPECT_NE(report.find("\nwarning: providers.spare: provider 'spare' is not used by any model\n"), std::string::npos) << report;
+}
+
 TEST(config_problem, check_report_lists_problems_then_a_count) {
   const load_result bad = load_config_text(R"({ "runtime": { "threads": 0 }, "stor": "x" })", &fake_env);
   EXPECT_EQ(check_report(bad),
@@ -186,7 +206,7 @@ TEST(config_problem, check_report_lists_problems_then_a_count) {
             "2 problems found\n");
   const load_result good = load_config_text(design_config, &fake_env);
   ASSERT_TRUE(good.cfg);
-  EXPECT_EQ(check_report(good), summarize(*good.cfg));
+  EXPECT_EQ(check_report(good), summarize(*good.cfg) + "warning: models.canned: model 'canned' is not used by any agent\n");
 }
 
 TEST(config_reload, only_restart_keys_are_named) {

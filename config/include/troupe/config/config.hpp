@@ -197,6 +197,9 @@ struct problem {
 struct load_result {
   std::optional<config> cfg;       ///< set only when there are no problems
   std::vector<problem> problems;
+  /// Legal but probably unintended (a provider no model uses, a team agent no
+  /// step can reach). Never block loading.
+  std::vector<problem> warnings;
 };
 
 /// Parses JSON with comments (// and /* */) and trailing commas, checks every key,
@@ -218,7 +221,8 @@ std::string summarize(const config& cfg);
 std::string to_string(const problem& p);
 
 /// What `troupe check` prints: the summary of a valid config, or every problem on
-/// its own line followed by "N problem(s) found". Exit with 0 when r.cfg is set, else 1.
+/// its own line followed by "N problem(s) found"; then each warning as
+/// "warning: PATH: MESSAGE". Exit with 0 when r.cfg is set, else 1.
 std::string check_report(const load_result& r);
 
 /// The keys that need a restart (declared with needs_restart: "store",
