@@ -254,14 +254,14 @@ TEST_P(bad_config, reports_exact_path_and_message) {
 INSTANTIATE_TEST_SUITE_P(config, bad_config, ::testing::ValuesIn(cases),
                          [](const ::testing::TestParamInfo<bad_case>& p) { return std::string(p.param.name); });
 
-TEST(bad_config_table, has_at_least_25_distinct_cases) {
+TEST(config_bad_table, has_at_least_25_distinct_cases) {
   std::set<std::string> names;
   for (const auto& c : cases) names.insert(c.name);
   EXPECT_EQ(names.size(), cases.size());
   EXPECT_GE(cases.size(), 25u);
 }
 
-TEST(bad_config_all, every_problem_is_reported_at_once) {
+TEST(config_bad_all, every_problem_is_reported_at_once) {
   json j = json::parse(design_config, nullptr, true, true);
   j["runtime"]["threads"] = 0;
   j["agnets"] = 1;

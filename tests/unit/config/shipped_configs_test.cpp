@@ -27,7 +27,7 @@ std::vector<fs::path> shipped_configs() {
   return out;
 }
 
-TEST(shipped_configs, all_pass_validation) {
+TEST(config_shipped, all_pass_validation) {
   const auto files = shipped_configs();
   if (files.empty()) GTEST_SKIP() << "no .json/.jsonc config under examples/ or config/ yet";
   const std::regex env_key(R"re("(token_env|api_key_env)"\s*:\s*"([^"]+)")re");

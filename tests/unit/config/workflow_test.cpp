@@ -24,7 +24,7 @@ std::string problems_text(const load_result& r) {
   return s;
 }
 
-TEST(workflow, fan_out_and_join_is_valid) {
+TEST(config_workflow, fan_out_and_join_is_valid) {
   const load_result r = with_workflow(R"(
     { "id": "plan", "agent": "a" },
     { "id": "left", "agent": "a", "after": ["plan"] },
@@ -38,7 +38,7 @@ TEST(workflow, fan_out_and_join_is_valid) {
       << summarize(*r.cfg);
 }
 
-TEST(workflow, two_step_cycle_is_reported_where_it_closes) {
+TEST(config_workflow, two_step_cycle_is_reported_where_it_closes) {
   const load_result r = with_workflow(R"(
     { "id": "x", "agent": "a", "after": ["y"] },
     { "id": "y", "agent": "a", "after": ["x"] })");
@@ -46,7 +46,7 @@ TEST(workflow, two_step_cycle_is_reported_where_it_closes) {
   EXPECT_EQ(r.problems[0], (problem{"teams[0].workflow[1].after[0]", "'after' forms a cycle: x -> y -> x"}));
 }
 
-TEST(workflow, three_step_cycle_names_every_step) {
+TEST(config_workflow, three_step_cycle_names_every_step) {
   const load_result r = with_workflow(R"(
     { "id": "x", "agent": "a", "after": ["z"] },
     { "id": "y", "agent": "a", "after": ["x"] },
@@ -55,7 +55,7 @@ TEST(workflow, three_step_cycle_names_every_step) {
   EXPECT_EQ(r.problems[0], (problem{"teams[0].workflow[1].after[0]", "'after' forms a cycle: x -> z -> y -> x"}));
 }
 
-TEST(workflow, cycle_through_an_implicit_edge_points_at_the_step) {
+TEST(config_workflow, cycle_through_an_implicit_edge_points_at_the_step) {
   // y has no `after`, so it runs after x; x waits for y.
   const load_result r = with_workflow(R"(
     { "id": "x", "agent": "a", "after": ["y"] },
@@ -64,7 +64,7 @@ TEST(workflow, cycle_through_an_implicit_edge_points_at_the_step) {
   EXPECT_EQ(r.problems[0], (problem{"teams[0].workflow[1]", "'after' forms a cycle: x -> y -> x"}));
 }
 
-TEST(workflow, decision_may_loop_back_to_an_ancestor_through_after) {
+TEST(config_workflow, decision_may_loop_back_to_an_ancestor_through_after) {
   const load_result r = with_workflow(R"(
     { "id": "draft", "agent": "a" },
     { "id": "side", "agent": "b", "after": [] },
@@ -73,7 +73,7 @@ TEST(workflow, decision_may_loop_back_to_an_ancestor_through_after) {
   ASSERT_TRUE(r.cfg) << problems_text(r);
 }
 
-TEST(workflow, decision_may_not_jump_to_a_parallel_branch) {
+TEST(config_workflow, decision_may_not_jump_to_a_parallel_branch) {
   // `side` starts with no dependency, so it is not an ancestor of `review`.
   const load_result r = with_workflow(R"(
     { "id": "draft", "agent": "a" },
@@ -85,7 +85,7 @@ TEST(workflow, decision_may_not_jump_to_a_parallel_branch) {
                                     "expected a step that runs before 'review' (a decision may only loop back), got 'side'"}));
 }
 
-TEST(workflow, decision_may_not_loop_to_itself) {
+TEST(config_workflow, decision_may_not_loop_to_itself) {
   const load_result r = with_workflow(R"(
     { "id": "draft", "agent": "a" },
     { "id": "review", "decision": { "by": "agent:a", "options": ["ok", "redo"], "on": { "redo": "review" } } })");
@@ -93,7 +93,7 @@ TEST(workflow, decision_may_not_loop_to_itself) {
   EXPECT_EQ(r.problems[0].path, "teams[0].workflow[1].decision.on.redo");
 }
 
-TEST(workflow, every_problem_of_a_workflow_is_listed) {
+TEST(config_workflow, every_problem_of_a_workflow_is_listed) {
   const load_result r = with_workflow(R"(
     { "id": "x", "agent": "zed", "after": ["nope"], "prompt": "{{step.ghost}}" },
     { "id": "x", "capability": "fly" })");
