@@ -8,9 +8,11 @@ namespace troupe::config::detail {
 namespace {
 
 /// "unknown model 'x'; did you mean 'y'?" or "unknown model 'x' (defined: a, b)".
-std::string unknown(std::string_view what, const std::string& name, const std::vector<std::string>& defined) {
+std::string unknown(std::string_view what, const std::string& name,
+                    const std::vector<std::string>& defined) {
   std::string hint = did_you_mean(name, defined);
-  if (hint.empty()) hint = defined.empty() ? std::string(" (none defined)") : " (defined: " + join(defined) + ")";
+  if (hint.empty())
+    hint = defined.empty() ? std::string(" (none defined)") : " (defined: " + join(defined) + ")";
   return "unknown " + std::string(what) + " " + quote(name) + hint;
 }
 
@@ -21,10 +23,12 @@ std::vector<std::string> keys_of(const Map& m) {
   return out;
 }
 
-bool contains(const std::vector<std::string>& v, const std::string& s) { return std::find(v.begin(), v.end(), s) != v.end(); }
+bool contains(const std::vector<std::string>& v, const std::string& s) {
+  return std::find(v.begin(), v.end(), s) != v.end();
+}
 
 void check_steps(reader& r, const config& cfg, const team& t, const where& tw) {
-  if (t.agents.empty()) return;  // already reported; every step check would repeat it
+  if (t.agents.empty()) return;   // already reported; every step check would repeat it
   std::vector<std::string> caps;  // capabilities offered by the team's agents
   for (const auto& name : t.agents)
     if (const agent* a = cfg.find_agent(name))
@@ -35,18 +39,22 @@ void check_steps(reader& r, const config& cfg, const team& t, const where& tw) {
     const where sw = tw.key("workflow").index(k);
     if (!s.agent.empty() && !contains(t.agents, s.agent)) {
       r.add(sw.key("agent").path, "agent " + quote(s.agent) + " is not in team " + quote(t.name) +
-                                      did_you_mean(s.agent, t.agents) + " (members: " + join(t.agents) + ")");
+                                      did_you_mean(s.agent, t.agents) +
+                                      " (members: " + join(t.agents) + ")");
     }
     if (!s.capability.empty() && !contains(caps, s.capability)) {
       std::string hint = did_you_mean(s.capability, caps);
-      if (hint.empty()) hint = caps.empty() ? " (they have none)" : " (they have: " + join(caps) + ")";
-      r.add(sw.key("capability").path, "no agent of team " + quote(t.name) + " has capability " + quote(s.capability) + hint);
+      if (hint.empty())
+        hint = caps.empty() ? " (they have none)" : " (they have: " + join(caps) + ")";
+      r.add(sw.key("capability").path,
+            "no agent of team " + quote(t.name) + " has capability " + quote(s.capability) + hint);
     }
     if (s.decide && s.decide->by.rfind("agent:", 0) == 0 && s.decide->by.size() > 6) {
       const std::string name = s.decide->by.substr(6);
       if (!contains(t.agents, name))
-        r.add(sw.key("decision").key("by").path, "agent " + quote(name) + " is not in team " + quote(t.name) +
-                                                     did_you_mean(name, t.agents) + " (members: " + join(t.agents) + ")");
+        r.add(sw.key("decision").key("by").path, "agent " + quote(name) + " is not in team " +
+                                                     quote(t.name) + did_you_mean(name, t.agents) +
+                                                     " (members: " + join(t.agents) + ")");
     }
   }
 }
@@ -57,7 +65,8 @@ void check_references(reader& r, const config& cfg) {
   const std::vector<std::string> providers = keys_of(cfg.providers);
   for (const auto& [name, m] : cfg.models)
     if (!m.provider.empty() && !cfg.find_provider(m.provider))
-      r.add(where{"models", "models"}.entry(name).key("provider").path, unknown("provider", m.provider, providers));
+      r.add(where{"models", "models"}.entry(name).key("provider").path,
+            unknown("provider", m.provider, providers));
 
   const std::vector<std::string> models = keys_of(cfg.models);
   std::vector<std::string> agents;
@@ -81,12 +90,18 @@ void check_references(reader& r, const config& cfg) {
 
 void collect_warnings(const config& cfg, std::vector<problem>& out) {
   for (const auto& [name, p] : cfg.providers) {
-    const bool used = std::any_of(cfg.models.begin(), cfg.models.end(), [&](const auto& m) { return m.second.provider == name; });
-    if (!used) out.push_back({where{"providers", "providers"}.entry(name).path, "provider " + quote(name) + " is not used by any model"});
+    const bool used = std::any_of(cfg.models.begin(), cfg.models.end(),
+                                  [&](const auto& m) { return m.second.provider == name; });
+    if (!used)
+      out.push_back({where{"providers", "providers"}.entry(name).path,
+                     "provider " + quote(name) + " is not used by any model"});
   }
   for (const auto& [name, m] : cfg.models) {
-    const bool used = std::any_of(cfg.agents.begin(), cfg.agents.end(), [&](const agent& a) { return a.model == name; });
-    if (!used) out.push_back({where{"models", "models"}.entry(name).path, "model " + quote(name) + " is not used by any agent"});
+    const bool used = std::any_of(cfg.agents.begin(), cfg.agents.end(),
+                                  [&](const agent& a) { return a.model == name; });
+    if (!used)
+      out.push_back({where{"models", "models"}.entry(name).path,
+                     "model " + quote(name) + " is not used by any agent"});
   }
   for (std::size_t i = 0; i < cfg.teams.size(); ++i) {
     const team& t = cfg.teams[i];
@@ -100,8 +115,9 @@ void collect_warnings(const config& cfg, std::vector<problem>& out) {
                (s.decide && s.decide->by == "agent:" + a->name);
       });
       if (!reachable)
-        out.push_back({"teams[" + std::to_string(i) + "].agents[" + std::to_string(j) + "]",
-                       "agent " + quote(a->name) + " runs no step of the workflow of team " + quote(t.name)});
+        out.push_back(
+            {"teams[" + std::to_string(i) + "].agents[" + std::to_string(j) + "]",
+             "agent " + quote(a->name) + " runs no step of the workflow of team " + quote(t.name)});
     }
   }
 }

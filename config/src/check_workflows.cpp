@@ -21,7 +21,8 @@ struct edge {
 /// Reports bad placeholders in a template: only {{input}}, {{prompt}}, {{agent}},
 /// {{attempt}} and {{step.ID}} exist, and ID must be a step of this workflow
 /// (`steps` == nullptr: any ID is accepted, e.g. in provider replies).
-void check_template(reader& r, const std::string& text, const std::string& path, const std::map<std::string, std::size_t>* steps) {
+void check_template(reader& r, const std::string& text, const std::string& path,
+                    const std::map<std::string, std::size_t>* steps) {
   std::size_t pos = 0;
   while ((pos = text.find("{{", pos)) != std::string::npos) {
     const auto close = text.find("}}", pos + 2);
@@ -41,17 +42,20 @@ void check_template(reader& r, const std::string& text, const std::string& path,
       }
       continue;
     }
-    r.add(path, "unknown placeholder '{{" + name + "}}'; expected {{input}}, {{prompt}}, {{agent}}, {{attempt}} or {{step.ID}}");
+    r.add(path, "unknown placeholder '{{" + name +
+                    "}}'; expected {{input}}, {{prompt}}, {{agent}}, {{attempt}} or {{step.ID}}");
   }
 }
 
 class workflow_checker {
  public:
-  workflow_checker(reader& r, const team& t, const where& tw) : r_(r), t_(t), ww_(tw.key("workflow")) {}
+  workflow_checker(reader& r, const team& t, const where& tw)
+      : r_(r), t_(t), ww_(tw.key("workflow")) {}
 
   void run() {
     for (std::size_t k = 0; k < steps().size(); ++k)
-      if (!steps()[k].id.empty()) ids_.emplace(steps()[k].id, k);  // first wins; duplicates already reported
+      if (!steps()[k].id.empty())
+        ids_.emplace(steps()[k].id, k);  // first wins; duplicates already reported
     build_edges();
     const bool acyclic = find_cycles();
     for (std::size_t k = 0; k < steps().size(); ++k) {
@@ -120,7 +124,8 @@ class workflow_checker {
           for (auto it = from; it != stack.end(); ++it) cycle += label(*it) + " -> ";
           cycle += label(e.to);
           const where sw = ww_.index(u);
-          const std::string path = e.after_index ? sw.key("after").index(*e.after_index).path : sw.path;
+          const std::string path =
+              e.after_index ? sw.key("after").index(*e.after_index).path : sw.path;
           r_.add(path, "'after' forms a cycle: " + cycle);
         }
       }
@@ -132,7 +137,9 @@ class workflow_checker {
     return acyclic;
   }
 
-  std::string label(std::size_t k) const { return steps()[k].id.empty() ? "workflow[" + std::to_string(k) + "]" : steps()[k].id; }
+  std::string label(std::size_t k) const {
+    return steps()[k].id.empty() ? "workflow[" + std::to_string(k) + "]" : steps()[k].id;
+  }
 
   /// The steps `k` transitively runs after; nullopt when a broken `after` on the
   /// way makes the set unknowable (that `after` is reported already).
@@ -161,8 +168,8 @@ class workflow_checker {
         r_.add(path, unknown_step(target));
       } else if (before && !before->count(it->second)) {
         // A jump forward or sideways would skip steps or run them twice without a bound.
-        r_.add(path, "expected a step that runs before " + quote(steps()[k].id) + " (a decision may only loop back), got " +
-                         quote(target));
+        r_.add(path, "expected a step that runs before " + quote(steps()[k].id) +
+                         " (a decision may only loop back), got " + quote(target));
       }
     }
   }
@@ -182,8 +189,10 @@ void check_workflows(reader& r, const config& cfg) {
     workflow_checker(r, cfg.teams[i], where{"teams", "teams"}.index(i)).run();
   for (const auto& [name, p] : cfg.providers)
     for (std::size_t j = 0; j < p.replies.size(); ++j)
-      check_template(r, p.replies[j].text, where{"providers", "providers"}.entry(name).key("replies").index(j).key("text").path,
-                     nullptr);
+      check_template(
+          r, p.replies[j].text,
+          where{"providers", "providers"}.entry(name).key("replies").index(j).key("text").path,
+          nullptr);
 }
 
 }  // namespace troupe::config::detail

@@ -19,14 +19,40 @@ struct row {
     k.type = type;
     k.help = std::move(help);
   }
-  row&& def(std::string d) && { k.default_value = std::move(d); return std::move(*this); }
-  row&& range(double lo, double hi) && { k.min = lo; k.max = hi; return std::move(*this); }
-  row&& at_least(double lo) && { k.min = lo; return std::move(*this); }
-  row&& above(double lo) && { k.min = lo; k.min_exclusive = true; return std::move(*this); }
-  row&& one_of(std::vector<std::string> c) && { k.choices = std::move(c); return std::move(*this); }
-  row&& kinds(std::vector<std::string> c) && { k.kinds = std::move(c); return std::move(*this); }
-  row&& required() && { k.required = true; return std::move(*this); }
-  row&& restart() && { k.needs_restart = true; return std::move(*this); }
+  row&& def(std::string d) && {
+    k.default_value = std::move(d);
+    return std::move(*this);
+  }
+  row&& range(double lo, double hi) && {
+    k.min = lo;
+    k.max = hi;
+    return std::move(*this);
+  }
+  row&& at_least(double lo) && {
+    k.min = lo;
+    return std::move(*this);
+  }
+  row&& above(double lo) && {
+    k.min = lo;
+    k.min_exclusive = true;
+    return std::move(*this);
+  }
+  row&& one_of(std::vector<std::string> c) && {
+    k.choices = std::move(c);
+    return std::move(*this);
+  }
+  row&& kinds(std::vector<std::string> c) && {
+    k.kinds = std::move(c);
+    return std::move(*this);
+  }
+  row&& required() && {
+    k.required = true;
+    return std::move(*this);
+  }
+  row&& restart() && {
+    k.needs_restart = true;
+    return std::move(*this);
+  }
   operator key_info() && { return std::move(k); }  // NOLINT: builder conversion
 };
 
@@ -35,6 +61,8 @@ const std::vector<std::string> remote_kinds{"openai", "anthropic"};
 std::vector<key_info> build_table() {
   std::vector<key_info> t;
   auto add = [&t](key_info k) { t.push_back(std::move(k)); };
+  // One row per key: easier to scan as a table than formatted.
+  // clang-format off
   // --- top level
   add(row("store", vt::string, "Where tasks, journals and snapshots live: `sqlite:PATH` or `postgresql://...` (`postgres://` also accepted).")
           .def("\"sqlite:./troupe.db\"").restart());
@@ -147,6 +175,7 @@ std::vector<key_info> build_table() {
   add(row("teams[].workflow[].decision.default", vt::string, "Option taken on timeout; required for `human`.").def("\"\""));
   add(row("teams[].workflow[].decision.timeout_ms", vt::integer, "Time a human decision waits (0: forever).").def("0").at_least(0));
   add(row("teams[].workflow[].decision.prompt", vt::string, "Prompt of an agent decision (templated like a step prompt).").def("\"\""));
+  // clang-format on
   return t;
 }
 
@@ -177,23 +206,34 @@ const std::vector<key_info>& declared_keys() {
 
 std::string to_string(value_type t) {
   switch (t) {
-    case value_type::string: return "string";
-    case value_type::boolean: return "boolean";
-    case value_type::integer: return "integer";
-    case value_type::number: return "number";
-    case value_type::string_array: return "array of strings";
-    case value_type::object: return "object";
-    case value_type::array: return "array of objects";
-    case value_type::map: return "object of names";
-    case value_type::millis: return "ms or [min, max]";
-    case value_type::choice: return "string";
+    case value_type::string:
+      return "string";
+    case value_type::boolean:
+      return "boolean";
+    case value_type::integer:
+      return "integer";
+    case value_type::number:
+      return "number";
+    case value_type::string_array:
+      return "array of strings";
+    case value_type::object:
+      return "object";
+    case value_type::array:
+      return "array of objects";
+    case value_type::map:
+      return "object of names";
+    case value_type::millis:
+      return "ms or [min, max]";
+    case value_type::choice:
+      return "string";
   }
   return "?";
 }
 
 std::string key_reference_markdown() {
   // Pipes inside cells would break the table; none of our texts contain one.
-  std::string out = "| Key | Type | Default | Bounds | On reload | Meaning |\n|---|---|---|---|---|---|\n";
+  std::string out =
+      "| Key | Type | Default | Bounds | On reload | Meaning |\n|---|---|---|---|---|---|\n";
   for (const auto& k : declared_keys()) {
     std::string meaning = k.help;
     if (!k.kinds.empty()) {
@@ -204,10 +244,11 @@ std::string key_reference_markdown() {
     // JSON literals in code style, phrases ("the team's") as prose.
     const std::string& d = k.default_value;
     const bool literal = !d.empty() && (d[0] == '"' || d[0] == '[' || d[0] == '{' || d[0] == '-' ||
-                                        std::isdigit(static_cast<unsigned char>(d[0])) || d == "true" || d == "false");
+                                        std::isdigit(static_cast<unsigned char>(d[0])) ||
+                                        d == "true" || d == "false");
     const std::string def = k.required ? "required" : literal ? "`" + d + "`" : d;
-    out += "| `" + k.path + "` | " + to_string(k.type) + " | " + def + " | " + bounds_text(k) + " | " +
-           (k.needs_restart ? "restart" : "applies") + " | " + meaning + " |\n";
+    out += "| `" + k.path + "` | " + to_string(k.type) + " | " + def + " | " + bounds_text(k) +
+           " | " + (k.needs_restart ? "restart" : "applies") + " | " + meaning + " |\n";
   }
   return out;
 }
@@ -228,7 +269,9 @@ std::vector<std::string> child_keys(std::string_view parent) {
       if (p.find_first_of(".[") == std::string_view::npos) out.emplace_back(p);
       continue;
     }
-    if (p.size() <= parent.size() + 1 || p.substr(0, parent.size()) != parent || p[parent.size()] != '.') continue;
+    if (p.size() <= parent.size() + 1 || p.substr(0, parent.size()) != parent ||
+        p[parent.size()] != '.')
+      continue;
     std::string_view rest = p.substr(parent.size() + 1);
     if (rest.find_first_of(".[") == std::string_view::npos && rest != "*") out.emplace_back(rest);
   }

@@ -29,7 +29,8 @@ void load_reply(reader& r, const json& j, const where& w, scripted_reply& out) {
     try {
       std::regex re(out.match, std::regex::ECMAScript);
     } catch (const std::regex_error& e) {
-      r.add(w.key("match").path, "invalid regular expression " + quote(out.match) + ": " + e.what());
+      r.add(w.key("match").path,
+            "invalid regular expression " + quote(out.match) + ": " + e.what());
     }
   }
 }
@@ -49,17 +50,21 @@ void load_scripted(reader& r, const json& j, const where& w, provider& p) {
 }
 
 void load_remote(reader& r, const json& j, const where& w, provider& p) {
-  p.base_url = p.kind == provider_kind::openai ? "https://api.openai.com/v1" : "https://api.anthropic.com";
+  p.base_url =
+      p.kind == provider_kind::openai ? "https://api.openai.com/v1" : "https://api.anthropic.com";
   if (r.read(j, w, "base_url", p.base_url)) {
     const bool http = p.base_url.rfind("http://", 0) == 0 || p.base_url.rfind("https://", 0) == 0;
     if (!http || url_host(p.base_url).empty())
-      r.add(w.key("base_url").path, "expected a URL starting with http:// or https://, got " + quote(p.base_url));
+      r.add(w.key("base_url").path,
+            "expected a URL starting with http:// or https://, got " + quote(p.base_url));
   }
   const bool has_env = r.read(j, w, "api_key_env", p.api_key_env);
-  if (has_env && p.api_key_env.empty()) r.add(w.key("api_key_env").path, "expected a variable name, got ''");
+  if (has_env && p.api_key_env.empty())
+    r.add(w.key("api_key_env").path, "expected a variable name, got ''");
   if (!j.contains("api_key_env") && !loopback_host(url_host(p.base_url)))
     r.add(w.key("api_key_env").path,
-          "missing required key 'api_key_env' (only a loopback base_url such as http://127.0.0.1:8080/v1 may go without a key)");
+          "missing required key 'api_key_env' (only a loopback base_url such as "
+          "http://127.0.0.1:8080/v1 may go without a key)");
   r.read(j, w, "anthropic_version", p.anthropic_version);
   r.read(j, w, "ca_file", p.ca_file);
   r.read(j, w, "max_concurrency", p.max_concurrency);
@@ -75,7 +80,8 @@ void load_remote(reader& r, const json& j, const where& w, provider& p) {
     const bool b = r.read(*rt, rw, "base_ms", p.retry.base_ms);
     const bool m = r.read(*rt, rw, "max_ms", p.retry.max_ms);
     if ((b || m) && p.retry.max_ms < p.retry.base_ms)
-      r.add(rw.key("max_ms").path, "expected max_ms >= base_ms (" + std::to_string(p.retry.base_ms) + "), got " +
+      r.add(rw.key("max_ms").path, "expected max_ms >= base_ms (" +
+                                       std::to_string(p.retry.base_ms) + "), got " +
                                        std::to_string(p.retry.max_ms));
   }
   if (const json* br = r.member(j, w, "breaker"); br && r.object(*br, w.key("breaker"))) {
@@ -88,7 +94,9 @@ void load_provider(reader& r, const json& j, const where& w, provider& p) {
   if (!r.object(j, w)) return;
   std::string kind;
   if (!r.read_choice(j, w, "kind", kind)) return;  // without a kind the other keys mean nothing
-  p.kind = kind == "openai" ? provider_kind::openai : kind == "anthropic" ? provider_kind::anthropic : provider_kind::scripted;
+  p.kind = kind == "openai"      ? provider_kind::openai
+           : kind == "anthropic" ? provider_kind::anthropic
+                                 : provider_kind::scripted;
   // Keys of another kind are almost always a copy-paste slip: say which kind they belong to.
   bool foreign = false;
   for (const auto& [k, v] : j.items()) {
@@ -101,8 +109,10 @@ void load_provider(reader& r, const json& j, const where& w, provider& p) {
     foreign = true;
   }
   if (foreign) return;
-  if (p.kind == provider_kind::scripted) load_scripted(r, j, w, p);
-  else load_remote(r, j, w, p);
+  if (p.kind == provider_kind::scripted)
+    load_scripted(r, j, w, p);
+  else
+    load_remote(r, j, w, p);
 }
 
 }  // namespace

@@ -12,29 +12,36 @@ namespace {
 const char* const name_rule = "letters, digits, '_', '.' or '-'";
 
 /// Reports a name that is empty or has other characters, and returns whether it is usable.
-bool check_name(reader& r, const json& obj, const where& w, std::string_view key, const std::string& name) {
+bool check_name(reader& r, const json& obj, const where& w, std::string_view key,
+                const std::string& name) {
   if (!obj.contains(std::string(key)) || !obj[std::string(key)].is_string()) return false;
   if (valid_name(name)) return true;
-  r.add(w.key(key).path, std::string("expected a non-empty name of ") + name_rule + ", got " + quote(name));
+  r.add(w.key(key).path,
+        std::string("expected a non-empty name of ") + name_rule + ", got " + quote(name));
   return false;
 }
 
 void load_decision(reader& r, const json& j, const where& w, decision& d) {
   if (!r.object(j, w)) return;
-  if (r.read(j, w, "by", d.by) && d.by != "human" && (d.by.rfind("agent:", 0) != 0 || d.by.size() == 6))
+  if (r.read(j, w, "by", d.by) && d.by != "human" &&
+      (d.by.rfind("agent:", 0) != 0 || d.by.size() == 6))
     r.add(w.key("by").path, "expected 'human' or 'agent:NAME', got " + quote(d.by));
   if (r.read(j, w, "options", d.options)) {
     if (d.options.size() < 2)
-      r.add(w.key("options").path, "expected at least 2 options, got " + std::to_string(d.options.size()));
+      r.add(w.key("options").path,
+            "expected at least 2 options, got " + std::to_string(d.options.size()));
     for (std::size_t i = 0; i < d.options.size(); ++i) {
       if (!j["options"][i].is_string()) continue;  // already reported
-      if (d.options[i].empty()) r.add(w.key("options").index(i).path, "expected a non-empty option, got ''");
+      if (d.options[i].empty())
+        r.add(w.key("options").index(i).path, "expected a non-empty option, got ''");
       for (std::size_t k = 0; k < i; ++k)
         if (d.options[k] == d.options[i] && !d.options[i].empty())
           r.add(w.key("options").index(i).path, "duplicate option " + quote(d.options[i]));
     }
   }
-  auto is_option = [&d](const std::string& o) { return std::find(d.options.begin(), d.options.end(), o) != d.options.end(); };
+  auto is_option = [&d](const std::string& o) {
+    return std::find(d.options.begin(), d.options.end(), o) != d.options.end();
+  };
   if (const json* on = r.member(j, w, "on")) {
     const where ow = w.key("on");
     if (!on->is_object()) {
@@ -47,7 +54,8 @@ void load_decision(reader& r, const json& j, const where& w, decision& d) {
           continue;
         }
         if (!d.options.empty() && !is_option(option))
-          r.add(ew.path, "unknown option " + quote(option) + did_you_mean(option, d.options) + " (options: " + join(d.options) + ")");
+          r.add(ew.path, "unknown option " + quote(option) + did_you_mean(option, d.options) +
+                             " (options: " + join(d.options) + ")");
         d.on.emplace(option, target.get<std::string>());
       }
     }
@@ -55,9 +63,11 @@ void load_decision(reader& r, const json& j, const where& w, decision& d) {
   r.read(j, w, "max_loops", d.max_loops);
   const bool has_default = r.read(j, w, "default", d.default_option);
   if (has_default && !d.options.empty() && !is_option(d.default_option))
-    r.add(w.key("default").path, "expected one of the options (" + join(d.options) + "), got " + quote(d.default_option));
+    r.add(w.key("default").path,
+          "expected one of the options (" + join(d.options) + "), got " + quote(d.default_option));
   if (!j.contains("default") && d.by == "human")
-    r.add(w.key("default").path, "missing required key 'default' (a human decision needs an option to take on timeout)");
+    r.add(w.key("default").path,
+          "missing required key 'default' (a human decision needs an option to take on timeout)");
   r.read(j, w, "timeout_ms", d.timeout_ms);
   r.read(j, w, "prompt", d.prompt);
 }
@@ -82,7 +92,8 @@ void load_step(reader& r, const json& j, const where& w, step& s) {
   if (kinds.empty())
     r.add(w.path, "expected exactly one of 'agent', 'capability' or 'decision', got none");
   else if (kinds.size() > 1)
-    r.add(w.path, "expected exactly one of 'agent', 'capability' or 'decision', got " + join(kinds, true));
+    r.add(w.path,
+          "expected exactly one of 'agent', 'capability' or 'decision', got " + join(kinds, true));
 }
 
 void load_workflow(reader& r, const json& team_json, const where& tw, team& t) {
@@ -96,7 +107,8 @@ void load_workflow(reader& r, const json& team_json, const where& tw, team& t) {
     load_step(r, (*wf)[i], ww.index(i), s);
     for (std::size_t k = 0; k < i && !s.id.empty(); ++k) {
       if (t.workflow[k].id == s.id) {
-        r.add(ww.index(i).key("id").path, "duplicate step id " + quote(s.id) + " (also " + ww.index(k).path + ")");
+        r.add(ww.index(i).key("id").path,
+              "duplicate step id " + quote(s.id) + " (also " + ww.index(k).path + ")");
         break;
       }
     }
@@ -109,7 +121,8 @@ void load_team(reader& r, const json& j, const where& w, team& t, const std::vec
   if (r.read(j, w, "name", t.name) && check_name(r, j, w, "name", t.name)) {
     for (std::size_t k = 0; k < before.size(); ++k) {
       if (before[k].name == t.name) {
-        r.add(w.key("name").path, "duplicate team name " + quote(t.name) + " (also teams[" + std::to_string(k) + "])");
+        r.add(w.key("name").path,
+              "duplicate team name " + quote(t.name) + " (also teams[" + std::to_string(k) + "])");
         break;
       }
     }
@@ -127,11 +140,13 @@ void load_team(reader& r, const json& j, const where& w, team& t, const std::vec
   const bool b = r.read(j, w, "backoff_ms", t.backoff_ms);
   const bool m = r.read(j, w, "backoff_max_ms", t.backoff_max_ms);
   if ((b || m) && t.backoff_max_ms < t.backoff_ms)
-    r.add(w.key("backoff_max_ms").path, "expected backoff_max_ms >= backoff_ms (" + std::to_string(t.backoff_ms) +
-                                            "), got " + std::to_string(t.backoff_max_ms));
+    r.add(w.key("backoff_max_ms").path, "expected backoff_max_ms >= backoff_ms (" +
+                                            std::to_string(t.backoff_ms) + "), got " +
+                                            std::to_string(t.backoff_max_ms));
   r.read(j, w, "stall_ms", t.stall_ms);
   r.read(j, w, "aging_ms", t.aging_ms);
-  if (const json* sup = r.member(j, w, "supervision"); sup && r.object(*sup, w.key("supervision"))) {
+  if (const json* sup = r.member(j, w, "supervision");
+      sup && r.object(*sup, w.key("supervision"))) {
     const where sw = w.key("supervision");
     std::string strategy;
     if (r.read_choice(*sup, sw, "strategy", strategy))
@@ -162,7 +177,8 @@ void load_agents(reader& r, const json& root, config& cfg) {
       if (r.read(j, aw, "name", a.name) && check_name(r, j, aw, "name", a.name)) {
         for (std::size_t k = 0; k < cfg.agents.size(); ++k) {
           if (cfg.agents[k].name == a.name) {
-            r.add(aw.key("name").path, "duplicate agent name " + quote(a.name) + " (also agents[" + std::to_string(k) + "])");
+            r.add(aw.key("name").path, "duplicate agent name " + quote(a.name) + " (also agents[" +
+                                           std::to_string(k) + "])");
             break;
           }
         }

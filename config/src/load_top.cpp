@@ -13,7 +13,8 @@ bool split_listen(const std::string& s, std::string& host, long& port) {
   if (colon == std::string::npos || colon == 0 || colon + 1 >= s.size()) return false;
   host = s.substr(0, colon);
   const std::string digits = s.substr(colon + 1);
-  if (digits.size() > 5 || !std::all_of(digits.begin(), digits.end(), [](unsigned char c) { return std::isdigit(c); }))
+  if (digits.size() > 5 ||
+      !std::all_of(digits.begin(), digits.end(), [](unsigned char c) { return std::isdigit(c); }))
     return false;
   port = std::stol(digits);
   if (host.front() == '[') return host.back() == ']' && host.size() > 2;
@@ -31,7 +32,8 @@ void load_store(reader& r, const json& root, config& cfg) {
   } else if (!sqlite && !pg) {
     // Echo only the scheme: a connection string may carry a password.
     const auto sep = store.find(':');
-    const std::string shown = sep == std::string::npos ? "no scheme" : "scheme " + quote(store.substr(0, sep));
+    const std::string shown =
+        sep == std::string::npos ? "no scheme" : "scheme " + quote(store.substr(0, sep));
     r.add("store", "expected 'sqlite:PATH' or 'postgresql://...', got " + shown);
   }
   cfg.store = store;
@@ -51,11 +53,15 @@ void load_tokens(reader& r, const json& ctl, const where& w, control& c) {
       r.read(t, tw, "token_env", tok.token_env);
       std::string role_name;
       if (r.read_choice(t, tw, "role", role_name))
-        tok.granted = role_name == "admin" ? role::admin : role_name == "operator" ? role::operator_ : role::viewer;
-      if (tok.name.empty() && t.contains("name") && t["name"].is_string()) r.add(tw.key("name").path, "expected a non-empty string, got ''");
+        tok.granted = role_name == "admin"      ? role::admin
+                      : role_name == "operator" ? role::operator_
+                                                : role::viewer;
+      if (tok.name.empty() && t.contains("name") && t["name"].is_string())
+        r.add(tw.key("name").path, "expected a non-empty string, got ''");
       for (std::size_t j = 0; j < i && !tok.name.empty(); ++j) {
         if (c.tokens[j].name == tok.name) {
-          r.add(tw.key("name").path, "duplicate token name " + quote(tok.name) + " (also " + lw.index(j).path + ")");
+          r.add(tw.key("name").path,
+                "duplicate token name " + quote(tok.name) + " (also " + lw.index(j).path + ")");
           break;
         }
       }
@@ -73,7 +79,8 @@ void load_control(reader& r, const json& root, config& cfg) {
     std::string host;
     long port = 0;
     if (!split_listen(c.listen, host, port) || port > 65535)
-      r.add("control.listen", "expected 'host:port' with a port in 0..65535, got " + quote(c.listen));
+      r.add("control.listen",
+            "expected 'host:port' with a port in 0..65535, got " + quote(c.listen));
   }
   load_tokens(r, *ctl, w, c);
   r.read(*ctl, w, "max_body_bytes", c.max_body_bytes);
@@ -87,8 +94,10 @@ void load_control(reader& r, const json& root, config& cfg) {
   std::string host;
   long port = 0;
   if (c.tokens.empty() && split_listen(c.listen, host, port) && !loopback_host(host))
-    r.add("control.listen", "a non-loopback address needs control.tokens (no tokens: listen on 127.0.0.1 or [::1]), got " +
-                                quote(c.listen));
+    r.add("control.listen",
+          "a non-loopback address needs control.tokens (no tokens: listen on 127.0.0.1 or [::1]), "
+          "got " +
+              quote(c.listen));
 }
 
 void load_runtime(reader& r, const json& root, config& cfg) {
@@ -120,7 +129,8 @@ bool loopback_host(std::string_view host) {
   if (host == "localhost" || host == "[::1]" || host == "::1") return true;
   if (host.rfind("127.", 0) != 0) return false;
   // 127.x.y.z: only digits and dots, so "127.evil.com" is not loopback.
-  return std::all_of(host.begin(), host.end(), [](unsigned char c) { return std::isdigit(c) || c == '.'; });
+  return std::all_of(host.begin(), host.end(),
+                     [](unsigned char c) { return std::isdigit(c) || c == '.'; });
 }
 
 std::string url_host(std::string_view url) {

@@ -44,8 +44,10 @@ std::string blank_trailing_commas(std::string t) {
     const char c = t[i];
     switch (st) {
       case state::string:
-        if (c == '\\') ++i;
-        else if (c == '"') st = state::normal;
+        if (c == '\\')
+          ++i;
+        else if (c == '"')
+          st = state::normal;
         break;
       case state::line_comment:
         if (c == '\n') st = state::normal;
@@ -70,8 +72,10 @@ std::string blank_trailing_commas(std::string t) {
           const std::size_t n = next_significant(t, i + 1);
           // "[,]" or ",," stay errors: only a comma after a value may trail.
           const bool after_value = last != '[' && last != '{' && last != ',' && last != 0;
-          if (n < t.size() && (t[n] == ']' || t[n] == '}') && after_value) t[i] = ' ';
-          else last = c;
+          if (n < t.size() && (t[n] == ']' || t[n] == '}') && after_value)
+            t[i] = ' ';
+          else
+            last = c;
         } else if (!std::isspace(static_cast<unsigned char>(c))) {
           last = c;
         }
@@ -89,19 +93,26 @@ class duplicate_key_finder {
 
   bool operator()(int /*depth*/, json::parse_event_t event, json& parsed) {
     switch (event) {
-      case json::parse_event_t::object_start: frames_.push_back({true, {}, {}, 0}); break;
-      case json::parse_event_t::array_start: frames_.push_back({false, {}, {}, 0}); break;
+      case json::parse_event_t::object_start:
+        frames_.push_back({true, {}, {}, 0});
+        break;
+      case json::parse_event_t::array_start:
+        frames_.push_back({false, {}, {}, 0});
+        break;
       case json::parse_event_t::key:
         frames_.back().key = parsed.get<std::string>();
         if (!frames_.back().keys.insert(frames_.back().key).second)
-          out_.push_back({path(), "duplicate key " + detail::quote(frames_.back().key) + " (only the last one would count)"});
+          out_.push_back({path(), "duplicate key " + detail::quote(frames_.back().key) +
+                                      " (only the last one would count)"});
         break;
       case json::parse_event_t::object_end:
       case json::parse_event_t::array_end:
         frames_.pop_back();
         next_item();
         break;
-      case json::parse_event_t::value: next_item(); break;
+      case json::parse_event_t::value:
+        next_item();
+        break;
     }
     return true;
   }
@@ -120,7 +131,8 @@ class duplicate_key_finder {
 
   std::string path() const {
     std::string p;
-    for (const frame& f : frames_) p = f.object ? detail::member_path(p, f.key) : p + "[" + std::to_string(f.index) + "]";
+    for (const frame& f : frames_)
+      p = f.object ? detail::member_path(p, f.key) : p + "[" + std::to_string(f.index) + "]";
     return p;
   }
 
@@ -142,17 +154,21 @@ problem parse_problem(const std::string& text, const json::parse_error& e) {
   std::string detail = e.what();
   // Drop nlohmann's "[json.exception.parse_error.101] parse error at line 1, column 2: " prefix.
   if (const auto col = detail.find("column "); col != std::string::npos)
-    if (const auto colon = detail.find(": ", col); colon != std::string::npos) detail = detail.substr(colon + 2);
-  return {"", "invalid JSON at line " + std::to_string(line) + ", column " + std::to_string(at - line_start + 1) + ": " + detail};
+    if (const auto colon = detail.find(": ", col); colon != std::string::npos)
+      detail = detail.substr(colon + 2);
+  return {"", "invalid JSON at line " + std::to_string(line) + ", column " +
+                  std::to_string(at - line_start + 1) + ": " + detail};
 }
 
 }  // namespace
 
-load_result load_config_text(const std::string& text, const std::map<std::string, std::string>* env) {
+load_result load_config_text(const std::string& text,
+                             const std::map<std::string, std::string>* env) {
   load_result out;
   json root;
   try {
-    root = json::parse(blank_trailing_commas(text), duplicate_key_finder(out.problems), /*allow_exceptions=*/true,
+    root = json::parse(blank_trailing_commas(text), duplicate_key_finder(out.problems),
+                       /*allow_exceptions=*/true,
                        /*ignore_comments=*/true);
   } catch (const json::parse_error& e) {
     out.problems.clear();  // duplicates found before the syntax error would only distract
@@ -182,11 +198,15 @@ load_result load_config_text(const std::string& text, const std::map<std::string
 load_result load_config_file(const std::string& path) {
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec))
-    return {std::nullopt, {{"", "cannot read config file " + detail::quote(path) + ": it is a directory"}}, {}};
+    return {std::nullopt,
+            {{"", "cannot read config file " + detail::quote(path) + ": it is a directory"}},
+            {}};
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    const std::string why = errno != 0 ? std::strerror(errno) : "cannot open";  // NOLINT(concurrency-mt-unsafe)
-    return {std::nullopt, {{"", "cannot read config file " + detail::quote(path) + ": " + why}}, {}};
+    const std::string why =
+        errno != 0 ? std::strerror(errno) : "cannot open";  // NOLINT(concurrency-mt-unsafe)
+    return {
+        std::nullopt, {{"", "cannot read config file " + detail::quote(path) + ": " + why}}, {}};
   }
   std::ostringstream buf;
   buf << in.rdbuf();
@@ -198,7 +218,8 @@ load_result load_config_file(const std::string& path) {
 base::result<config> load_config(const std::string& path) {
   load_result r = load_config_file(path);
   if (r.cfg) return std::move(*r.cfg);
-  std::string message = "config " + detail::quote(path) + " has " + std::to_string(r.problems.size()) +
+  std::string message = "config " + detail::quote(path) + " has " +
+                        std::to_string(r.problems.size()) +
                         (r.problems.size() == 1 ? " problem" : " problems") + ":";
   for (const auto& p : r.problems) message += "\n" + to_string(p);
   return base::fail(base::errc::invalid_config, std::move(message));

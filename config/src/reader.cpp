@@ -41,7 +41,9 @@ where where::key(std::string_view k) const {
   return {path + "." + std::string(k), pattern + "." + std::string(k)};
 }
 
-where where::index(std::size_t i) const { return {path + "[" + std::to_string(i) + "]", pattern + "[]"}; }
+where where::index(std::size_t i) const {
+  return {path + "[" + std::to_string(i) + "]", pattern + "[]"};
+}
 
 std::string member_path(const std::string& parent, const std::string& name) {
   // Names with dots or spaces would make the path ambiguous: bracket them.
@@ -49,19 +51,29 @@ std::string member_path(const std::string& parent, const std::string& name) {
   return parent.empty() ? name : parent + "." + name;
 }
 
-where where::entry(const std::string& name) const { return {member_path(path, name), pattern + ".*"}; }
+where where::entry(const std::string& name) const {
+  return {member_path(path, name), pattern + ".*"};
+}
 
 std::string json_type_name(const json& j) {
   switch (j.type()) {
-    case json::value_t::null: return "null";
-    case json::value_t::boolean: return "boolean";
+    case json::value_t::null:
+      return "null";
+    case json::value_t::boolean:
+      return "boolean";
     case json::value_t::number_integer:
-    case json::value_t::number_unsigned: return "integer";
-    case json::value_t::number_float: return "number";
-    case json::value_t::string: return "string";
-    case json::value_t::array: return "array";
-    case json::value_t::object: return "object";
-    default: return "value";
+    case json::value_t::number_unsigned:
+      return "integer";
+    case json::value_t::number_float:
+      return "number";
+    case json::value_t::string:
+      return "string";
+    case json::value_t::array:
+      return "array";
+    case json::value_t::object:
+      return "object";
+    default:
+      return "value";
   }
 }
 
@@ -74,7 +86,9 @@ std::string join(const std::vector<std::string>& items, bool quoted) {
 }
 
 std::size_t edit_distance(std::string_view a, std::string_view b) {
-  auto lower = [](char c) { return static_cast<char>(std::tolower(static_cast<unsigned char>(c))); };
+  auto lower = [](char c) {
+    return static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  };
   const std::size_t n = a.size(), m = b.size();
   std::vector<std::vector<std::size_t>> d(n + 1, std::vector<std::size_t>(m + 1));
   for (std::size_t i = 0; i <= n; ++i) d[i][0] = i;
@@ -83,7 +97,8 @@ std::size_t edit_distance(std::string_view a, std::string_view b) {
     for (std::size_t j = 1; j <= m; ++j) {
       const std::size_t cost = lower(a[i - 1]) == lower(b[j - 1]) ? 0 : 1;
       d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost});
-      if (i > 1 && j > 1 && lower(a[i - 1]) == lower(b[j - 2]) && lower(a[i - 2]) == lower(b[j - 1]))
+      if (i > 1 && j > 1 && lower(a[i - 1]) == lower(b[j - 2]) &&
+          lower(a[i - 2]) == lower(b[j - 1]))
         d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
     }
   }
@@ -97,7 +112,8 @@ std::string did_you_mean(std::string_view word, const std::vector<std::string>& 
   std::size_t best_d = limit + 1;
   for (const auto& c : candidates) {
     // A cut-short key ("timeout" for "timeout_ms") is as likely as a typo.
-    const bool prefix = word.size() >= 4 && c.size() > word.size() && edit_distance(word, c.substr(0, word.size())) == 0;
+    const bool prefix = word.size() >= 4 && c.size() > word.size() &&
+                        edit_distance(word, c.substr(0, word.size())) == 0;
     const std::size_t d = prefix ? 1 : edit_distance(word, c);
     if (d < best_d) {
       best_d = d;
@@ -107,7 +123,9 @@ std::string did_you_mean(std::string_view word, const std::vector<std::string>& 
   return best ? "; did you mean " + quote(*best) + "?" : "";
 }
 
-void reader::add(std::string path, std::string message) { out_.push_back({std::move(path), std::move(message)}); }
+void reader::add(std::string path, std::string message) {
+  out_.push_back({std::move(path), std::move(message)});
+}
 
 const key_info& reader::spec(const where& w, std::string_view key) {
   const key_info* k = find_key(w.key(key).pattern);
@@ -117,18 +135,29 @@ const key_info& reader::spec(const where& w, std::string_view key) {
 
 std::string reader::expected(const key_info& k) {
   std::string range;
-  if (k.min && k.max) range = " in " + number_text(*k.min) + ".." + number_text(*k.max);
-  else if (k.min) range = (k.min_exclusive ? " > " : " >= ") + number_text(*k.min);
+  if (k.min && k.max)
+    range = " in " + number_text(*k.min) + ".." + number_text(*k.max);
+  else if (k.min)
+    range = (k.min_exclusive ? " > " : " >= ") + number_text(*k.min);
   switch (k.type) {
-    case value_type::string: return "a string";
-    case value_type::boolean: return "a boolean";
-    case value_type::integer: return "an integer" + range;
-    case value_type::number: return "a number" + range;
-    case value_type::string_array: return "an array of strings";
-    case value_type::object: return "an object";
-    case value_type::array: return "an array";
-    case value_type::map: return "an object";
-    case value_type::millis: return "an integer" + range + " or [min, max]";
+    case value_type::string:
+      return "a string";
+    case value_type::boolean:
+      return "a boolean";
+    case value_type::integer:
+      return "an integer" + range;
+    case value_type::number:
+      return "a number" + range;
+    case value_type::string_array:
+      return "an array of strings";
+    case value_type::object:
+      return "an object";
+    case value_type::array:
+      return "an array";
+    case value_type::map:
+      return "an object";
+    case value_type::millis:
+      return "an integer" + range + " or [min, max]";
     case value_type::choice: {
       std::vector<std::string> q;
       for (const auto& c : k.choices) q.push_back(quote(c));
@@ -175,16 +204,19 @@ bool reader::string_value(const json& v, const where& at, std::string& out) {
   return true;
 }
 
-bool reader::integer_value(const json& v, const where& at, const key_info& k, std::int64_t lo, std::int64_t hi,
-                           std::int64_t& out) {
+bool reader::integer_value(const json& v, const where& at, const key_info& k, std::int64_t lo,
+                           std::int64_t hi, std::int64_t& out) {
   // 1e3 or 2.0 are integers written as floats; accept them, reject 2.5.
-  const bool integral = v.is_number_integer() || (v.is_number_float() && std::isfinite(v.get<double>()) &&
-                                                  std::floor(v.get<double>()) == v.get<double>());
+  const bool integral =
+      v.is_number_integer() || (v.is_number_float() && std::isfinite(v.get<double>()) &&
+                                std::floor(v.get<double>()) == v.get<double>());
   if (!integral) {
-    add(at.path, "expected " + expected(k) + ", got " + (v.is_number() ? got_text(v) : json_type_name(v)));
+    add(at.path,
+        "expected " + expected(k) + ", got " + (v.is_number() ? got_text(v) : json_type_name(v)));
     return false;
   }
-  const double d = v.is_number_unsigned() ? static_cast<double>(v.get<std::uint64_t>()) : v.get<double>();
+  const double d =
+      v.is_number_unsigned() ? static_cast<double>(v.get<std::uint64_t>()) : v.get<double>();
   const bool below = k.min_exclusive ? d <= static_cast<double>(lo) : d < static_cast<double>(lo);
   if (below || d > static_cast<double>(hi)) {
     add(at.path, "expected " + expected(k) + ", got " + got_text(v));
@@ -246,7 +278,8 @@ bool reader::read(const json& obj, const where& w, std::string_view key, std::ui
     return true;
   }
   const key_info& k = spec(w, key);
-  add(w.key(key).path, "expected " + expected(k) + ", got " + (v->is_number() ? got_text(*v) : json_type_name(*v)));
+  add(w.key(key).path,
+      "expected " + expected(k) + ", got " + (v->is_number() ? got_text(*v) : json_type_name(*v)));
   return false;
 }
 
@@ -268,14 +301,16 @@ bool reader::read(const json& obj, const where& w, std::string_view key, double&
   return true;
 }
 
-bool reader::read(const json& obj, const where& w, std::string_view key, std::optional<double>& out) {
+bool reader::read(const json& obj, const where& w, std::string_view key,
+                  std::optional<double>& out) {
   double v = 0;
   if (!read(obj, w, key, v)) return false;
   out = v;
   return true;
 }
 
-bool reader::read(const json& obj, const where& w, std::string_view key, std::vector<std::string>& out) {
+bool reader::read(const json& obj, const where& w, std::string_view key,
+                  std::vector<std::string>& out) {
   const json* v = member(obj, w, key);
   if (!v) return false;
   const where at = w.key(key);
@@ -296,7 +331,8 @@ bool reader::millis_value(const json& v, const where& at, const key_info& k, mil
   const auto lo = static_cast<std::int64_t>(k.min.value_or(0));
   if (v.is_array()) {
     if (v.size() != 2) {
-      add(at.path, "expected [min, max] with 2 integers, got " + std::to_string(v.size()) + " items");
+      add(at.path,
+          "expected [min, max] with 2 integers, got " + std::to_string(v.size()) + " items");
       return false;
     }
     std::int64_t a = 0, b = 0;
@@ -304,7 +340,8 @@ bool reader::millis_value(const json& v, const where& at, const key_info& k, mil
     const bool ok_b = integer_value(v[1], at.index(1), k, lo, INT64_MAX / 2, b);
     if (!ok_a || !ok_b) return false;
     if (a > b) {
-      add(at.path, "expected min <= max, got [" + std::to_string(a) + ", " + std::to_string(b) + "]");
+      add(at.path,
+          "expected min <= max, got [" + std::to_string(a) + ", " + std::to_string(b) + "]");
       return false;
     }
     out = {a, b};
@@ -321,7 +358,8 @@ bool reader::read(const json& obj, const where& w, std::string_view key, millis_
   return v && millis_value(*v, w.key(key), spec(w, key), out);
 }
 
-bool reader::read(const json& obj, const where& w, std::string_view key, std::optional<millis_range>& out) {
+bool reader::read(const json& obj, const where& w, std::string_view key,
+                  std::optional<millis_range>& out) {
   millis_range r;
   if (!read(obj, w, key, r)) return false;
   out = r;
@@ -338,7 +376,8 @@ bool reader::read_choice(const json& obj, const where& w, std::string_view key, 
   }
   const std::string s = v->get<std::string>();
   if (std::find(k.choices.begin(), k.choices.end(), s) == k.choices.end()) {
-    add(w.key(key).path, "expected " + expected(k) + ", got " + quote(s) + did_you_mean(s, k.choices));
+    add(w.key(key).path,
+        "expected " + expected(k) + ", got " + quote(s) + did_you_mean(s, k.choices));
     return false;
   }
   out = s;

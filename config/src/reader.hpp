@@ -2,12 +2,11 @@
 /// Private: typed, path-tracking reads of a JSON document against the declared
 /// key table. Every problem is collected; a read never stops the load.
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "troupe/config/config.hpp"
 
@@ -70,7 +69,8 @@ class reader {
   /// Bad items are reported and kept as "" so indices still match the document.
   bool read(const json& obj, const where& w, std::string_view key, std::vector<std::string>& out);
   bool read(const json& obj, const where& w, std::string_view key, millis_range& out);
-  bool read(const json& obj, const where& w, std::string_view key, std::optional<millis_range>& out);
+  bool read(const json& obj, const where& w, std::string_view key,
+            std::optional<millis_range>& out);
   /// A value_type::choice key; `out` gets the (valid) choice.
   bool read_choice(const json& obj, const where& w, std::string_view key, std::string& out);
 
@@ -80,8 +80,8 @@ class reader {
   static std::string expected(const key_info& k);
 
  private:
-  bool integer_value(const json& v, const where& at, const key_info& k, std::int64_t lo, std::int64_t hi,
-                     std::int64_t& out);
+  bool integer_value(const json& v, const where& at, const key_info& k, std::int64_t lo,
+                     std::int64_t hi, std::int64_t& out);
   bool string_value(const json& v, const where& at, std::string& out);
   bool millis_value(const json& v, const where& at, const key_info& k, millis_range& out);
 

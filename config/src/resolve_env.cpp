@@ -35,7 +35,8 @@ void resolve_env(reader& r, config& cfg, const env_map* env) {
     // Two tokens with one secret: the role a client gets would depend on the order.
     for (std::size_t k = 0; k < i; ++k) {
       if (cfg.ctl.tokens[k].value == t.value) {
-        r.add(path, "token has the same value as control.tokens[" + std::to_string(k) + "]; each token needs its own secret");
+        r.add(path, "token has the same value as control.tokens[" + std::to_string(k) +
+                        "]; each token needs its own secret");
         break;
       }
     }
@@ -53,10 +54,12 @@ void resolve_env(reader& r, config& cfg, const env_map* env) {
       }
     }
     auto v = lookup(env, p.api_key_env);
-    if (v) p.api_key = std::move(*v);
+    if (v)
+      p.api_key = std::move(*v);
     else if (!user.empty())
       r.add(where{"providers", "providers"}.entry(name).key("api_key_env").path,
-            "environment variable " + quote(p.api_key_env) + " is not set or empty (needed by agent " + quote(user) + ")");
+            "environment variable " + quote(p.api_key_env) +
+                " is not set or empty (needed by agent " + quote(user) + ")");
   }
 }
 

@@ -28,7 +28,8 @@ std::string redact_store(std::string s) {
   if (scheme != std::string::npos) {
     const auto at = s.find('@', scheme + 3);
     const auto colon = s.find(':', scheme + 3);
-    if (at != std::string::npos && colon != std::string::npos && colon < at) s.replace(colon + 1, at - colon - 1, "***");
+    if (at != std::string::npos && colon != std::string::npos && colon < at)
+      s.replace(colon + 1, at - colon - 1, "***");
   }
   for (auto p = s.find("password="); p != std::string::npos; p = s.find("password=", p + 1)) {
     const auto end = s.find('&', p);
@@ -37,7 +38,9 @@ std::string redact_store(std::string s) {
   return s;
 }
 
-std::string pad(const std::string& s, std::size_t width) { return s.size() >= width ? s + " " : s + std::string(width - s.size(), ' '); }
+std::string pad(const std::string& s, std::size_t width) {
+  return s.size() >= width ? s + " " : s + std::string(width - s.size(), ' ');
+}
 
 /// research -> review(decision: approve|revise, loops to research) -> publish
 std::string render_workflow(const team& t) {
@@ -51,15 +54,18 @@ std::string render_workflow(const team& t) {
       if (s.decide->by != "human") d += " by " + s.decide->by.substr(s.decide->by.find(':') + 1);
       std::vector<std::string> targets;
       for (const auto& [opt, target] : s.decide->on)
-        if (std::find(targets.begin(), targets.end(), target) == targets.end()) targets.push_back(target);
+        if (std::find(targets.begin(), targets.end(), target) == targets.end())
+          targets.push_back(target);
       if (!targets.empty()) d += ", loops to " + joined(targets, ", ");
       notes.push_back(d);
     } else if (!s.capability.empty()) {
       notes.push_back("any " + s.capability);
     }
-    const bool sequential = !s.after || (k > 0 && s.after->size() == 1 && (*s.after)[0] == t.workflow[k - 1].id) ||
-                            (k == 0 && s.after->empty());
-    if (!sequential) notes.push_back(s.after->empty() ? "no wait" : "after " + joined(*s.after, ", "));
+    const bool sequential =
+        !s.after || (k > 0 && s.after->size() == 1 && (*s.after)[0] == t.workflow[k - 1].id) ||
+        (k == 0 && s.after->empty());
+    if (!sequential)
+      notes.push_back(s.after->empty() ? "no wait" : "after " + joined(*s.after, ", "));
     if (!notes.empty()) node += "(" + joined(notes, "; ") + ")";
     out += (k == 0 ? "" : " -> ") + node;
   }
@@ -79,8 +85,8 @@ std::string summarize(const config& cfg) {
     for (const auto& t : cfg.ctl.tokens) toks.push_back(t.name + "=" + to_string(t.granted));
     o << " (tokens: " << joined(toks, ", ") << ")\n";
   }
-  o << "runtime:   " << cfg.rt.threads << " threads, snapshot every " << cfg.rt.snapshot_every << " deltas, retention "
-    << cfg.rt.retention_days << " days\n";
+  o << "runtime:   " << cfg.rt.threads << " threads, snapshot every " << cfg.rt.snapshot_every
+    << " deltas, retention " << cfg.rt.retention_days << " days\n";
   o << "providers: " << cfg.providers.size() << "\n";
   for (const auto& [name, p] : cfg.providers) {
     o << "  " << pad(name, 12) << to_string(p.kind);
@@ -96,8 +102,8 @@ std::string summarize(const config& cfg) {
   }
   o << "models:    " << cfg.models.size() << "\n";
   for (const auto& [name, m] : cfg.models) {
-    o << "  " << pad(name, 12) << m.provider << "/" << m.api_name << ", " << money(m.usd_per_mtok_in) << " in, "
-      << money(m.usd_per_mtok_out) << " out per Mtok\n";
+    o << "  " << pad(name, 12) << m.provider << "/" << m.api_name << ", "
+      << money(m.usd_per_mtok_in) << " in, " << money(m.usd_per_mtok_out) << " out per Mtok\n";
   }
   o << "agents:    " << cfg.agents.size() << "\n";
   for (const auto& a : cfg.agents) {
@@ -108,15 +114,18 @@ std::string summarize(const config& cfg) {
   }
   o << "teams:     " << cfg.teams.size() << "\n";
   for (const auto& t : cfg.teams) {
-    o << "  " << pad(t.name, 12) << "agents " << joined(t.agents, ", ") << "; max_queued " << t.max_queued << "; "
-      << to_string(t.sup.strategy) << " (" << t.sup.max_restarts << " restarts in " << t.sup.within_ms << " ms)";
+    o << "  " << pad(t.name, 12) << "agents " << joined(t.agents, ", ") << "; max_queued "
+      << t.max_queued << "; " << to_string(t.sup.strategy) << " (" << t.sup.max_restarts
+      << " restarts in " << t.sup.within_ms << " ms)";
     if (t.budget_usd) o << "; budget " << money(*t.budget_usd);
     o << "\n    workflow: " << render_workflow(t) << "\n";
   }
   return o.str();
 }
 
-std::string to_string(const problem& p) { return p.path.empty() ? p.message : p.path + ": " + p.message; }
+std::string to_string(const problem& p) {
+  return p.path.empty() ? p.message : p.path + ": " + p.message;
+}
 
 std::string check_report(const load_result& r) {
   std::string out;
@@ -143,33 +152,43 @@ std::vector<std::string> restart_needed(const config& running, const config& nex
 
 std::string to_string(provider_kind k) {
   switch (k) {
-    case provider_kind::scripted: return "scripted";
-    case provider_kind::openai: return "openai";
-    case provider_kind::anthropic: return "anthropic";
+    case provider_kind::scripted:
+      return "scripted";
+    case provider_kind::openai:
+      return "openai";
+    case provider_kind::anthropic:
+      return "anthropic";
   }
   return "?";
 }
 
 std::string to_string(supervision_strategy s) {
   switch (s) {
-    case supervision_strategy::one_for_one: return "one_for_one";
-    case supervision_strategy::one_for_all: return "one_for_all";
-    case supervision_strategy::rest_for_one: return "rest_for_one";
+    case supervision_strategy::one_for_one:
+      return "one_for_one";
+    case supervision_strategy::one_for_all:
+      return "one_for_all";
+    case supervision_strategy::rest_for_one:
+      return "rest_for_one";
   }
   return "?";
 }
 
 std::string to_string(role r) {
   switch (r) {
-    case role::viewer: return "viewer";
-    case role::operator_: return "operator";
-    case role::admin: return "admin";
+    case role::viewer:
+      return "viewer";
+    case role::operator_:
+      return "operator";
+    case role::admin:
+      return "admin";
   }
   return "?";
 }
 
 const agent* config::find_agent(const std::string& name) const {
-  auto it = std::find_if(agents.begin(), agents.end(), [&](const agent& a) { return a.name == name; });
+  auto it =
+      std::find_if(agents.begin(), agents.end(), [&](const agent& a) { return a.name == name; });
   return it == agents.end() ? nullptr : &*it;
 }
 

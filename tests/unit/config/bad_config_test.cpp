@@ -1,11 +1,11 @@
 // Table of bad configs: each edit of the valid DESIGN §7 config must produce
 // exactly the listed problems (path and message), and no config.
+#include <gtest/gtest.h>
+
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <vector>
-
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include "test_configs.hpp"
 
@@ -27,6 +27,8 @@ void PrintTo(const bad_case& c, std::ostream* os) { *os << c.name; }
 json& team0(json& j) { return j["teams"][0]; }
 json& step(json& j, int k) { return j["teams"][0]["workflow"][k]; }
 
+// One case per entry; kept unformatted so each reads as a table row.
+// clang-format off
 const std::vector<bad_case> cases = {
     // --- unknown keys and top-level shape
     {"typo_at_top_level", [](json& j) { j["agnets"] = j["agents"]; },
@@ -240,6 +242,7 @@ const std::vector<bad_case> cases = {
     {"decision_without_options", [](json& j) { step(j, 1)["decision"].erase("options"); },
      {{"teams[0].workflow[1].decision.options", "missing required key 'options'"}}},
 };
+// clang-format on
 
 class bad_config : public ::testing::TestWithParam<bad_case> {};
 
@@ -252,7 +255,9 @@ TEST_P(bad_config, reports_exact_path_and_message) {
 }
 
 INSTANTIATE_TEST_SUITE_P(config, bad_config, ::testing::ValuesIn(cases),
-                         [](const ::testing::TestParamInfo<bad_case>& p) { return std::string(p.param.name); });
+                         [](const ::testing::TestParamInfo<bad_case>& p) {
+                           return std::string(p.param.name);
+                         });
 
 TEST(config_bad_table, has_at_least_25_distinct_cases) {
   std::set<std::string> names;

@@ -1,10 +1,10 @@
 // Loading valid configs: the DESIGN §7 example, defaults, comments, trailing
 // commas, parse errors, environment resolution, files and the summary.
+#include <gtest/gtest.h>
+
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-
-#include <gtest/gtest.h>
 
 #include "test_configs.hpp"
 
@@ -137,18 +137,21 @@ TEST(config_load, commas_inside_strings_are_kept) {
 }
 
 TEST(config_load, parse_error_gives_line_and_column) {
-  const load_result r = load_config_text("{\n  \"store\": \"sqlite:x\"\n  \"runtime\": {}\n}", &fake_env);
+  const load_result r =
+      load_config_text("{\n  \"store\": \"sqlite:x\"\n  \"runtime\": {}\n}", &fake_env);
   ASSERT_EQ(r.problems.size(), 1u);
   EXPECT_FALSE(r.cfg);
   EXPECT_EQ(r.problems[0].path, "");
   EXPECT_EQ(r.problems[0].message,
-            "invalid JSON at line 3, column 11: syntax error while parsing object - unexpected string literal; expected '}'");
+            "invalid JSON at line 3, column 11: syntax error while parsing object - unexpected "
+            "string literal; expected '}'");
 }
 
 TEST(config_load, a_lone_comma_is_still_an_error) {
   const load_result r = load_config_text("{ \"agents\": [ , ] }", &fake_env);
   ASSERT_EQ(r.problems.size(), 1u);
-  EXPECT_EQ(r.problems[0].message.rfind("invalid JSON at line 1, column 15: ", 0), 0u) << r.problems[0].message;
+  EXPECT_EQ(r.problems[0].message.rfind("invalid JSON at line 1, column 15: ", 0), 0u)
+      << r.problems[0].message;
 }
 
 TEST(config_load, top_level_must_be_an_object) {
@@ -168,14 +171,16 @@ TEST(config_load, duplicate_keys_are_reported_with_their_path) {
             (std::vector<problem>{
                 {"runtime.threads", "duplicate key 'threads' (only the last one would count)"},
                 {"control.tokens", "duplicate key 'tokens' (only the last one would count)"},
-                {"providers[\"a b\"].replies[1].text", "duplicate key 'text' (only the last one would count)"},
+                {"providers[\"a b\"].replies[1].text",
+                 "duplicate key 'text' (only the last one would count)"},
             }));
 }
 
 TEST(config_problem, prints_as_path_colon_message) {
   EXPECT_EQ(to_string(problem{"runtime.threads", "expected an integer in 1..64, got 0"}),
             "runtime.threads: expected an integer in 1..64, got 0");
-  EXPECT_EQ(to_string(problem{"", "invalid JSON at line 1, column 1: x"}), "invalid JSON at line 1, column 1: x");
+  EXPECT_EQ(to_string(problem{"", "invalid JSON at line 1, column 1: x"}),
+            "invalid JSON at line 1, column 1: x");
 }
 
 TEST(config_warnings, unused_parts_are_warned_about_but_load) {
@@ -189,24 +194,30 @@ TEST(config_warnings, unused_parts_are_warned_about_but_load) {
                                { "id": "d", "decision": { "by": "agent:c", "options": ["y", "n"] } } ] } ] })";
   const load_result r = load_config_text(text, &fake_env);
   ASSERT_TRUE(r.cfg) << problems_text(r);
-  EXPECT_EQ(r.warnings, (std::vector<problem>{
-                            {"providers.spare", "provider 'spare' is not used by any model"},
-                            {"models.old", "model 'old' is not used by any agent"},
-                            {"teams[0].agents[3]", "agent 'idle' runs no step of the workflow of team 't'"},
-                        }));
+  EXPECT_EQ(r.warnings,
+            (std::vector<problem>{
+                {"providers.spare", "provider 'spare' is not used by any model"},
+                {"models.old", "model 'old' is not used by any agent"},
+                {"teams[0].agents[3]", "agent 'idle' runs no step of the workflow of team 't'"},
+            }));
   const std::string report = check_report(r);
-  EXPECT_NE(report.find("\nwarning: providers.spare: provider 'spare' is not used by any model\n"), std::string::npos) << report;
+  EXPECT_NE(report.find("\nwarning: providers.spare: provider 'spare' is not used by any model\n"),
+            std::string::npos)
+      << report;
 }
 
 TEST(config_problem, check_report_lists_problems_then_a_count) {
-  const load_result bad = load_config_text(R"({ "runtime": { "threads": 0 }, "stor": "x" })", &fake_env);
+  const load_result bad =
+      load_config_text(R"({ "runtime": { "threads": 0 }, "stor": "x" })", &fake_env);
   EXPECT_EQ(check_report(bad),
             "stor: unknown key 'stor'; did you mean 'store'?\n"
             "runtime.threads: expected an integer in 1..64, got 0\n"
             "2 problems found\n");
   const load_result good = load_config_text(design_config, &fake_env);
   ASSERT_TRUE(good.cfg);
-  EXPECT_EQ(check_report(good), summarize(*good.cfg) + "warning: models.canned: model 'canned' is not used by any agent\n");
+  EXPECT_EQ(
+      check_report(good),
+      summarize(*good.cfg) + "warning: models.canned: model 'canned' is not used by any agent\n");
 }
 
 TEST(config_reload, only_restart_keys_are_named) {
@@ -218,7 +229,8 @@ TEST(config_reload, only_restart_keys_are_named) {
   next.store = "sqlite:other.db";
   next.ctl.listen = "127.0.0.1:7701";
   next.rt.threads = 8;
-  EXPECT_EQ(restart_needed(running, next), (std::vector<std::string>{"store", "control.listen", "runtime.threads"}));
+  EXPECT_EQ(restart_needed(running, next),
+            (std::vector<std::string>{"store", "control.listen", "runtime.threads"}));
 }
 
 TEST(config_env, secrets_are_resolved_from_the_environment_map) {
@@ -243,11 +255,13 @@ TEST(config_env, unused_provider_may_lack_its_key) {
 }
 
 TEST(config_env, empty_variable_counts_as_missing) {
-  const std::map<std::string, std::string> env{{"TROUPE_OPS_TOKEN", ""}, {"ANTHROPIC_API_KEY", "k"}};
+  const std::map<std::string, std::string> env{{"TROUPE_OPS_TOKEN", ""},
+                                               {"ANTHROPIC_API_KEY", "k"}};
   const load_result r = load_config_text(design_config, &env);
   ASSERT_EQ(r.problems.size(), 1u);
   EXPECT_EQ(r.problems[0],
-            (problem{"control.tokens[0].token_env", "environment variable 'TROUPE_OPS_TOKEN' is not set or empty"}));
+            (problem{"control.tokens[0].token_env",
+                     "environment variable 'TROUPE_OPS_TOKEN' is not set or empty"}));
 }
 
 TEST(config_env, process_environment_is_used_without_a_map) {
@@ -261,27 +275,32 @@ TEST(config_env, process_environment_is_used_without_a_map) {
 }
 
 TEST(config_load, loopback_openai_needs_no_key) {
-  for (const char* url : {"http://127.0.0.1:8080/v1", "http://localhost:11434/v1", "http://[::1]:8000/v1"}) {
-    const std::string text = std::string(R"({ "providers": { "local": { "kind": "openai", "base_url": ")") + url +
-                             R"(" } }, "models": { "m": { "provider": "local" } }, "agents": [ { "name": "a", "model": "m" } ] })";
+  for (const char* url :
+       {"http://127.0.0.1:8080/v1", "http://localhost:11434/v1", "http://[::1]:8000/v1"}) {
+    const std::string text =
+        std::string(R"({ "providers": { "local": { "kind": "openai", "base_url": ")") + url +
+        R"(" } }, "models": { "m": { "provider": "local" } }, "agents": [ { "name": "a", "model": "m" } ] })";
     const load_result r = load_config_text(text, &fake_env);
     EXPECT_TRUE(r.cfg) << url << "\n" << problems_text(r);
   }
-  const load_result r = load_config_text(R"({ "providers": { "x": { "kind": "openai", "base_url": "http://127.evil.test/v1" } } })",
-                                         &fake_env);
+  const load_result r = load_config_text(
+      R"({ "providers": { "x": { "kind": "openai", "base_url": "http://127.evil.test/v1" } } })",
+      &fake_env);
   ASSERT_EQ(r.problems.size(), 1u);
   EXPECT_EQ(r.problems[0].path, "providers.x.api_key_env");
 }
 
 TEST(config_load, postgres_store_and_ipv6_listen_are_accepted) {
   const load_result r = load_config_text(
-      R"({ "store": "postgresql://troupe@db.internal/troupe", "control": { "listen": "[::1]:0" } })", &fake_env);
+      R"({ "store": "postgresql://troupe@db.internal/troupe", "control": { "listen": "[::1]:0" } })",
+      &fake_env);
   ASSERT_TRUE(r.cfg) << problems_text(r);
   EXPECT_EQ(r.cfg->ctl.listen, "[::1]:0");
 }
 
 TEST(config_file, loads_from_disk_and_remembers_the_path) {
-  const auto path = std::filesystem::temp_directory_path() / ("troupe_config_test_" + std::to_string(::getpid()) + ".jsonc");
+  const auto path = std::filesystem::temp_directory_path() /
+                    ("troupe_config_test_" + std::to_string(::getpid()) + ".jsonc");
   {
     std::ofstream out(path);
     out << "// a file\n{ \"runtime\": { \"threads\": 3 } }\n";
@@ -296,7 +315,9 @@ TEST(config_file, loads_from_disk_and_remembers_the_path) {
 TEST(config_file, missing_file_is_one_problem) {
   const load_result r = load_config_file("no/such/troupe.json");
   ASSERT_EQ(r.problems.size(), 1u);
-  EXPECT_EQ(r.problems[0], (problem{"", "cannot read config file 'no/such/troupe.json': No such file or directory"}));
+  EXPECT_EQ(
+      r.problems[0],
+      (problem{"", "cannot read config file 'no/such/troupe.json': No such file or directory"}));
 }
 
 TEST(config_file, load_config_returns_a_result) {
@@ -304,8 +325,10 @@ TEST(config_file, load_config_returns_a_result) {
   ASSERT_FALSE(bad);
   EXPECT_EQ(bad.error().code, base::errc::invalid_config);
   EXPECT_EQ(bad.error().message,
-            "config 'no/such/troupe.json' has 1 problem:\ncannot read config file 'no/such/troupe.json': No such file or directory");
-  const auto path = std::filesystem::temp_directory_path() / ("troupe_config_result_" + std::to_string(::getpid()) + ".json");
+            "config 'no/such/troupe.json' has 1 problem:\ncannot read config file "
+            "'no/such/troupe.json': No such file or directory");
+  const auto path = std::filesystem::temp_directory_path() /
+                    ("troupe_config_result_" + std::to_string(::getpid()) + ".json");
   std::ofstream(path) << R"({ "runtime": { "threads": 5 } })";
   const auto good = load_config(path.string());
   std::filesystem::remove(path);
@@ -318,7 +341,8 @@ TEST(config_file, directory_is_one_problem) {
   const std::string dir = std::filesystem::temp_directory_path().string();
   const load_result r = load_config_file(dir);
   ASSERT_EQ(r.problems.size(), 1u);
-  EXPECT_EQ(r.problems[0], (problem{"", "cannot read config file '" + dir + "': it is a directory"}));
+  EXPECT_EQ(r.problems[0],
+            (problem{"", "cannot read config file '" + dir + "': it is a directory"}));
 }
 
 TEST(config_summary, shows_the_shape_but_no_secrets) {
@@ -328,15 +352,22 @@ TEST(config_summary, shows_the_shape_but_no_secrets) {
   EXPECT_NE(s.find("store:     sqlite:./troupe.db\n"), std::string::npos) << s;
   EXPECT_NE(s.find("listen:    127.0.0.1:7700 (tokens: ops=operator)"), std::string::npos) << s;
   EXPECT_NE(s.find("offline     scripted, 2 replies, latency 5..20 ms"), std::string::npos) << s;
-  EXPECT_NE(s.find("claude      anthropic https://api.anthropic.com, max_concurrency 8, key from $ANTHROPIC_API_KEY"),
+  EXPECT_NE(s.find("claude      anthropic https://api.anthropic.com, max_concurrency 8, key from "
+                   "$ANTHROPIC_API_KEY"),
             std::string::npos)
       << s;
-  EXPECT_NE(s.find("haiku       claude/claude-3-5-haiku-20241022, $0.8 in, $4 out per Mtok"), std::string::npos) << s;
-  EXPECT_NE(s.find("researcher  model haiku, max_concurrent 2, capabilities research"), std::string::npos) << s;
-  EXPECT_NE(s.find("newsroom    agents researcher, reviewer; max_queued 10000; one_for_one (5 restarts in 60000 ms); budget $20"),
+  EXPECT_NE(s.find("haiku       claude/claude-3-5-haiku-20241022, $0.8 in, $4 out per Mtok"),
             std::string::npos)
       << s;
-  EXPECT_NE(s.find("workflow: research -> review(decision: approve|revise by reviewer, loops to research) -> "
+  EXPECT_NE(s.find("researcher  model haiku, max_concurrent 2, capabilities research"),
+            std::string::npos)
+      << s;
+  EXPECT_NE(s.find("newsroom    agents researcher, reviewer; max_queued 10000; one_for_one (5 "
+                   "restarts in 60000 ms); budget $20"),
+            std::string::npos)
+      << s;
+  EXPECT_NE(s.find("workflow: research -> review(decision: approve|revise by reviewer, loops to "
+                   "research) -> "
                    "publish(decision: publish|reject)\n"),
             std::string::npos)
       << s;
@@ -345,12 +376,15 @@ TEST(config_summary, shows_the_shape_but_no_secrets) {
 }
 
 TEST(config_summary, hides_the_store_password) {
-  const load_result r =
-      load_config_text(R"({ "store": "postgresql://troupe:hunter2@db/troupe?sslmode=require&password=hunter3" })", &fake_env);
+  const load_result r = load_config_text(
+      R"({ "store": "postgresql://troupe:hunter2@db/troupe?sslmode=require&password=hunter3" })",
+      &fake_env);
   ASSERT_TRUE(r.cfg) << problems_text(r);
   const std::string s = summarize(*r.cfg);
   EXPECT_EQ(s.find("hunter"), std::string::npos) << s;
-  EXPECT_NE(s.find("postgresql://troupe:***@db/troupe?sslmode=require&password=***"), std::string::npos) << s;
+  EXPECT_NE(s.find("postgresql://troupe:***@db/troupe?sslmode=require&password=***"),
+            std::string::npos)
+      << s;
 }
 
 TEST(config_names, enums_have_stable_names) {

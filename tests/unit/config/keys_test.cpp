@@ -1,10 +1,10 @@
 // The declared key table: unique, complete, and in agreement with docs/config.md.
+#include <gtest/gtest.h>
+
 #include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
-
-#include <gtest/gtest.h>
 
 #include "troupe/config/config.hpp"
 
@@ -26,7 +26,8 @@ TEST(config_keys, each_key_is_declared_once_with_help) {
     if (k.type == value_type::choice) {
       EXPECT_FALSE(k.choices.empty()) << k.path;
     }
-    EXPECT_FALSE(k.required && !k.default_value.empty()) << "required keys have no default: " << k.path;
+    EXPECT_FALSE(k.required && !k.default_value.empty())
+        << "required keys have no default: " << k.path;
   }
   EXPECT_GE(declared_keys().size(), 90u);
 }
@@ -52,17 +53,20 @@ TEST(config_keys, restart_needed_covers_every_restart_key) {
 }
 
 TEST(config_keys, docs_carry_the_generated_key_table) {
-  const std::filesystem::path docs = std::filesystem::path(TROUPE_SOURCE_DIR) / "docs" / "config.md";
+  const std::filesystem::path docs =
+      std::filesystem::path(TROUPE_SOURCE_DIR) / "docs" / "config.md";
   const std::string text = read_file(docs);
   ASSERT_FALSE(text.empty()) << "cannot read " << docs;
   const std::string table = key_reference_markdown();
   if (text.find(table) == std::string::npos) {
     const auto expected = std::filesystem::path(TROUPE_BINARY_DIR) / "config_keys.md";
     std::ofstream(expected) << table;
-    ADD_FAILURE() << "docs/config.md does not contain the current key table; the expected table was written to "
+    ADD_FAILURE() << "docs/config.md does not contain the current key table; the expected table "
+                     "was written to "
                   << expected << " (paste it over the table in docs/config.md)";
   }
-  for (const auto& k : declared_keys()) EXPECT_NE(text.find("`" + k.path + "`"), std::string::npos) << k.path;
+  for (const auto& k : declared_keys())
+    EXPECT_NE(text.find("`" + k.path + "`"), std::string::npos) << k.path;
 }
 
 TEST(config_keys, every_key_is_accepted_where_declared) {

@@ -1,9 +1,9 @@
 // Any value in any place: replacing each node of a valid config with a value
 // of every JSON type must give a config or problems, never a crash (the suite
 // also runs under ASan+UBSan) and never an empty path-less message.
-#include <functional>
-
 #include <gtest/gtest.h>
+
+#include <functional>
 #include <nlohmann/json.hpp>
 
 #include "test_configs.hpp"
@@ -14,7 +14,8 @@ namespace {
 using nlohmann::json;
 
 /// Calls f with a JSON pointer to every node of j.
-void each_pointer(const json& j, const json::json_pointer& at, const std::function<void(const json::json_pointer&)>& f) {
+void each_pointer(const json& j, const json::json_pointer& at,
+                  const std::function<void(const json::json_pointer&)>& f) {
   f(at);
   if (j.is_object())
     for (const auto& [k, v] : j.items()) each_pointer(v, at / k, f);
@@ -24,7 +25,8 @@ void each_pointer(const json& j, const json::json_pointer& at, const std::functi
 
 TEST(config_robustness, every_node_replaced_by_every_type_is_handled) {
   const json base = json::parse(testing_support::design_config, nullptr, true, true);
-  const std::vector<json> replacements{nullptr, true, -1, 2.5, "", json::array({1, "a"}), json::object({{"zz", 1}})};
+  const std::vector<json> replacements{
+      nullptr, true, -1, 2.5, "", json::array({1, "a"}), json::object({{"zz", 1}})};
   std::size_t runs = 0, rejected = 0;
   each_pointer(base, json::json_pointer(), [&](const json::json_pointer& p) {
     if (p.empty()) return;

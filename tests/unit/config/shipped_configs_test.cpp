@@ -1,11 +1,11 @@
 // Every config the project ships (examples/, config/) must pass validation, with
 // each *_env variable it names given a distinct fake value.
+#include <gtest/gtest.h>
+
 #include <filesystem>
 #include <fstream>
 #include <regex>
 #include <sstream>
-
-#include <gtest/gtest.h>
 
 #include "troupe/config/config.hpp"
 
@@ -37,7 +37,8 @@ TEST(config_shipped, all_pass_validation) {
     buf << in.rdbuf();
     const std::string text = buf.str();
     std::map<std::string, std::string> env;
-    for (auto it = std::sregex_iterator(text.begin(), text.end(), env_key); it != std::sregex_iterator(); ++it)
+    for (auto it = std::sregex_iterator(text.begin(), text.end(), env_key);
+         it != std::sregex_iterator(); ++it)
       env[(*it)[2]] = "fake-value-of-" + (*it)[2].str();
     const load_result r = load_config_text(text, &env);
     std::string all;

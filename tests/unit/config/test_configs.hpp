@@ -9,8 +9,12 @@
 
 namespace troupe::config {
 
-inline bool operator==(const problem& a, const problem& b) { return a.path == b.path && a.message == b.message; }
-inline void PrintTo(const problem& p, std::ostream* os) { *os << "{\"" << p.path << "\", \"" << p.message << "\"}"; }
+inline bool operator==(const problem& a, const problem& b) {
+  return a.path == b.path && a.message == b.message;
+}
+inline void PrintTo(const problem& p, std::ostream* os) {
+  *os << "{\"" << p.path << "\", \"" << p.message << "\"}";
+}
 
 namespace testing_support {
 

@@ -33,7 +33,8 @@ TEST(config_workflow, fan_out_and_join_is_valid) {
     { "id": "check", "decision": { "by": "agent:b", "options": ["ok", "again"], "on": { "again": "plan" } } })");
   ASSERT_TRUE(r.cfg) << problems_text(r);
   EXPECT_EQ(r.cfg->teams[0].workflow[3].after, (std::vector<std::string>{"left", "right"}));
-  EXPECT_NE(summarize(*r.cfg).find("join(after left, right) -> check(decision: ok|again by b, loops to plan)"),
+  EXPECT_NE(summarize(*r.cfg).find(
+                "join(after left, right) -> check(decision: ok|again by b, loops to plan)"),
             std::string::npos)
       << summarize(*r.cfg);
 }
@@ -43,7 +44,8 @@ TEST(config_workflow, two_step_cycle_is_reported_where_it_closes) {
     { "id": "x", "agent": "a", "after": ["y"] },
     { "id": "y", "agent": "a", "after": ["x"] })");
   ASSERT_EQ(r.problems.size(), 1u) << problems_text(r);
-  EXPECT_EQ(r.problems[0], (problem{"teams[0].workflow[1].after[0]", "'after' forms a cycle: x -> y -> x"}));
+  EXPECT_EQ(r.problems[0],
+            (problem{"teams[0].workflow[1].after[0]", "'after' forms a cycle: x -> y -> x"}));
 }
 
 TEST(config_workflow, three_step_cycle_names_every_step) {
@@ -52,7 +54,8 @@ TEST(config_workflow, three_step_cycle_names_every_step) {
     { "id": "y", "agent": "a", "after": ["x"] },
     { "id": "z", "agent": "a", "after": ["y"] })");
   ASSERT_EQ(r.problems.size(), 1u) << problems_text(r);
-  EXPECT_EQ(r.problems[0], (problem{"teams[0].workflow[1].after[0]", "'after' forms a cycle: x -> z -> y -> x"}));
+  EXPECT_EQ(r.problems[0],
+            (problem{"teams[0].workflow[1].after[0]", "'after' forms a cycle: x -> z -> y -> x"}));
 }
 
 TEST(config_workflow, cycle_through_an_implicit_edge_points_at_the_step) {
@@ -82,7 +85,8 @@ TEST(config_workflow, decision_may_not_jump_to_a_parallel_branch) {
                                     "on": { "redo": "side" } }, "after": ["draft"] })");
   ASSERT_EQ(r.problems.size(), 1u) << problems_text(r);
   EXPECT_EQ(r.problems[0], (problem{"teams[0].workflow[2].decision.on.redo",
-                                    "expected a step that runs before 'review' (a decision may only loop back), got 'side'"}));
+                                    "expected a step that runs before 'review' (a decision may "
+                                    "only loop back), got 'side'"}));
 }
 
 TEST(config_workflow, decision_may_not_loop_to_itself) {
@@ -97,13 +101,15 @@ TEST(config_workflow, every_problem_of_a_workflow_is_listed) {
   const load_result r = with_workflow(R"(
     { "id": "x", "agent": "zed", "after": ["nope"], "prompt": "{{step.ghost}}" },
     { "id": "x", "capability": "fly" })");
-  EXPECT_EQ(r.problems, (std::vector<problem>{
-                           {"teams[0].workflow[1].id", "duplicate step id 'x' (also teams[0].workflow[0])"},
-                           {"teams[0].workflow[0].agent", "agent 'zed' is not in team 't' (members: a, b)"},
-                           {"teams[0].workflow[1].capability", "no agent of team 't' has capability 'fly' (they have: write)"},
-                           {"teams[0].workflow[0].after[0]", "unknown step 'nope' (steps: x)"},
-                           {"teams[0].workflow[0].prompt", "unknown step 'ghost' in {{step.ghost}}"},
-                       }))
+  EXPECT_EQ(r.problems,
+            (std::vector<problem>{
+                {"teams[0].workflow[1].id", "duplicate step id 'x' (also teams[0].workflow[0])"},
+                {"teams[0].workflow[0].agent", "agent 'zed' is not in team 't' (members: a, b)"},
+                {"teams[0].workflow[1].capability",
+                 "no agent of team 't' has capability 'fly' (they have: write)"},
+                {"teams[0].workflow[0].after[0]", "unknown step 'nope' (steps: x)"},
+                {"teams[0].workflow[0].prompt", "unknown step 'ghost' in {{step.ghost}}"},
+            }))
       << problems_text(r);
 }
 
