@@ -116,6 +116,7 @@ struct fake_llm_server::impl {
     std::optional<http::response_serializer<http::empty_body>> stream_sr;
     plan p;
     std::size_t next_event = 0;
+    std::string combined;  ///< events sent as one chunk
     bool counted = false;  ///< this request is in the concurrency count
     bool keep_alive = true;
 
@@ -181,15 +182,23 @@ struct fake_llm_server::impl {
 
     void write_event() {
       auto self = shared_from_this();
-      std::size_t limit = p.truncate ? p.events.size() / 2 : p.events.size();
+      std::size_t limit = p.truncate ? p.events.size() / 2 : p.events.size();  // events never change mid-stream
       if (next_event >= limit) {
         if (p.truncate) return close();  // mid-stream, no terminating chunk
         asio::async_write(socket, http::make_chunk_last(),
                           [self](beast::error_code ec, std::size_t) { self->after_response(ec); });
         return;
       }
-      const auto& ev = p.events[next_event++];
-      asio::async_write(socket, http::make_chunk(asio::buffer(ev)), [self](beast::error_code ec, std::size_t) {
+      const std::string* ev = &p.events[next_event++];
+      if (p.token_delay_ms <= 0 && limit - next_event > 0) {
+        // No pacing asked for: send the events in one chunk (fewer syscalls on
+        // both sides; the client's parser must cope with any split anyway).
+        combined.clear();
+        for (std::size_t i = next_event - 1; i < limit; ++i) combined += p.events[i];
+        next_event = limit;
+        ev = &combined;
+      }
+      asio::async_write(socket, http::make_chunk(asio::buffer(*ev)), [self](beast::error_code ec, std::size_t) {
         if (ec) return self->close();
         if (self->p.token_delay_ms <= 0) return self->write_event();
         self->timer.expires_after(std::chrono::milliseconds(self->p.token_delay_ms));
