@@ -11,8 +11,11 @@
 
 namespace troupe::config {
 
+/// Which API a provider speaks (DESIGN §4).
 enum class provider_kind { scripted, openai, anthropic };
+/// Which children a supervisor restarts when one fails (Erlang/OTP meaning).
 enum class supervision_strategy { one_for_one, one_for_all, rest_for_one };
+/// What a control-plane token may do; each role includes the ones before it.
 enum class role { viewer, operator_, admin };
 
 /// A latency or delay: a fixed value (min == max) or a uniform range.
@@ -30,6 +33,7 @@ enum class scripted_fault {
   hang,       ///< the call never answers (only its timeout ends it)
 };
 
+/// One canned answer of a scripted provider; the first matching entry wins.
 struct scripted_reply {
   std::string match;   ///< substring (or regex when `regex`) of the prompt; empty matches all
   bool regex = false;
@@ -41,22 +45,26 @@ struct scripted_reply {
   int times = 0;       ///< this entry applies to its first N matches only (0: unlimited)
 };
 
+/// Token-bucket limits of a provider.
 struct rate_limits {
   std::int64_t requests_per_min = 0;  ///< 0: unlimited
   std::int64_t tokens_per_min = 0;    ///< 0: unlimited
 };
 
+/// Retries of one LLM call on 429, 5xx and network errors.
 struct retry_policy {
   int max_attempts = 4;          ///< per LLM call, including the first
   std::int64_t base_ms = 200;    ///< first backoff
   std::int64_t max_ms = 10000;   ///< backoff cap
 };
 
+/// Circuit breaker of a provider: fail fast while it is down, probe to recover.
 struct breaker_policy {
   int failures = 5;                    ///< consecutive failures that open the breaker
   std::int64_t open_ms = 5000;         ///< time open before a half-open probe
 };
 
+/// An LLM provider (key in "providers"). Fields of other kinds keep their defaults.
 struct provider {
   std::string name;
   provider_kind kind = provider_kind::scripted;
@@ -78,6 +86,7 @@ struct provider {
   breaker_policy breaker;
 };
 
+/// A model of a provider with its price table (key in "models").
 struct model {
   std::string name;       ///< key in "models"
   std::string provider;   ///< provider name
@@ -90,6 +99,7 @@ struct model {
   bool stream = false;
 };
 
+/// A named worker (item of "agents").
 struct agent {
   std::string name;
   std::string model;
@@ -99,12 +109,14 @@ struct agent {
   std::optional<double> budget_usd;
 };
 
+/// Restart policy of a team: at most max_restarts within within_ms, then escalate.
 struct supervision {
   supervision_strategy strategy = supervision_strategy::one_for_one;
   int max_restarts = 5;
   std::int64_t within_ms = 60000;
 };
 
+/// A choice point of a workflow, decided by a human or an agent.
 struct decision {
   std::string by;                        ///< "human" or "agent:NAME"
   std::vector<std::string> options;
@@ -115,6 +127,7 @@ struct decision {
   std::string prompt;                    ///< agent decisions; templated
 };
 
+/// One node of a team workflow: an agent call (by name or capability) or a decision.
 struct step {
   std::string id;
   std::string agent;        ///< agent name, or
@@ -125,11 +138,13 @@ struct step {
   std::optional<int> max_attempts;                ///< overrides the team's
 };
 
+/// Per-task limits of a team.
 struct task_limits {
   int max_llm_calls = 100;
   double max_cost_usd = 0;  ///< 0: unlimited
 };
 
+/// A team: members, workflow, queue bound, retry and supervision policy (item of "teams").
 struct team {
   std::string name;
   std::vector<std::string> agents;
@@ -145,6 +160,7 @@ struct team {
   std::vector<step> workflow;
 };
 
+/// A control-plane bearer token; the secret comes from the token_env variable.
 struct token {
   std::string name;
   std::string token_env;
@@ -152,6 +168,7 @@ struct token {
   role granted = role::viewer;
 };
 
+/// The control plane (HTTP + WebSocket) settings.
 struct control {
   std::string listen = "127.0.0.1:7700";
   std::vector<token> tokens;
@@ -163,6 +180,7 @@ struct control {
   std::int64_t idle_timeout_ms = 60000;
 };
 
+/// Actor runtime and store writer settings.
 struct runtime {
   int threads = 2;                 ///< CAF scheduler threads
   int snapshot_every = 16;         ///< journal deltas between task snapshots
@@ -171,6 +189,8 @@ struct runtime {
   int commit_batch = 512;               ///< group commit: largest batch
 };
 
+/// The whole validated config. Valid references between its parts are guaranteed
+/// when it comes from load_config_text/load_config_file.
 struct config {
   std::string store = "sqlite:./troupe.db";
   control ctl;
@@ -181,6 +201,7 @@ struct config {
   std::vector<team> teams;
   std::string source_path;  ///< file it was loaded from (for reload)
 
+  /// Lookups by name; nullptr when absent. Pointers live as long as this config.
   const agent* find_agent(const std::string& name) const;
   const team* find_team(const std::string& name) const;
   const model* find_model(const std::string& name) const;
