@@ -130,7 +130,9 @@ void reader::add(std::string path, std::string message) {
 const key_info& reader::spec(const where& w, std::string_view key) {
   const key_info* k = find_key(w.key(key).pattern);
   assert(k != nullptr && "key read by the loader is not declared in key_registry.cpp");
-  return *k;
+  // Release builds: an undeclared key reads as an optional string rather than crash.
+  static const key_info undeclared{};
+  return k ? *k : undeclared;
 }
 
 std::string reader::expected(const key_info& k) {

@@ -1,8 +1,10 @@
 // The declared key table: unique, complete, and in agreement with docs/config.md.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -50,6 +52,77 @@ TEST(config_keys, restart_needed_covers_every_restart_key) {
   for (const auto& k : declared_keys())
     if (k.needs_restart) declared.insert(k.path);
   EXPECT_EQ(std::set<std::string>(changed.begin(), changed.end()), declared);
+}
+
+TEST(config_keys, declared_defaults_match_the_structs) {
+  // The table's default column is what users read; it must be what the code uses.
+  const config c;
+  const provider p;
+  const model m;
+  const agent a;
+  const team t;
+  const step s;
+  const decision d;
+  const scripted_reply rep;
+  auto str = [](const std::string& v) { return "\"" + v + "\""; };
+  auto num = [](auto v) { return std::to_string(v); };
+  const std::map<std::string, std::string> actual{
+      {"store", str(c.store)},
+      {"control.listen", str(c.ctl.listen)},
+      {"control.max_body_bytes", num(c.ctl.max_body_bytes)},
+      {"control.max_clients", num(c.ctl.max_clients)},
+      {"control.max_frame_bytes", num(c.ctl.max_frame_bytes)},
+      {"control.requests_per_sec", num(c.ctl.requests_per_sec)},
+      {"control.send_queue", num(c.ctl.send_queue)},
+      {"control.idle_timeout_ms", num(c.ctl.idle_timeout_ms)},
+      {"control.tokens[].role", str(to_string(token{}.granted))},
+      {"runtime.threads", num(c.rt.threads)},
+      {"runtime.snapshot_every", num(c.rt.snapshot_every)},
+      {"runtime.retention_days", num(c.rt.retention_days)},
+      {"runtime.commit_interval_ms", num(c.rt.commit_interval_ms)},
+      {"runtime.commit_batch", num(c.rt.commit_batch)},
+      {"providers.*.latency_ms", num(p.latency.max_ms)},
+      {"providers.*.seed", num(p.seed)},
+      {"providers.*.anthropic_version", str(p.anthropic_version)},
+      {"providers.*.max_concurrency", num(p.max_concurrency)},
+      {"providers.*.limits.requests_per_min", num(p.limits.requests_per_min)},
+      {"providers.*.limits.tokens_per_min", num(p.limits.tokens_per_min)},
+      {"providers.*.connect_timeout_ms", num(p.connect_timeout_ms)},
+      {"providers.*.timeout_ms", num(p.timeout_ms)},
+      {"providers.*.retry.max_attempts", num(p.retry.max_attempts)},
+      {"providers.*.retry.base_ms", num(p.retry.base_ms)},
+      {"providers.*.retry.max_ms", num(p.retry.max_ms)},
+      {"providers.*.breaker.failures", num(p.breaker.failures)},
+      {"providers.*.breaker.open_ms", num(p.breaker.open_ms)},
+      {"providers.*.replies[].every", num(rep.every)},
+      {"providers.*.replies[].times", num(rep.times)},
+      {"providers.*.replies[].regex", rep.regex ? "true" : "false"},
+      {"models.*.usd_per_mtok_in", num(static_cast<int>(m.usd_per_mtok_in))},
+      {"models.*.usd_per_mtok_out", num(static_cast<int>(m.usd_per_mtok_out))},
+      {"models.*.max_tokens", num(m.max_tokens)},
+      {"models.*.stream", m.stream ? "true" : "false"},
+      {"agents[].max_concurrent", num(a.max_concurrent)},
+      {"teams[].max_queued", num(t.max_queued)},
+      {"teams[].max_attempts", num(t.max_attempts)},
+      {"teams[].backoff_ms", num(t.backoff_ms)},
+      {"teams[].backoff_max_ms", num(t.backoff_max_ms)},
+      {"teams[].stall_ms", num(t.stall_ms)},
+      {"teams[].aging_ms", num(t.aging_ms)},
+      {"teams[].supervision.strategy", str(to_string(t.sup.strategy))},
+      {"teams[].supervision.max_restarts", num(t.sup.max_restarts)},
+      {"teams[].supervision.within_ms", num(t.sup.within_ms)},
+      {"teams[].limits.max_llm_calls", num(t.limits.max_llm_calls)},
+      {"teams[].limits.max_cost_usd", num(static_cast<int>(t.limits.max_cost_usd))},
+      {"teams[].workflow[].prompt", str(s.prompt)},
+      {"teams[].workflow[].decision.max_loops", num(d.max_loops)},
+      {"teams[].workflow[].decision.timeout_ms", num(d.timeout_ms)},
+  };
+  for (const auto& [path, value] : actual) {
+    const auto it = std::find_if(declared_keys().begin(), declared_keys().end(),
+                                 [&](const key_info& k) { return k.path == path; });
+    ASSERT_NE(it, declared_keys().end()) << path;
+    EXPECT_EQ(it->default_value, value) << path;
+  }
 }
 
 TEST(config_keys, docs_carry_the_generated_key_table) {
