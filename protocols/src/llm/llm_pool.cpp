@@ -18,6 +18,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "attempt_verdict.hpp"
 #include "http_channel.hpp"
 #include "troupe/protocols/llm/circuit_breaker.hpp"
 #include "troupe/protocols/llm/endpoint.hpp"
@@ -288,64 +289,6 @@ class engine {
     return ok;
   }
 
-  enum class health { ok, failure, neutral };
-  struct verdict {
-    base::result<base::llm_response> result;
-    bool retry = false;  ///< the client may try again
-    health h = health::ok;
-    std::optional<std::int64_t> retry_after_ms;
-  };
-
-  static verdict failed(errc code, std::string msg, bool retryable, bool retry, health h) {
-    return verdict{base::fail(code, std::move(msg), retryable), retry, h, std::nullopt};
-  }
-
-  /// Turns one HTTP exchange into a result and what it says about the provider.
-  verdict classify(const std::shared_ptr<call_state>& c, detail::http_outcome& out) {
-    if (out.stopped) return verdict{base::fail(*c->stream_error), false, health::ok, std::nullopt};
-    if (out.ec) {
-      if (out.timed_out)
-        return failed(errc::timeout, where_ + ": attempt timed out during " + out.stage, true, true, health::failure);
-      if (out.got_header && out.status / 100 == 2 && c->req.stream)
-        return failed(errc::provider_error,
-                      where_ + ": malformed response: stream truncated (" + out.ec.message() + ")", true, true,
-                      health::neutral);
-      if (out.got_header)
-        return failed(errc::provider_error,
-                      where_ + ": malformed response: body truncated (" + out.ec.message() + ")", true, true,
-                      health::neutral);
-      return failed(errc::unavailable, where_ + ": " + out.stage + " failed: " + out.ec.message(), true, true,
-                    health::failure);
-    }
-    if (out.status / 100 == 2) {
-      if (!c->req.stream) return verdict{parse_response(kind_, out.body, where_), false, health::ok, std::nullopt};
-      if (c->sse->has_partial()) {
-        // A last event without its blank line: feed the terminator so it counts.
-        (void)on_stream_bytes(c, "\n\n");
-        if (c->stream_error) return verdict{base::fail(*c->stream_error), false, health::ok, std::nullopt};
-      }
-      if (!c->decoder->complete())
-        return failed(errc::provider_error,
-                      where_ + ": malformed response: stream truncated before its final event", true, false,
-                      health::ok);
-      return verdict{c->decoder->take(), false, health::ok, std::nullopt};
-    }
-    std::string msg = where_ + " returned HTTP " + std::to_string(out.status) + ": " + error_message_from_body(out.body);
-    auto retry_after = parse_retry_after(out.retry_after, out.retry_after_ms);
-    if (out.status == 429) {
-      auto v = failed(errc::provider_error, msg, true, true, health::neutral);
-      v.retry_after_ms = retry_after;
-      return v;
-    }
-    if (out.status >= 500 || out.status == 408) {
-      auto v = failed(errc::provider_error, msg, true, true, out.status == 408 ? health::neutral : health::failure);
-      v.retry_after_ms = retry_after;
-      return v;
-    }
-    // 400/401/403/404/422...: the request itself is wrong; retrying cannot help.
-    return failed(errc::provider_error, msg, false, false, health::ok);
-  }
-
   void on_attempt_done(const std::shared_ptr<call_state>& c, const std::shared_ptr<detail::http_channel>& ch,
                        detail::http_outcome out) {
     --in_flight_;
@@ -364,11 +307,14 @@ class engine {
       start_attempt(c, false);
       return;
     }
-    auto v = classify(c, out);
+    if (c->req.stream && out.status / 100 == 2 && !out.ec && !c->stream_error && c->sse->has_partial())
+      (void)on_stream_bytes(c, "\n\n");  // a last event without its blank line still counts
+    auto v = detail::classify(kind_, where_, c->req.stream, out, c->decoder ? &*c->decoder : nullptr,
+                              c->stream_error);
     switch (v.h) {
-      case health::ok: breaker_.record_success(); break;
-      case health::neutral: if (c->probe) breaker_.release_probe(); break;
-      case health::failure: {
+      case detail::health::ok: breaker_.record_success(); break;
+      case detail::health::neutral: if (c->probe) breaker_.release_probe(); break;
+      case detail::health::failure: {
         bool was_closed = breaker_.state(now) == breaker_state::closed;
         breaker_.record_failure(now);
         if (breaker_.state(now) == breaker_state::open)
