@@ -44,5 +44,18 @@ TEST(config_robustness, every_node_replaced_by_every_type_is_handled) {
   EXPECT_GT(rejected, runs / 2);
 }
 
+TEST(config_robustness, deep_nesting_is_a_problem_not_a_crash) {
+  const std::string deep = "{ \"x\": " + std::string(100000, '[') + std::string(100000, ']') + " }";
+  const load_result r = load_config_text(deep, &testing_support::fake_env);
+  ASSERT_EQ(r.problems.size(), 1u);
+  EXPECT_EQ(r.problems[0].path, "x");
+}
+
+TEST(config_robustness, unterminated_comment_is_a_parse_problem) {
+  const load_result r = load_config_text("{ /* open\n \"store\": \"sqlite:x\" }", &testing_support::fake_env);
+  ASSERT_EQ(r.problems.size(), 1u);
+  EXPECT_EQ(r.problems[0].message.rfind("invalid JSON at line 2, column ", 0), 0u) << r.problems[0].message;
+}
+
 }  // namespace
 }  // namespace troupe::config
