@@ -117,8 +117,11 @@ class channel_impl final : public http_channel,
 
   void handshake() {
     if constexpr (is_tls) {
-      // SNI, then verify the certificate chain and that it names our host.
-      if (!SSL_set_tlsext_host_name(stream_.native_handle(), ep_.host.c_str()))
+      // SNI (host names only: RFC 6066 forbids IP literals), then verify the
+      // certificate chain and that it names our host (DNS name or IP address).
+      beast::error_code not_ip;
+      (void)asio::ip::make_address(ep_.host, not_ip);
+      if (not_ip && !SSL_set_tlsext_host_name(stream_.native_handle(), ep_.host.c_str()))
         return finish(beast::error_code(static_cast<int>(::ERR_get_error()), asio::error::get_ssl_category()));
       stream_.set_verify_callback(asio::ssl::host_name_verification(ep_.host));
       beast::get_lowest_layer(stream_).expires_at(deadline_);

@@ -8,6 +8,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
@@ -92,6 +93,7 @@ struct fake_llm_server::impl {
   std::optional<tcp::acceptor> acceptor;
   std::vector<std::thread> threads;
   std::uint16_t bound_port = 0;
+  std::optional<asio::ssl::context> tls_ctx;  ///< set: serve HTTPS
 
   mutable std::mutex mu;  // knobs, counters, rng, sessions
   fake_knobs k;
@@ -104,10 +106,23 @@ struct fake_llm_server::impl {
   // ---- one connection ----
   struct session : std::enable_shared_from_this<session> {
     session(impl& o, tcp::socket s, std::uint64_t i)
-        : owner(o), socket(std::move(s)), timer(socket.get_executor()), id(i) {}
+        : owner(o), timer(s.get_executor()), id(i) {
+      if (o.tls_ctx) tls.emplace(std::move(s), *o.tls_ctx);
+      else plain.emplace(std::move(s));
+    }
     impl& owner;
-    tcp::socket socket;
+    std::optional<tcp::socket> plain;
+    std::optional<asio::ssl::stream<tcp::socket>> tls;
     asio::steady_timer timer;
+    bool handshaken = false;
+
+    tcp::socket& socket() { return tls ? tls->next_layer() : *plain; }
+    /// Runs `f` with whichever stream this session speaks.
+    template <class F>
+    void io(F&& f) {
+      if (tls) f(*tls);
+      else f(*plain);
+    }
     std::uint64_t id;
     beast::flat_buffer buffer;
     std::optional<http::request<http::string_body>> req;
@@ -121,12 +136,22 @@ struct fake_llm_server::impl {
     bool keep_alive = true;
 
     void read() {
-      req.emplace();
       auto self = shared_from_this();
-      http::async_read(socket, buffer, *req, [self](beast::error_code ec, std::size_t) {
-        if (ec) return self->close();
-        if (self->p.hang) return self->close();  // a hanging request only ends with its connection
-        self->on_request();
+      if (tls && !handshaken) {
+        tls->async_handshake(asio::ssl::stream_base::server, [self](beast::error_code ec) {
+          if (ec) return self->close();
+          self->handshaken = true;
+          self->read();
+        });
+        return;
+      }
+      req.emplace();
+      io([&](auto& s) {
+        http::async_read(s, buffer, *req, [self](beast::error_code ec, std::size_t) {
+          if (ec) return self->close();
+          if (self->p.hang) return self->close();  // a hanging request only ends with its connection
+          self->on_request();
+        });
       });
     }
 
@@ -162,7 +187,9 @@ struct fake_llm_server::impl {
         res.keep_alive(keep_alive);
         res.body() = std::move(p.body);
         res.prepare_payload();
-        http::async_write(socket, res, [self](beast::error_code ec, std::size_t) { self->after_response(ec); });
+        io([&](auto& s) {
+          http::async_write(s, res, [self](beast::error_code ec, std::size_t) { self->after_response(ec); });
+        });
         return;
       }
       stream_res = {};
@@ -174,9 +201,11 @@ struct fake_llm_server::impl {
       stream_res.chunked(true);
       stream_sr.emplace(stream_res);
       next_event = 0;
-      http::async_write_header(socket, *stream_sr, [self](beast::error_code ec, std::size_t) {
-        if (ec) return self->close();
-        self->write_event();
+      io([&](auto& s) {
+        http::async_write_header(s, *stream_sr, [self](beast::error_code ec, std::size_t) {
+          if (ec) return self->close();
+          self->write_event();
+        });
       });
     }
 
@@ -185,8 +214,10 @@ struct fake_llm_server::impl {
       std::size_t limit = p.truncate ? p.events.size() / 2 : p.events.size();  // events never change mid-stream
       if (next_event >= limit) {
         if (p.truncate) return close();  // mid-stream, no terminating chunk
-        asio::async_write(socket, http::make_chunk_last(),
-                          [self](beast::error_code ec, std::size_t) { self->after_response(ec); });
+        io([&](auto& s) {
+          asio::async_write(s, http::make_chunk_last(),
+                            [self](beast::error_code ec, std::size_t) { self->after_response(ec); });
+        });
         return;
       }
       const std::string* ev = &p.events[next_event++];
@@ -198,13 +229,15 @@ struct fake_llm_server::impl {
         next_event = limit;
         ev = &combined;
       }
-      asio::async_write(socket, http::make_chunk(asio::buffer(*ev)), [self](beast::error_code ec, std::size_t) {
-        if (ec) return self->close();
-        if (self->p.token_delay_ms <= 0) return self->write_event();
-        self->timer.expires_after(std::chrono::milliseconds(self->p.token_delay_ms));
-        self->timer.async_wait([self](beast::error_code ec2) {
-          if (ec2) return self->close();
-          self->write_event();
+      io([&](auto& s) {
+        asio::async_write(s, http::make_chunk(asio::buffer(*ev)), [self](beast::error_code ec, std::size_t) {
+          if (ec) return self->close();
+          if (self->p.token_delay_ms <= 0) return self->write_event();
+          self->timer.expires_after(std::chrono::milliseconds(self->p.token_delay_ms));
+          self->timer.async_wait([self](beast::error_code ec2) {
+            if (ec2) return self->close();
+            self->write_event();
+          });
         });
       });
     }
@@ -223,8 +256,8 @@ struct fake_llm_server::impl {
     void close() {
       leave();
       beast::error_code ignored;
-      socket.shutdown(tcp::socket::shutdown_both, ignored);
-      socket.close(ignored);
+      socket().shutdown(tcp::socket::shutdown_both, ignored);
+      socket().close(ignored);
       timer.cancel();
       std::lock_guard lock(owner.mu);
       owner.sessions.erase(id);
@@ -428,7 +461,7 @@ struct fake_llm_server::impl {
         sess = std::make_shared<session>(*self, std::move(s), id);
         self->sessions[id] = sess;
       }
-      asio::post(sess->socket.get_executor(), [sess] { sess->read(); });
+      asio::post(sess->timer.get_executor(), [sess] { sess->read(); });
       self->accept();
     });
   }
@@ -455,7 +488,7 @@ struct fake_llm_server::impl {
     for (auto& s : live) {
       auto pr = std::make_shared<std::promise<void>>();
       waits.push_back(pr->get_future());
-      asio::post(s->socket.get_executor(), [s, pr] {
+      asio::post(s->timer.get_executor(), [s, pr] {
         s->close();
         pr->set_value();
       });
@@ -475,6 +508,18 @@ base::result<std::uint16_t> fake_llm_server::start(std::uint16_t port, int threa
   return impl_->bound_port;
 }
 
+base::result<std::uint16_t> fake_llm_server::start_tls(const std::string& cert_pem, const std::string& key_pem,
+                                                       std::uint16_t port, int threads) {
+  if (!impl_->threads.empty()) return impl_->bound_port;
+  beast::error_code ec;
+  asio::ssl::context ctx(asio::ssl::context::tls_server);
+  ctx.use_certificate_chain(asio::buffer(cert_pem), ec);
+  if (!ec) ctx.use_private_key(asio::buffer(key_pem), asio::ssl::context::pem, ec);
+  if (ec) return base::fail(base::errc::invalid_config, "fake-llm: bad TLS certificate or key: " + ec.message());
+  impl_->tls_ctx.emplace(std::move(ctx));
+  return start(port, threads);
+}
+
 void fake_llm_server::stop() {
   if (impl_->threads.empty()) return;
   impl_->on_accept_strand([&] {
@@ -489,7 +534,9 @@ void fake_llm_server::stop() {
 }
 
 std::uint16_t fake_llm_server::port() const { return impl_->bound_port; }
-std::string fake_llm_server::endpoint() const { return "http://127.0.0.1:" + std::to_string(impl_->bound_port); }
+std::string fake_llm_server::endpoint() const {
+  return (impl_->tls_ctx ? "https://127.0.0.1:" : "http://127.0.0.1:") + std::to_string(impl_->bound_port);
+}
 
 void fake_llm_server::set_down(bool down) {
   {

@@ -53,10 +53,14 @@ class fake_llm_server {
   /// Listens on 127.0.0.1:port (0: ephemeral) and serves on `threads` threads.
   /// Returns the bound port; errc::unavailable when binding fails.
   base::result<std::uint16_t> start(std::uint16_t port = 0, int threads = 1);
+  /// Same, serving HTTPS with the given PEM certificate chain and private key;
+  /// errc::invalid_config when they do not load.
+  base::result<std::uint16_t> start_tls(const std::string& cert_pem, const std::string& key_pem,
+                                        std::uint16_t port = 0, int threads = 1);
   /// Closes everything and joins the threads. Idempotent.
   void stop();
   std::uint16_t port() const;
-  /// "http://127.0.0.1:PORT" (an OpenAI base_url wants "/v1" appended).
+  /// "http://127.0.0.1:PORT" or "https://..." (an OpenAI base_url wants "/v1" appended).
   std::string endpoint() const;
 
   /// Down: closes the listener and every open connection, so connects are refused.
