@@ -6,7 +6,6 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
-#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
@@ -312,7 +311,11 @@ class engine {
     auto v = detail::classify(kind_, where_, c->req.stream, out, c->decoder ? &*c->decoder : nullptr,
                               c->stream_error);
     switch (v.h) {
-      case detail::health::ok: breaker_.record_success(); break;
+      case detail::health::ok:
+        if (breaker_.state(now) != breaker_state::closed)
+          llm_log()->info("llm circuit breaker closed provider={} (probe answered)", name_);
+        breaker_.record_success();
+        break;
       case detail::health::neutral: if (c->probe) breaker_.release_probe(); break;
       case detail::health::failure: {
         bool was_closed = breaker_.state(now) == breaker_state::closed;
