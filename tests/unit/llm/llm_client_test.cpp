@@ -369,7 +369,8 @@ TEST_F(llm_client_test, max_concurrency_is_respected) {
     client_->call(request("oa", i % 2 == 0), calls.back()->token_fn(), calls.back()->done_fn());
   }
   for (auto& c : calls) EXPECT_TRUE(c->wait().result);
-  EXPECT_EQ(fake_.counters().max_concurrent, 4);
+  EXPECT_LE(fake_.counters().max_concurrent, 4);
+  EXPECT_GE(fake_.counters().max_concurrent, 2);  // the limit, not a lack of load, held it down
   EXPECT_LE(fake_.counters().connections, 4);
 }
 

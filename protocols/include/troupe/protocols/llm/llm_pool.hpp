@@ -9,6 +9,10 @@
 /// timeouts, retries with backoff and jitter on 429/5xx/network errors (honouring
 /// retry-after), and a circuit breaker. Callbacks run on an I/O thread; all work
 /// of one provider is serialised on that provider's strand.
+///
+/// Timeouts: `llm_request::timeout_ms` is the deadline of the whole call (waiting
+/// for limits, every attempt and every backoff); the provider's `timeout_ms`
+/// bounds one attempt and `connect_timeout_ms` its connection set-up.
 #include <cstdint>
 #include <map>
 #include <memory>
