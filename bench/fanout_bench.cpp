@@ -6,8 +6,8 @@
 //
 //   fanout_bench [--quick]
 // Scenario 1: 1,000 subscribers at 10,000 events/s. Scenario 2: 100
-// subscribers, rate doubled until delivery falls behind; prints the highest
-// rate delivered completely (no stream.gap) with p99 under 1 s.
+// subscribers, rate raised step by step until delivery falls behind; prints
+// the highest rate delivered completely (no stream.gap) with p99 under 100 ms.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -66,6 +66,7 @@ class bench_port : public protocols::control_port {
 
 struct stats {
   std::uint64_t events = 0, dropped = 0;
+  std::int64_t last_ns = 0;  // receipt time of the latest event
   std::vector<std::int64_t> latency_ns;  // sampled
 };
 
@@ -101,6 +102,7 @@ class subscriber : public std::enable_shared_from_this<subscriber> {
     std::string_view text(static_cast<const char*>(data.data()), data.size());
     if (text.find(R"("event":"task.update")") != std::string_view::npos) {
       ++stats_.events;
+      stats_.last_ns = now_ns();
       if (auto p = text.find(R"("t":)"); p != std::string_view::npos && (stats_.events % 16) == 0)
         stats_.latency_ns.push_back(now_ns() - std::strtoll(text.data() + p + 4, nullptr, 10));
     } else if (text.find("stream.gap") != std::string_view::npos) {
@@ -123,6 +125,7 @@ struct outcome {
   double seconds = 0;
   std::uint64_t expected = 0, delivered = 0, dropped = 0;
   double p50_ms = 0, p99_ms = 0, max_ms = 0;
+  double frames_per_sec = 0;  // delivered frames / (last receipt - first emit)
 };
 
 outcome run(int subscribers, int rate, double seconds) {
@@ -156,6 +159,7 @@ outcome run(int subscribers, int rate, double seconds) {
 
   const auto total = static_cast<std::uint64_t>(rate * seconds);
   const auto start = clock_type::now();
+  const auto start_ns = now_ns();
   const std::string pad(64, 'x');
   for (std::uint64_t i = 0; i < total; ++i) {
     // Pace in steps of 1 ms worth of events.
@@ -190,6 +194,7 @@ outcome run(int subscribers, int rate, double seconds) {
   o.expected = expected;
   o.delivered = st.events;
   o.dropped = st.dropped;
+  if (st.last_ns > start_ns) o.frames_per_sec = double(st.events) / (double(st.last_ns - start_ns) / 1e9);
   auto& l = st.latency_ns;
   if (!l.empty()) {
     std::sort(l.begin(), l.end());
@@ -201,11 +206,11 @@ outcome run(int subscribers, int rate, double seconds) {
 }
 
 void print(const char* label, int subscribers, int rate, const outcome& o) {
-  std::printf("%-10s subs=%5d rate=%7d ev/s emit=%.2fs frames expected=%llu delivered=%llu (%.1f%%) dropped=%llu "
-              "p50=%.2fms p99=%.2fms max=%.2fms\n",
+  std::printf("%-7s subs=%5d rate=%6d ev/s emit=%.2fs frames expected=%llu delivered=%llu (%.1f%%) dropped=%llu "
+              "delivered %.0f frames/s  p50=%.2fms p99=%.2fms max=%.2fms\n",
               label, subscribers, rate, o.seconds, static_cast<unsigned long long>(o.expected),
               static_cast<unsigned long long>(o.delivered), 100.0 * double(o.delivered) / double(std::max<std::uint64_t>(1, o.expected)),
-              static_cast<unsigned long long>(o.dropped), o.p50_ms, o.p99_ms, o.max_ms);
+              static_cast<unsigned long long>(o.dropped), o.frames_per_sec, o.p50_ms, o.p99_ms, o.max_ms);
   std::fflush(stdout);
 }
 
@@ -215,13 +220,15 @@ int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
   const double seconds = quick ? 1.0 : 3.0;
   print("fanout", 1000, 10000, run(1000, 10000, seconds));
+  // Sustained: every frame delivered, nothing dropped, and p99 under 100 ms
+  // (the queues do not keep growing).
   int best = 0;
-  for (int rate = 5000; rate <= 640000; rate *= 2) {
+  for (int rate : {500, 1000, 1500, 2000, 3000, 4000, 6000, 8000, 12000, 16000}) {
     auto o = run(100, rate, seconds);
     print("ramp", 100, rate, o);
-    if (o.dropped == 0 && o.delivered == o.expected && o.p99_ms < 1000) best = rate;
+    if (o.dropped == 0 && o.delivered == o.expected && o.p99_ms < 100) best = rate;
     else break;
   }
-  std::printf("highest rate fully delivered to 100 subscribers: %d events/s (%d frames/s)\n", best, best * 100);
+  std::printf("highest rate sustained to 100 subscribers: %d events/s (%d frames/s)\n", best, best * 100);
   return 0;
 }
