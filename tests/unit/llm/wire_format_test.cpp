@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
+#include <random>
 
 namespace troupe::protocols::llm {
 namespace {
@@ -136,6 +137,61 @@ TEST(wire_format, stream_errors_and_garbage_are_clean_errors) {
   EXPECT_NE(r.error().message.find("Overloaded"), std::string::npos);
   stream_decoder b(api_kind::anthropic, "p");
   EXPECT_FALSE(b.feed({"content_block_delta", R"({"type":"content_block_delta"})"}, token));
+}
+
+/// Valid bodies and streams of both APIs, then cut and corrupted at random:
+/// every outcome must be a value or an error, never a crash (run under ASan).
+TEST(wire_format, random_garbage_never_crashes) {
+  const std::vector<std::pair<api_kind, std::string>> bodies = {
+      {api_kind::openai,
+       R"({"choices":[{"message":{"content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1}})"},
+      {api_kind::anthropic,
+       R"({"content":[{"type":"text","text":"a"}],"stop_reason":"end_turn","usage":{"input_tokens":5,"output_tokens":2}})"},
+  };
+  const std::vector<std::pair<api_kind, std::string>> streams = {
+      {api_kind::openai,
+       "data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\ndata: {\"choices\":[{\"delta\":{},\"finish_reason\":"
+       "\"stop\"}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":2}}\n\ndata: "
+       "[DONE]\n\n"},
+      {api_kind::anthropic,
+       "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":9}}}\n\n"
+       "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"type\":\"text_delta\","
+       "\"text\":\"Hi\"}}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":"
+       "\"end_turn\"},\"usage\":{\"output_tokens\":3}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"},
+  };
+  std::mt19937 rng(99);
+  const std::string alphabet = "{}[]\":,0123456789abcdefnulltrue \n\\";
+  auto mutate = [&](std::string s) {
+    std::uniform_int_distribution<int> op(0, 3);
+    int edits = 1 + static_cast<int>(rng() % 4);
+    for (int e = 0; e < edits && !s.empty(); ++e) {
+      std::size_t pos = rng() % s.size();
+      switch (op(rng)) {
+        case 0: s.resize(pos); break;                                       // truncate
+        case 1: s[pos] = alphabet[rng() % alphabet.size()]; break;          // flip
+        case 2: s.insert(pos, 1, alphabet[rng() % alphabet.size()]); break;  // insert
+        default: s.erase(pos, 1 + rng() % 8); break;                        // delete
+      }
+    }
+    return s;
+  };
+  int ok = 0, errors = 0;
+  for (int i = 0; i < 3000; ++i) {
+    const auto& [kind, body] = bodies[static_cast<std::size_t>(i) % bodies.size()];
+    auto r = parse_response(kind, mutate(body), "p");
+    (r ? ok : errors)++;
+    (void)error_message_from_body(mutate(body));
+    const auto& [skind, stream] = streams[static_cast<std::size_t>(i) % streams.size()];
+    stream_decoder d(skind, "p");
+    sse_parser parser;
+    std::string token;
+    auto text = mutate(stream);
+    (void)parser.feed(text, [&](const sse_event& ev) { return static_cast<bool>(d.feed(ev, token)); });
+    (void)d.complete();
+    (void)d.take();
+  }
+  EXPECT_GT(ok + errors, 0);
+  EXPECT_GT(errors, 100);
 }
 
 TEST(wire_format, redact_removes_every_copy_of_the_secret) {
