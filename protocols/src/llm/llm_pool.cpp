@@ -64,6 +64,7 @@ struct call_state {
   bool streamed = false;    ///< a token was forwarded: retrying would repeat text
   int attempts = 0;
   std::int64_t est_tokens = 0;
+  std::int64_t timeout_ms = 0;  ///< of the whole call
   steady::time_point deadline;
   std::shared_ptr<detail::http_channel> channel;
   std::optional<sse_parser> sse;
@@ -110,8 +111,9 @@ class engine {
     if (config_error_) return finish(c, base::fail(*config_error_));
     auto now = mono_ms();
     if (breaker_.state(now) == breaker_state::open) return finish(c, base::fail(breaker_error(now)));
-    auto timeout = c->req.timeout_ms > 0 ? c->req.timeout_ms : cfg_.timeout_ms;
-    c->deadline = steady::now() + std::chrono::milliseconds(timeout);
+    // No deadline given anywhere: a day, so that nothing waits forever.
+    c->timeout_ms = c->req.timeout_ms > 0 ? c->req.timeout_ms : cfg_.timeout_ms > 0 ? cfg_.timeout_ms : 86'400'000;
+    c->deadline = steady::now() + std::chrono::milliseconds(c->timeout_ms);
     c->est_tokens = estimate_tokens(c->req);
     calls_.emplace(c->id, c);
     enqueue(c);
@@ -179,7 +181,7 @@ class engine {
       if (cs->ph != phase::queued) return;
       queue_.erase(cs->id);
       finish(cs, base::fail(errc::timeout, where_ + ": call timed out after " +
-                                               std::to_string(cs->req.timeout_ms) +
+                                               std::to_string(cs->timeout_ms) +
                                                " ms waiting for provider limits", true));
     });
   }
