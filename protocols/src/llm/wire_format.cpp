@@ -31,7 +31,18 @@ std::string build_request_body(api_kind kind, const base::llm_request& r) {
   json messages = json::array();
   if (kind == api_kind::openai && !r.system.empty())
     messages.push_back({{"role", "system"}, {"content", r.system}});
-  for (const auto& m : r.messages) messages.push_back({{"role", m.role}, {"content", m.content}});
+  // Consecutive turns of one role are merged (a step prompt right after another
+  // user turn): Anthropic and the strict chat templates of some local servers
+  // want user and assistant to alternate. Anthropic also rejects empty turns.
+  for (const auto& m : r.messages) {
+    if (kind == api_kind::anthropic && m.content.empty()) continue;
+    if (!messages.empty() && messages.back()["role"] == m.role && messages.back()["role"] != "system") {
+      auto prev = messages.back()["content"].get<std::string>();
+      messages.back()["content"] = prev.empty() ? m.content : m.content.empty() ? prev : prev + "\n\n" + m.content;
+      continue;
+    }
+    messages.push_back({{"role", m.role}, {"content", m.content}});
+  }
   body["messages"] = std::move(messages);
   body["max_tokens"] = r.max_tokens;
   if (r.temperature >= 0) body["temperature"] = r.temperature;

@@ -48,6 +48,23 @@ TEST(wire_format, anthropic_request_uses_top_level_system_and_stop_sequences) {
   EXPECT_FALSE(body.contains("stream"));
 }
 
+TEST(wire_format, consecutive_turns_of_one_role_are_merged) {
+  base::llm_request r;
+  r.model = "m";
+  r.system = "sys";
+  r.messages = {{"user", "a"}, {"user", "b"}, {"assistant", ""}, {"assistant", "c"}, {"user", "d"}};
+  auto oa = json::parse(build_request_body(api_kind::openai, r));
+  ASSERT_EQ(oa["messages"].size(), 4u);
+  EXPECT_EQ(oa["messages"][1]["content"], "a\n\nb");
+  EXPECT_EQ(oa["messages"][2]["content"], "c");
+  auto an = json::parse(build_request_body(api_kind::anthropic, r));
+  ASSERT_EQ(an["messages"].size(), 3u);
+  EXPECT_EQ(an["messages"][0]["content"], "a\n\nb");
+  EXPECT_EQ(an["messages"][1]["role"], "assistant");
+  EXPECT_EQ(an["messages"][1]["content"], "c");
+  EXPECT_EQ(an["messages"][2]["content"], "d");
+}
+
 TEST(wire_format, parses_both_response_shapes) {
   auto o = parse_response(api_kind::openai,
                           R"({"choices":[{"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],
