@@ -126,6 +126,17 @@ void run_network(caf::stateful_actor<agent_state>* self, const work_order& w) {
 
 caf::behavior agent_actor(caf::stateful_actor<agent_state>* self, agent_spec spec) {
   self->state.spec = std::move(spec);
+  // An exception ends this incarnation with an error its team (the supervisor) sees in the
+  // down message; say what happened in our log instead of CAF's raw stderr line.
+  self->set_exception_handler([](caf::scheduled_actor*, std::exception_ptr& ep) -> caf::error {
+    try {
+      std::rethrow_exception(ep);
+    } catch (const std::exception& e) {
+      return caf::make_error(caf::sec::runtime_error, std::string(e.what()));
+    } catch (...) {
+      return caf::make_error(caf::sec::runtime_error, std::string("unknown exception"));
+    }
+  });
   if (self->state.spec.provider.kind == config::provider_kind::scripted)
     self->state.scripted.emplace(self->state.spec.provider);
   return {

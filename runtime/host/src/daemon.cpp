@@ -4,6 +4,7 @@
 #include <csignal>
 #include <cstdio>
 #include <iostream>
+#include <thread>
 #include <unistd.h>
 
 #include <spdlog/spdlog.h>

@@ -41,9 +41,9 @@ base::result<void> setup_logging(const std::string& format, const std::string& l
   // Logs go to stderr so that stdout stays clean for command output.
   auto logger = spdlog::stderr_color_mt("troupe");
   if (format == "json") {
-    auto f = std::make_unique<spdlog::pattern_formatter>();
+    auto f = std::make_unique<spdlog::pattern_formatter>(spdlog::pattern_time_type::utc);
     f->add_flag<json_escaped_message>('j');
-    f->set_pattern(R"({"ts":"%Y-%m-%dT%H:%M:%S.%eZ","level":"%l","logger":"%n","msg":"%j"})", spdlog::pattern_time_type::utc);
+    f->set_pattern(R"({"ts":"%Y-%m-%dT%H:%M:%S.%eZ","level":"%l","logger":"%n","msg":"%j"})");
     logger->set_formatter(std::move(f));
   } else if (format == "text") {
     logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%-5l%$ %v", spdlog::pattern_time_type::utc);

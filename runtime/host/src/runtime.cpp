@@ -240,6 +240,9 @@ void runtime::stop(std::int64_t grace_ms) {
         .receive([](actors::commit_reply&) {}, [](caf::error&) {});
     caf::anon_send_exit(d.store_actor, caf::exit_reason::user_shutdown);
   }
+  // A detached actor's thread ends only when the last handle to it is gone.
+  d.store_actor = nullptr;
+  d.teams.clear();
   d.sys.reset();  // waits for every actor
 }
 
