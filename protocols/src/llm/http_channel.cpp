@@ -159,7 +159,11 @@ class channel_impl final : public http_channel,
     out_.status = static_cast<int>(res.result_int());
     out_.retry_after = std::string(res["retry-after"]);
     out_.retry_after_ms = std::string(res["retry-after-ms"]);
-    incremental_ = stream_mode_ && out_.status / 100 == 2;
+    // Only an event stream is handed over piecemeal; a server that ignored
+    // "stream": true answers with one JSON body, read whole.
+    incremental_ = stream_mode_ && out_.status / 100 == 2 &&
+                   res[http::field::content_type].find("text/event-stream") != beast::string_view::npos;
+    out_.incremental = incremental_;
     if (parser_->is_done()) return finish({});
     read_body();
   }

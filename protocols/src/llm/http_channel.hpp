@@ -42,6 +42,7 @@ struct http_outcome {
   std::string retry_after;
   std::string retry_after_ms;
   std::string body;  ///< whole body, except for a streamed 2xx response
+  bool incremental = false;  ///< the body went to the chunk callback (a 2xx event stream)
   std::string stage;  ///< where a transport failure happened: resolve, connect, tls, write, read
 };
 

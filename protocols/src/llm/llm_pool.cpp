@@ -308,10 +308,16 @@ class engine {
       start_attempt(c, false);
       return;
     }
-    if (c->req.stream && out.status / 100 == 2 && !out.ec && !c->stream_error && c->sse->has_partial())
+    if (out.incremental && !out.ec && !c->stream_error && c->sse->has_partial())
       (void)on_stream_bytes(c, "\n\n");  // a last event without its blank line still counts
-    auto v = detail::classify(kind_, where_, c->req.stream, out, c->decoder ? &*c->decoder : nullptr,
-                              c->stream_error);
+    // A streaming request answered with a plain JSON body (the server does not
+    // stream): read it as a whole response and forward its text as one token.
+    bool as_stream = c->req.stream && (out.incremental || out.status / 100 != 2);
+    auto v = detail::classify(kind_, where_, as_stream, out, c->decoder ? &*c->decoder : nullptr, c->stream_error);
+    if (c->req.stream && !as_stream && v.result && !v.result->text.empty() && c->on_token) {
+      c->streamed = true;
+      guarded([&] { c->on_token(v.result->text); });
+    }
     switch (v.h) {
       case detail::health::ok:
         if (breaker_.state(now) != breaker_state::closed)

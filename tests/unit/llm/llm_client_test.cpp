@@ -174,6 +174,20 @@ TEST_F(llm_client_test, openai_and_anthropic_stream_tokens_and_usage) {
   }
 }
 
+TEST_F(llm_client_test, a_server_that_ignores_stream_still_answers) {
+  make_client({provider(config::provider_kind::openai), provider(config::provider_kind::anthropic)});
+  auto k = fake_.knobs();
+  k.ignore_stream = true;
+  fake_.set_knobs(k);
+  for (std::string name : {"oa", "an"}) {
+    auto o = run(request(name, true));
+    ASSERT_TRUE(o.result) << o.result.error().message;
+    EXPECT_EQ(o.result->text, "echo: hello there");
+    EXPECT_EQ(o.tokens, "echo: hello there");  // one token with the whole text
+    EXPECT_EQ(o.result->usage.tokens_out, 3);
+  }
+}
+
 TEST_F(llm_client_test, keep_alive_reuses_connections) {
   make_client({provider(config::provider_kind::openai)});
   for (int i = 0; i < 20; ++i) ASSERT_TRUE(run(request("oa", i % 2 == 0)).result);

@@ -316,7 +316,7 @@ struct fake_llm_server::impl {
     }
     std::string model = req.value("model", "");
     ++c.by_model[model];
-    p.stream = req.value("stream", false);
+    p.stream = req.value("stream", false) && !k.ignore_stream;
     if (k.status_override != 0) {
       p.status = k.status_override;
       p.body = error_body(d, p.status, "fake provider configured to answer " + std::to_string(p.status));

@@ -15,7 +15,7 @@ void usage() {
   std::fprintf(stderr,
                "usage: fake-llm [--port N] [--threads N] [--latency-ms N] [--error-500 P] [--error-429 P]\n"
                "                [--retry-after-ms N] [--hang] [--malformed-json] [--truncated-stream]\n"
-               "                [--status N] [--key KEY] [--token-delay-ms N] [--seed N]\n");
+               "                [--status N] [--key KEY] [--token-delay-ms N] [--ignore-stream] [--seed N]\n");
 }
 
 }  // namespace
@@ -45,6 +45,7 @@ int main(int argc, char** argv) {
     else if (a == "--status") k.status_override = std::atoi(next());
     else if (a == "--key") k.expected_key = next();
     else if (a == "--token-delay-ms") k.token_delay_ms = std::atoll(next());
+    else if (a == "--ignore-stream") k.ignore_stream = true;
     else if (a == "--seed") seed = std::strtoull(next(), nullptr, 10);
     else if (a == "--help" || a == "-h") {
       usage();

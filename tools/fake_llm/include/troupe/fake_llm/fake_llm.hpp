@@ -31,6 +31,7 @@ struct fake_knobs {
   int status_override = 0;             ///< answer every request with this status and an error body (0: off)
   std::string expected_key;            ///< when set, check Bearer / x-api-key against it (401 if wrong)
   std::int64_t token_delay_ms = 0;     ///< delay between streamed events
+  bool ignore_stream = false;          ///< answer "stream": true with one JSON body, as non-streaming servers do
 };
 
 /// Request counters since start (or the last reset_counters()).
