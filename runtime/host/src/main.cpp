@@ -27,14 +27,8 @@ Client commands take --url (default $TROUPE_URL or http://127.0.0.1:7700) and --
 
 int check(const std::string& path) {
   auto loaded = troupe::config::load_config_file(path);
-  if (!loaded.cfg) {
-    for (const auto& p : loaded.problems)
-      std::cout << path << ": " << (p.path.empty() ? "(document)" : p.path) << ": " << p.message << '\n';
-    std::cout << loaded.problems.size() << " problem" << (loaded.problems.size() == 1 ? "" : "s") << " in " << path << '\n';
-    return 1;
-  }
-  std::cout << troupe::config::summarize(*loaded.cfg);
-  return 0;
+  std::cout << troupe::config::check_report(loaded);
+  return loaded.cfg ? 0 : 1;
 }
 
 }  // namespace
