@@ -188,6 +188,23 @@ TEST_F(llm_client_test, a_server_that_ignores_stream_still_answers) {
   }
 }
 
+TEST_F(llm_client_test, a_throwing_callback_does_not_hurt_the_client) {
+  make_client({provider(config::provider_kind::openai)});
+  collector c;
+  client_->call(request("oa", true), [](std::string_view) { throw std::runtime_error("token sink broke"); },
+                c.done_fn());
+  EXPECT_TRUE(c.wait().result);  // the stream still completed; the throw was logged
+  std::promise<void> thrown;
+  client_->call(request("oa", false), nullptr, [&](base::result<base::llm_response>) {
+    thrown.set_value();
+    throw std::runtime_error("done sink broke");
+  });
+  ASSERT_EQ(thrown.get_future().wait_for(test_deadline), std::future_status::ready);
+  EXPECT_TRUE(run(request("oa", false)).result);
+  const base::llm_client& port = *client_;
+  EXPECT_EQ(llm_stats(port).at("oa").calls, 3u);
+}
+
 TEST_F(llm_client_test, keep_alive_reuses_connections) {
   make_client({provider(config::provider_kind::openai)});
   for (int i = 0; i < 20; ++i) ASSERT_TRUE(run(request("oa", i % 2 == 0)).result);
