@@ -228,11 +228,11 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
     std::string text = beast::buffers_to_string(rbuf_.data());
     rbuf_.consume(rbuf_.size());
     try {
-      if (binary)
+      if (binary && !rate_limited(nullptr))
         enqueue_reply(render_error(nullptr, base::make_error(base::errc::bad_request,
                                                              "binary frames are not supported; "
                                                              "send JSON text frames")));
-      else
+      else if (!binary)
         handle_frame(text);
     } catch (const std::exception& e) {
       // Catch-all: no client frame may take the session (or daemon) down.
@@ -240,19 +240,38 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
       enqueue_reply(render_error(nullptr, base::make_error(base::errc::internal,
                                                            std::string("internal error: ") + e.what())));
     }
+    // A client that sends requests without reading the answers is not read
+    // from until its replies drain (on_write resumes), so memory stays bounded.
+    if (reply_backlog() >= reply_cap_) {
+      read_paused_ = true;
+      return;
+    }
     do_read();
+  }
+
+  // Replies queued plus port calls still out (strand only).
+  std::size_t reply_backlog() {
+    std::lock_guard lock(mu_);
+    return replies_.size() + inflight_;
+  }
+
+  // Every frame, well-formed or not, takes a token; true (and an overloaded
+  // answer sent) when the connection is over its rate.
+  bool rate_limited(const json& id) {
+    if (bucket_.take(std::chrono::steady_clock::now())) return false;
+    enqueue_reply(render_error(
+        id, base::make_error(base::errc::overloaded,
+                             "rate limit exceeded: at most " +
+                                 std::to_string(core_->opts.settings.requests_per_sec) +
+                                 " requests per second per connection",
+                             true)));
+    return true;
   }
 
   void handle_frame(const std::string& text) {
     auto req = parse_request_frame(text);
+    if (rate_limited(req ? req->id : req.error().id)) return;
     if (!req) return enqueue_reply(render_error(req.error().id, req.error().err));
-    if (!bucket_.take(std::chrono::steady_clock::now()))
-      return enqueue_reply(render_error(
-          req->id, base::make_error(base::errc::overloaded,
-                                    "rate limit exceeded: at most " +
-                                        std::to_string(core_->opts.settings.requests_per_sec) +
-                                        " requests per second per connection",
-                                    true)));
     if (auto allowed = authorize(who_, req->op); !allowed)
       return enqueue_reply(render_error(req->id, allowed.error()));
     if (req->op == "hello") {
@@ -277,15 +296,18 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
   // Calls the port and hands the reply, on our strand, to `then`.
   template <class Then>
   void call_port(const std::string& op, json args, Then then) {
+    ++inflight_;
     try {
       core_->port.call(who_, op, std::move(args),
                        [self = shared_from_this(), then](base::result<json> r) mutable {
                          auto ex = self->executor_;
                          self->core_->post(ex, [self, then, r = std::move(r)]() mutable {
+                           --self->inflight_;
                            then(self, std::move(r));
                          });
                        });
     } catch (const std::exception& e) {
+      --inflight_;
       then(shared_from_this(), base::fail(base::errc::internal, "op '" + op + "' failed: " + e.what()));
     }
   }
@@ -425,6 +447,10 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
                     [self = shared_from_this()](beast::error_code ec, std::size_t) {
                       self->writing_ = false;
                       if (ec) return self->on_closed();
+                      if (self->read_paused_ && self->reply_backlog() < self->reply_cap_ / 2) {
+                        self->read_paused_ = false;
+                        self->do_read();
+                      }
                       self->do_write();
                     });
   }
@@ -464,6 +490,7 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
   http::request<http::string_body> req_;
   beast::flat_buffer rbuf_;
   const std::size_t queue_cap_;
+  const std::size_t reply_cap_ = 1024;  // unread replies before we stop reading requests
 
   // Shared with the event fan-out threads.
   std::mutex mu_;
@@ -484,6 +511,8 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
   bool writing_ = false;
   bool closing_ = false;
   bool accepted_ = false;
+  bool read_paused_ = false;
+  std::size_t inflight_ = 0;
   std::atomic<bool> finished_{false};
 };
 

@@ -5,6 +5,8 @@
 
 #include <unistd.h>
 
+#include <cctype>
+#include <csignal>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -144,7 +146,7 @@ class task_follower {
     auto sub = ws_.request("subscribe", json{{"topics", {"tasks", "decisions"}}, {"filter", {{"task", id_}}}});
     if (!sub) return fail(io_, sub.error());
     for (;;) {
-      if (io_.stop && *io_.stop) {
+      if (io_.stop && io_.stop->load()) {
         io_.err << "troupe: interrupted; task " << id_ << " keeps running\n";
         return 130;
       }
@@ -365,8 +367,8 @@ int run_cancel(const std::vector<std::string>& args, client_io& io) {
   return 0;
 }
 
-volatile std::sig_atomic_t interrupted = 0;
-extern "C" void on_interrupt(int) { interrupted = 1; }
+std::atomic<bool> interrupted{false};  // lock-free: safe to set from a signal handler
+extern "C" void on_interrupt(int) { interrupted.store(true); }
 
 }  // namespace
 
@@ -427,7 +429,7 @@ int run_client_command(const std::string& name, const std::vector<std::string>& 
                  if (v == nullptr) return std::nullopt;
                  return std::string(v);
                }};
-  interrupted = 0;
+  interrupted.store(false);
   io.stop = &interrupted;
   io.terminal = ::isatty(STDIN_FILENO) != 0 && ::isatty(STDOUT_FILENO) != 0;
   // Ctrl-C ends `watch` and `submit --wait` cleanly (terminal restored).

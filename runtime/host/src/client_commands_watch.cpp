@@ -280,7 +280,7 @@ int run_watch(const std::vector<std::string>& args, client_io& io) {
   auto sub = ws.request("subscribe", json{{"topics", {"agents", "tasks", "decisions", "llm", "system"}}});
   if (!sub) return fail(io, sub.error());
 
-  auto stopped = [&] { return io.stop != nullptr && *io.stop != 0; };
+  auto stopped = [&] { return io.stop != nullptr && io.stop->load(); };
   if (json_mode) {
     while (!stopped()) {
       auto frame = ws.read(std::chrono::milliseconds(200));

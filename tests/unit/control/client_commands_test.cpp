@@ -71,7 +71,7 @@ class client_commands : public ::testing::Test {
   std::map<std::string, std::string> env_;
   locked_buf out_, err_;
   std::ostream out_stream_{&out_}, err_stream_{&err_};
-  volatile std::sig_atomic_t stop_ = 0;
+  std::atomic<bool> stop_{false};
 };
 
 TEST(client_priority, names_and_digits) {
@@ -207,7 +207,7 @@ TEST_F(client_commands, watch_json_prints_the_raw_stream_until_stopped) {
   ASSERT_TRUE(eventually([&] { return out().find("\"snapshot\"") != std::string::npos; }));
   port_.emit(make_event("agent.status", "agents", {{"agent", "researcher"}, {"state", "busy"}}));
   ASSERT_TRUE(eventually([&] { return out().find("agent.status") != std::string::npos; }));
-  stop_ = 1;
+  stop_ = true;
   ASSERT_EQ(done.wait_for(std::chrono::seconds(10)), std::future_status::ready);
   EXPECT_EQ(done.get(), 0);
   std::istringstream lines(out());

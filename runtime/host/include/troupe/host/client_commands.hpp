@@ -4,7 +4,7 @@
 /// the troupe.v1 WebSocket) with the clients of protocols/client; nothing here
 /// touches actors. main() hands over the subcommand name and the arguments that
 /// follow it.
-#include <csignal>
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -32,8 +32,9 @@ struct client_io {
   std::ostream& err;
   /// Environment lookup; empty optional when unset.
   std::function<std::optional<std::string>(const std::string&)> getenv;
-  /// Set from another thread (or a signal handler) to make `watch` quit.
-  const volatile std::sig_atomic_t* stop = nullptr;
+  /// Set from another thread or a signal handler (lock-free) to make `watch`
+  /// and `submit --wait` stop.
+  const std::atomic<bool>* stop = nullptr;
   /// `watch` with a terminal: raw mode, alternate screen, 'q' quits.
   bool terminal = false;
 };
