@@ -120,7 +120,7 @@ class llm_client_test : public ::testing::Test {
     r.messages = {{"user", "earlier"}, {"assistant", "earlier answer"}, {"user", std::move(text)}};
     r.max_tokens = 16;
     r.stream = stream;
-    r.timeout_ms = 10000;
+    r.timeout_ms = 60000;  // generous: sanitizer builds on a loaded box are slow
     r.team = "t";
     return r;
   }
@@ -223,8 +223,9 @@ TEST_F(llm_client_test, a_thousand_calls_survive_20pc_500s_and_10pc_429s) {
   std::vector<std::unique_ptr<collector>> calls;
   for (int i = 0; i < n; ++i) {
     calls.push_back(std::make_unique<collector>());
-    client_->call(request(i % 2 ? "oa" : "an", i % 4 < 2, "call " + std::to_string(i)), calls.back()->token_fn(),
-                  calls.back()->done_fn());
+    auto r = request(i % 2 ? "oa" : "an", i % 4 < 2, "call " + std::to_string(i));
+    r.timeout_ms = 120000;  // queueing behind 999 others on a loaded sanitizer build takes a while
+    client_->call(std::move(r), calls.back()->token_fn(), calls.back()->done_fn());
   }
   int ok = 0, retried = 0;
   for (int i = 0; i < n; ++i) {
