@@ -173,12 +173,23 @@ class task_follower {
     } else if (event == "task.update" && str(data, "task") == id_) {
       const auto step = str(data, "step");
       const auto step_state = str(data, "step_state");
-      if (!step.empty() && !step_state.empty() && printed_[step] != step_state) {
+      if (!step.empty() && !step_state.empty() && step_state != "pending" && printed_[step] != step_state) {
         if (step_state == "running") {
           step_line(step, "running", "");
           printed_[step] = step_state;
+        } else if (data.contains("duration_ms") || data.contains("tokens")) {
+          std::ostringstream os;
+          os << "(";
+          if (data.value("duration_ms", json()).is_number())
+            os << std::fixed << std::setprecision(2) << data["duration_ms"].get<double>() / 1000.0 << " s, ";
+          os << (data.value("tokens", json()).is_number() ? data["tokens"].get<long long>() : 0LL) << " tokens)";
+          std::string extra = os.str();
+          if (step_state == "failed" && data.contains("error"))
+            extra += " " + (data["error"].is_object() ? str(data["error"], "message") : str(data, "error"));
+          step_line(step, step_word(step_state), extra);
+          printed_[step] = step_state;
         } else {
-          refresh();  // fetch timings and tokens of the finished step
+          refresh();  // the event carries no timings: fetch them with the task
           if (printed_[step] != step_state) {
             step_line(step, step_word(step_state), "");
             printed_[step] = step_state;
@@ -241,7 +252,9 @@ class task_follower {
 
   void step_line(const std::string& step, const std::string& word, const std::string& extra) {
     if (json_) return;
-    io_.out << "  " << pad(step, 12) << pad(word, 8) << extra << "\n" << std::flush;
+    std::string line = "  " + pad(step, 12) + pad(word, 8) + extra;
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    io_.out << line << "\n" << std::flush;
   }
 
   int finish(const json& task) {

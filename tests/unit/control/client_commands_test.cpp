@@ -150,6 +150,11 @@ TEST_F(client_commands, submit_wait_follows_steps_to_the_result) {
   port_.emit(make_event("task.update", "tasks",
                         {{"task", "t42"}, {"state", "running"}, {"step", "research"}, {"step_state", "succeeded"}}, "t42"));
   ASSERT_TRUE(eventually([&] { return out().find("done") != std::string::npos; }));
+  port_.emit(make_event("task.update", "tasks",
+                        {{"task", "t42"}, {"state", "running"}, {"step", "write"}, {"step_state", "succeeded"},
+                         {"duration_ms", 2500}, {"tokens", 40}},
+                        "t42"));
+  ASSERT_TRUE(eventually([&] { return out().find("  write") != std::string::npos; }));
   stage = 2;
   port_.emit(make_event("task.update", "tasks", {{"task", "t42"}, {"state", "succeeded"}}, "t42"));
   ASSERT_EQ(done.wait_for(std::chrono::seconds(20)), std::future_status::ready);
@@ -158,6 +163,7 @@ TEST_F(client_commands, submit_wait_follows_steps_to_the_result) {
   EXPECT_EQ(text.rfind("t42\n", 0), 0u) << text;
   EXPECT_NE(text.find("  research    running"), std::string::npos) << text;
   EXPECT_NE(text.find("  research    done    (0.12 s, 153 tokens)"), std::string::npos) << text;
+  EXPECT_NE(text.find("  write       done    (2.50 s, 40 tokens)\n"), std::string::npos) << text;
   EXPECT_NE(text.find("decision d1 (publish|reject) by human"), std::string::npos) << text;
   EXPECT_NE(text.find("final text\n"), std::string::npos) << text;
 }
