@@ -2,6 +2,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <future>
+#include <set>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -370,6 +371,44 @@ TEST_F(ws_server, stop_closes_open_sessions_with_going_away) {
   EXPECT_EQ(server_->clients(), 0u);
   EXPECT_EQ(port_.listener_count(), 0u);
   server_->stop();  // idempotent
+}
+
+TEST_F(ws_server, unanswered_requests_pause_reading_until_replies_drain) {
+  server_options o;
+  o.settings.requests_per_sec = 0;  // no rate limit: only the backlog bound acts
+  start(o);
+  std::mutex mu;
+  std::vector<reply_fn> held;
+  std::atomic<bool> hold{true};
+  port_.set_handler([&](const principal&, const std::string& op, const json&, reply_fn& reply) {
+    if (op != "tasks" || !hold) return false;
+    std::lock_guard lock(mu);
+    held.push_back(std::move(reply));
+    return true;
+  });
+  auto c = open();
+  constexpr int sent = 1100;
+  for (int i = 0; i < sent; ++i) ASSERT_TRUE(c->send(json{{"id", i}, {"op", "tasks"}}));
+  auto held_count = [&] {
+    std::lock_guard lock(mu);
+    return held.size();
+  };
+  ASSERT_TRUE(eventually([&] { return held_count() == 1024; }));
+  EXPECT_FALSE(eventually([&] { return held_count() > 1024; }, milliseconds(300)));
+  hold = false;
+  std::vector<reply_fn> release;
+  {
+    std::lock_guard lock(mu);
+    release.swap(held);
+  }
+  for (auto& r : release) r(json{{"tasks", json::array()}});
+  std::set<int> ids;
+  for (int i = 0; i < sent; ++i) {
+    auto f = read_frame(*c);
+    ASSERT_EQ(f["ok"], true);
+    ids.insert(f["id"].get<int>());
+  }
+  EXPECT_EQ(ids.size(), static_cast<std::size_t>(sent));
 }
 
 TEST_F(ws_server, late_replies_for_gone_clients_are_dropped) {

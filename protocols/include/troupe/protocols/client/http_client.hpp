@@ -15,6 +15,7 @@
 
 namespace troupe::protocols::client {
 
+/// HTTP request methods the client sends.
 enum class method { get, post, put, del };
 
 /// A parsed control-plane URL: http://HOST:PORT[/path] or ws://HOST:PORT[/path].
@@ -36,6 +37,7 @@ struct http_reply {
   bool keep_alive = true;  ///< false when the server will close the connection
 };
 
+/// Extra request headers, name and value, sent in order.
 using header_list = std::vector<std::pair<std::string, std::string>>;
 
 /// One keep-alive connection; requests go out one after the other.

@@ -16,6 +16,8 @@ namespace troupe::protocols::control {
 /// What a request resolves to.
 enum class route_kind { healthz, readyz, metrics, op, websocket, reject };
 
+/// The outcome of routing one request: what to do and, for a rejection, the
+/// status and the error to answer with.
 struct route {
   route_kind kind = route_kind::reject;
   std::string label;            ///< route template for metrics ("/v1/tasks/{id}", "other")
