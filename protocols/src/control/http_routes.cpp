@@ -139,7 +139,7 @@ std::string target_path(std::string_view target) {
 
 std::string error_body(const base::error& e) {
   json doc = {{"error", {{"code", base::to_string(e.code)}, {"message", e.message}}}};
-  return doc.dump();
+  return doc.dump(-1, ' ', false, json::error_handler_t::replace);  // messages may quote invalid UTF-8
 }
 
 route resolve_route(std::string_view method, std::string_view target, std::string_view body) {
