@@ -411,6 +411,23 @@ TEST_F(ws_server, unanswered_requests_pause_reading_until_replies_drain) {
   EXPECT_EQ(ids.size(), static_cast<std::size_t>(sent));
 }
 
+TEST_F(ws_server, idle_clients_are_pinged_and_silent_ones_dropped) {
+  server_options o;
+  o.settings.idle_timeout_ms = 400;
+  start(o);
+  auto silent = open();  // never reads, so it never answers the server's pings
+  auto alive = open();
+  // A reading client answers pings inside read(): no frame arrives, it stays.
+  const auto until = std::chrono::steady_clock::now() + milliseconds(1500);
+  while (std::chrono::steady_clock::now() < until) {
+    auto r = alive->read(milliseconds(100));
+    ASSERT_FALSE(r);
+    ASSERT_EQ(r.error().code, base::errc::timeout) << r.error().message;
+  }
+  EXPECT_TRUE(eventually([&] { return server_->clients() == 1; }));
+  EXPECT_TRUE(alive->request("hello"));
+}
+
 TEST_F(ws_server, late_replies_for_gone_clients_are_dropped) {
   start();
   std::mutex mu;
