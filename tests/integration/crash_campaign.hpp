@@ -3,6 +3,7 @@
 /// submit tasks of a 3-step workflow, SIGKILL the daemon at seeded random
 /// moments while work is in flight, restart it on the same store, and audit
 /// the outcome through the HTTP API and the store's own tables.
+#include <csignal>
 #include <cstdint>
 #include <string>
 
@@ -10,8 +11,16 @@
 
 namespace troupe::test {
 
+/// Which team the campaign drives.
+enum class campaign_workflow {
+  pipeline,  ///< pipeline_config(): three agent steps, outputs chained
+  newsroom,  ///< examples/newsroom.json: research, write, agent review looping back once, publish
+};
+
 /// What to run.
 struct campaign_options {
+  campaign_workflow workflow = campaign_workflow::pipeline;
+  int stop_signal = SIGKILL;  ///< SIGKILL (crash) or SIGTERM (drain, must exit 0)
   std::string store_url;     ///< sqlite:PATH or postgresql://...
   int tasks = 500;           ///< acknowledged tasks to reach
   int kills = 12;            ///< SIGKILLs before the final, clean run
@@ -29,6 +38,8 @@ struct campaign_stats {
   double max_ready_s = 0;   ///< longest spawn-to-ready time of a restart
   double max_recovery_s = 0;  ///< longest recovery_s the daemon reported
   int max_recovered = 0;    ///< most tasks recovered by one restart
+  double max_drain_s = 0;   ///< longest SIGTERM-to-exit time (SIGTERM campaigns)
+  int refused = 0;          ///< submits refused while draining (SIGTERM campaigns)
   double total_s = 0;
 };
 
