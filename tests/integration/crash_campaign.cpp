@@ -36,13 +36,14 @@ constexpr const char* pipeline_config_template = R"({
   "runtime": { "snapshot_every": SNAPSHOT_EVERY },
   "providers": { "sim": { "kind": "scripted", "latency_ms": [1, 5], "replies": [
       { "match": "S3 ", "text": "C<{{prompt}}>@{{attempt}}" },
-      { "match": "S2 ", "text": "B<{{prompt}}>@{{attempt}}" },
+      FAULTS{ "match": "S2 ", "text": "B<{{prompt}}>@{{attempt}}" },
       { "match": "S1 ", "text": "A({{input}})@{{attempt}}" } ] } },
   "models": { "m": { "provider": "sim", "name": "m", "usd_per_mtok_in": 1.0, "usd_per_mtok_out": 2.0 } },
   "agents": [ { "name": "a1", "model": "m", "system": "one", "max_concurrent": 4 },
               { "name": "a2", "model": "m", "system": "two", "max_concurrent": 4 },
               { "name": "a3", "model": "m", "system": "three", "max_concurrent": 4 } ],
   "teams": [ { "name": "pipe", "agents": ["a1", "a2", "a3"], "max_queued": 100000,
+     "max_attempts": 10, "backoff_ms": 5, "backoff_max_ms": 50,
      "workflow": [ { "id": "s1", "agent": "a1", "prompt": "S1 {{input}}" },
                    { "id": "s2", "agent": "a2", "prompt": "S2 {{step.s1}}" },
                    { "id": "s3", "agent": "a3", "prompt": "S3 {{step.s2}}" } ] } ]
@@ -115,9 +116,15 @@ bool terminal(const std::string& state) {
 
 }  // namespace
 
-std::string pipeline_config(int snapshot_every) {
+std::string pipeline_config(int snapshot_every, bool faults) {
   std::string cfg = pipeline_config_template;
   cfg.replace(cfg.find("SNAPSHOT_EVERY"), 14, std::to_string(snapshot_every));
+  // The fault reply answers like the plain one except on every 3rd matching call.
+  const std::string fault =
+      R"({ "match": "S2 ", "fault": "error", "every": 3, "error": "simulated overload",)"
+      R"( "text": "B<{{prompt}}>@{{attempt}}" },)"
+      "\n      ";
+  cfg.replace(cfg.find("FAULTS"), 6, faults ? fault : "");
   return cfg;
 }
 
@@ -141,7 +148,7 @@ void run_crash_campaign(const campaign_options& opts, scratch_dir& dir, campaign
   std::signal(SIGPIPE, SIG_IGN);
   const bool newsroom = opts.workflow == campaign_workflow::newsroom;
   const std::string team = newsroom ? "newsroom" : "pipe";
-  std::string cfg = pipeline_config(opts.snapshot_every);
+  std::string cfg = pipeline_config(opts.snapshot_every, opts.faults);
   if (newsroom) {
     std::ifstream in(std::string(TROUPE_SOURCE_DIR) + "/examples/newsroom.json");
     cfg.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
@@ -313,6 +320,11 @@ void run_crash_campaign(const campaign_options& opts, scratch_dir& dir, campaign
     EXPECT_EQ(it->second.state, "succeeded") << t.id;
   }
   stats.refused = static_cast<int>(refused_inputs.size());
+  stats.failed_calls = view->cost_rows;
+  for (const auto& [key, n] : view->ok_calls) stats.failed_calls -= n;
+  if (opts.faults) {
+    EXPECT_GT(stats.failed_calls, 0) << "the fault injection never fired";
+  }
   std::set<std::string> doubt_inputs;
   for (const auto& t : in_doubt) doubt_inputs.insert(t.input);
   std::set<std::string> refused_set(refused_inputs.begin(), refused_inputs.end());
@@ -362,7 +374,9 @@ void run_crash_campaign(const campaign_options& opts, scratch_dir& dir, campaign
       EXPECT_EQ(s.value("output", ""), expect) << id << " step " << names[i];
       // At most the one call in flight at a kill may have been re-run.
       EXPECT_GE(attempts, 1) << id;
-      EXPECT_LE(attempts, 1 + stats.kills) << id;
+      if (!opts.faults) {
+        EXPECT_LE(attempts, 1 + stats.kills) << id;
+      }
       if (attempts > 1) ++stats.reruns;
       // The cost ledger is committed with the step's result: exactly one completed call
       // per step proves that no committed step was run again.

@@ -26,6 +26,7 @@ struct campaign_options {
   int kills = 12;            ///< SIGKILLs before the final, clean run
   std::uint64_t seed = 1;    ///< seeds the kill moments (logged, so a failure can be replayed)
   int snapshot_every = 16;   ///< runtime.snapshot_every in the daemon's config
+  bool faults = false;       ///< pipeline only: every 3rd s2 call fails (retried)
 };
 
 /// Figures of one campaign, for the log and docs/durability.md.
@@ -34,7 +35,8 @@ struct campaign_stats {
   int acknowledged = 0;
   int in_doubt = 0;         ///< submits cut by a kill
   int in_doubt_stored = 0;  ///< of those, tasks that turned out to be committed
-  int reruns = 0;           ///< steps with attempts > 1 (calls in flight at a kill)
+  int reruns = 0;           ///< steps with attempts > 1 (retries, or calls in flight at a kill)
+  int failed_calls = 0;     ///< cost ledger rows with an outcome other than ok
   double max_ready_s = 0;   ///< longest spawn-to-ready time of a restart
   double max_recovery_s = 0;  ///< longest recovery_s the daemon reported
   int max_recovered = 0;    ///< most tasks recovered by one restart
@@ -45,7 +47,9 @@ struct campaign_stats {
 
 /// The 3-step "pipe" team used by the crash and outage tests, as config text
 /// (scripted provider, latency [1,5] ms; step outputs embed the attempt number).
-std::string pipeline_config(int snapshot_every);
+/// With `faults`, every 3rd call of step s2 fails with a retryable provider error
+/// (the team retries up to 10 attempts, backoff from 5 ms).
+std::string pipeline_config(int snapshot_every, bool faults = false);
 
 /// The result a "pipe" task with this input must end with when every step ran once.
 std::string pipeline_result(const std::string& input);

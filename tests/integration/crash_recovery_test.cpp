@@ -18,10 +18,10 @@ void run_sqlite_campaign(const char* label, campaign_options opts) {
   campaign_stats stats;
   run_crash_campaign(opts, dir, stats);
   std::printf(
-      "[crash] %s: stops=%d acknowledged=%d in_doubt=%d (committed %d) refused=%d reruns=%d "
+      "[crash] %s: stops=%d acknowledged=%d in_doubt=%d (committed %d) refused=%d reruns=%d failed_calls=%d "
       "max_ready_s=%.3f max_recovery_s=%.3f max_recovered=%d max_drain_s=%.3f total_s=%.1f\n",
       label, stats.kills, stats.acknowledged, stats.in_doubt, stats.in_doubt_stored, stats.refused,
-      stats.reruns, stats.max_ready_s, stats.max_recovery_s, stats.max_recovered, stats.max_drain_s,
+      stats.reruns, stats.failed_calls, stats.max_ready_s, stats.max_recovery_s, stats.max_recovered, stats.max_drain_s,
       stats.total_s);
   if (::testing::Test::HasFailure()) {
     dir.keep();
@@ -36,6 +36,14 @@ TEST(crash_recovery, sqlite_every_acknowledged_task_ends_once_without_rerunning_
   opts.tasks = default_campaign_tasks();
   opts.kills = 12;
   run_sqlite_campaign("sqlite", opts);
+}
+
+TEST(crash_recovery, sqlite_retried_provider_errors_survive_kill_9_without_repeating_successful_calls) {
+  campaign_options opts;
+  opts.faults = true;
+  opts.tasks = 300;
+  opts.kills = 10;
+  run_sqlite_campaign("sqlite-faults", opts);
 }
 
 TEST(crash_recovery, sqlite_newsroom_review_loops_survive_kill_9_without_repeating_calls) {
