@@ -1,5 +1,7 @@
 #include "crash_campaign.hpp"
 
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -7,15 +9,13 @@
 #include <csignal>
 #include <cstdlib>
 #include <fstream>
-#include <iterator>
 #include <future>
+#include <iterator>
 #include <mutex>
 #include <random>
 #include <set>
 #include <thread>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "daemon_process.hpp"
 
@@ -62,7 +62,7 @@ struct submit_state {
   std::vector<std::string> refusals;  // status and body of refused submits
   std::vector<std::string> refused_inputs;
   std::string team;
-  int reserved = 0;                   // acked + in flight: never above the target
+  int reserved = 0;  // acked + in flight: never above the target
   int next_index = 0;
   bool stop = false;
 };
@@ -105,9 +105,11 @@ double seconds_since(clock_type::time_point t0) {
 // Parses "recovered_tasks=N ... recovery_s=X" from the daemon's start line.
 void note_recovery(const std::string& out, campaign_stats& stats) {
   auto pos = out.find("recovered_tasks=");
-  if (pos != std::string::npos) stats.max_recovered = std::max(stats.max_recovered, std::atoi(out.c_str() + pos + 16));
+  if (pos != std::string::npos)
+    stats.max_recovered = std::max(stats.max_recovered, std::atoi(out.c_str() + pos + 16));
   pos = out.find("recovery_s=");
-  if (pos != std::string::npos) stats.max_recovery_s = std::max(stats.max_recovery_s, std::atof(out.c_str() + pos + 11));
+  if (pos != std::string::npos)
+    stats.max_recovery_s = std::max(stats.max_recovery_s, std::atof(out.c_str() + pos + 11));
 }
 
 bool terminal(const std::string& state) {
@@ -138,7 +140,8 @@ int default_campaign_tasks() {
 }
 
 std::uint64_t campaign_seed() {
-  if (const char* s = std::getenv("TROUPE_CRASH_SEED"); s && *s) return std::strtoull(s, nullptr, 10);
+  if (const char* s = std::getenv("TROUPE_CRASH_SEED"); s && *s)
+    return std::strtoull(s, nullptr, 10);
   return static_cast<std::uint64_t>(clock_type::now().time_since_epoch().count());
 }
 
@@ -157,7 +160,8 @@ void run_crash_campaign(const campaign_options& opts, scratch_dir& dir, campaign
   const auto cfg_path = dir.file("pipeline.json");
   ASSERT_TRUE(write_text(cfg_path, cfg));
   const auto log_path = dir.file("daemon.log");
-  const std::vector<std::string> args{"run", cfg_path, "--listen", "127.0.0.1:0", "--store", opts.store_url};
+  const std::vector<std::string> args{"run",         cfg_path,  "--listen",
+                                      "127.0.0.1:0", "--store", opts.store_url};
 
   std::mt19937_64 rng{opts.seed};
   std::vector<acked_task> acked;
@@ -191,7 +195,8 @@ void run_crash_campaign(const campaign_options& opts, scratch_dir& dir, campaign
     const auto spawned = clock_type::now();
     ASSERT_TRUE(d.start(troupe_exe(), args, log_path, why)) << why;
     auto port = d.wait_until_ready(120s);
-    ASSERT_TRUE(port) << "round " << round << ": daemon not ready within 120 s; output:\n" << d.output();
+    ASSERT_TRUE(port) << "round " << round << ": daemon not ready within 120 s; output:\n"
+                      << d.output();
     if (round > 0) stats.max_ready_s = std::max(stats.max_ready_s, seconds_since(spawned));
     note_recovery(d.output(), stats);
 
@@ -206,7 +211,8 @@ void run_crash_campaign(const campaign_options& opts, scratch_dir& dir, campaign
         st.next_index = next_index;
         const int have = static_cast<int>(acked.size());
         const int target = std::min(opts.tasks, have + quota);
-        std::uniform_int_distribution<int> at(std::min(target, have + std::max(1, quota / 3)), target);
+        std::uniform_int_distribution<int> at(std::min(target, have + std::max(1, quota / 3)),
+                                              target);
         const int kill_at = at(rng);
         st.reserved = have;
         std::vector<std::thread> threads;
@@ -223,11 +229,14 @@ void run_crash_campaign(const campaign_options& opts, scratch_dir& dir, campaign
         stop_daemon(d, round);
         for (auto& t : threads) t.join();
         if (opts.stop_signal == SIGKILL) {
-          EXPECT_TRUE(st.refusals.empty()) << "round " << round << ": refused submit: " << st.refusals.front();
+          EXPECT_TRUE(st.refusals.empty())
+              << "round " << round << ": refused submit: " << st.refusals.front();
         }
         for (const auto& r : st.refusals)
-          EXPECT_EQ(r.rfind("503 ", 0), 0u) << "round " << round << ": a draining daemon answered " << r;
-        refused_inputs.insert(refused_inputs.end(), st.refused_inputs.begin(), st.refused_inputs.end());
+          EXPECT_EQ(r.rfind("503 ", 0), 0u)
+              << "round " << round << ": a draining daemon answered " << r;
+        refused_inputs.insert(refused_inputs.end(), st.refused_inputs.begin(),
+                              st.refused_inputs.end());
         acked.insert(acked.end(), st.acked.begin(), st.acked.end());
         in_doubt.insert(in_doubt.end(), st.in_doubt.begin(), st.in_doubt.end());
         next_index = st.next_index;
@@ -241,8 +250,8 @@ void run_crash_campaign(const campaign_options& opts, scratch_dir& dir, campaign
         stop_daemon(d, round);
       }
       ++stats.kills;
-      std::printf("[crash] kill %d at round %d: acknowledged=%zu in_doubt=%zu\n", stats.kills, round,
-                  acked.size(), in_doubt.size());
+      std::printf("[crash] kill %d at round %d: acknowledged=%zu in_doubt=%zu\n", stats.kills,
+                  round, acked.size(), in_doubt.size());
       std::fflush(stdout);
       if (::testing::Test::HasFatalFailure()) return;
       continue;
@@ -286,7 +295,8 @@ void run_crash_campaign(const campaign_options& opts, scratch_dir& dir, campaign
           finals[t.id] = std::move(*doc);
           break;
         }
-        ASSERT_LT(clock_type::now(), deadline) << "task " << t.id << " still " << doc->value("state", "");
+        ASSERT_LT(clock_type::now(), deadline)
+            << "task " << t.id << " still " << doc->value("state", "");
         std::this_thread::sleep_for(10ms);  // polling interval of a condition with a deadline
       }
     }
@@ -300,7 +310,8 @@ void run_crash_campaign(const campaign_options& opts, scratch_dir& dir, campaign
     d.signal(SIGTERM);
     auto code = d.wait_exit(10s);
     ASSERT_TRUE(code) << "daemon did not exit within 10 s of SIGTERM";
-    EXPECT_EQ(*code, 0) << d.output().substr(d.output().size() > 4000 ? d.output().size() - 4000 : 0);
+    EXPECT_EQ(*code, 0) << d.output().substr(d.output().size() > 4000 ? d.output().size() - 4000
+                                                                      : 0);
     break;
   }
 
@@ -315,7 +326,8 @@ void run_crash_campaign(const campaign_options& opts, scratch_dir& dir, campaign
   for (const auto& t : acked) {
     EXPECT_TRUE(acked_ids.insert(t.id).second) << "two acknowledgements carry id " << t.id;
     auto it = view->tasks.find(t.id);
-    ASSERT_NE(it, view->tasks.end()) << "acknowledged task " << t.id << " (" << t.input << ") was lost";
+    ASSERT_NE(it, view->tasks.end())
+        << "acknowledged task " << t.id << " (" << t.input << ") was lost";
     EXPECT_EQ(it->second.input, t.input);
     EXPECT_EQ(it->second.state, "succeeded") << t.id;
   }
@@ -329,10 +341,12 @@ void run_crash_campaign(const campaign_options& opts, scratch_dir& dir, campaign
   for (const auto& t : in_doubt) doubt_inputs.insert(t.input);
   std::set<std::string> refused_set(refused_inputs.begin(), refused_inputs.end());
   for (const auto& [id, row] : view->tasks) {
-    EXPECT_EQ(row.state, "succeeded") << "stored task " << id << " (" << row.input << ") is half-done";
+    EXPECT_EQ(row.state, "succeeded")
+        << "stored task " << id << " (" << row.input << ") is half-done";
     if (!acked_ids.count(id)) {
       EXPECT_TRUE(doubt_inputs.count(row.input)) << "stored task " << id << " was never submitted";
-      EXPECT_FALSE(refused_set.count(row.input)) << "task " << id << " was stored although its submit was refused";
+      EXPECT_FALSE(refused_set.count(row.input))
+          << "task " << id << " was stored although its submit was refused";
     }
   }
   int extra_calls = 0;
@@ -345,7 +359,8 @@ void run_crash_campaign(const campaign_options& opts, scratch_dir& dir, campaign
     const std::string input = doc.value("input", "");
     if (newsroom) {
       // research, write, review (revise), write, review (approve), publish: each call once.
-      const std::map<std::string, int> calls_per_step{{"research", 1}, {"write", 2}, {"review", 2}, {"publish", 1}};
+      const std::map<std::string, int> calls_per_step{
+          {"research", 1}, {"write", 2}, {"review", 2}, {"publish", 1}};
       const std::string article = "Revised article on " + input + ", now citing its sources.";
       EXPECT_EQ(doc.value("result", ""), "Published: " + article) << id;
       for (const auto& s : steps) {
@@ -355,8 +370,8 @@ void run_crash_campaign(const campaign_options& opts, scratch_dir& dir, campaign
           EXPECT_EQ(s.value("output", ""), article) << id;
         }
         auto calls = view->ok_calls[{id, step}];
-        EXPECT_EQ(calls, calls_per_step.at(step))
-            << "step " << step << " of " << id << " has " << calls << " completed calls in the cost ledger";
+        EXPECT_EQ(calls, calls_per_step.at(step)) << "step " << step << " of " << id << " has "
+                                                  << calls << " completed calls in the cost ledger";
         extra_calls += std::max(0, calls - calls_per_step.at(step));
       }
       continue;

@@ -21,27 +21,27 @@ enum class campaign_workflow {
 struct campaign_options {
   campaign_workflow workflow = campaign_workflow::pipeline;
   int stop_signal = SIGKILL;  ///< SIGKILL (crash) or SIGTERM (drain, must exit 0)
-  std::string store_url;     ///< sqlite:PATH or postgresql://...
-  int tasks = 500;           ///< acknowledged tasks to reach
-  int kills = 12;            ///< SIGKILLs before the final, clean run
-  std::uint64_t seed = 1;    ///< seeds the kill moments (logged, so a failure can be replayed)
-  int snapshot_every = 16;   ///< runtime.snapshot_every in the daemon's config
-  bool faults = false;       ///< pipeline only: every 3rd s2 call fails (retried)
+  std::string store_url;      ///< sqlite:PATH or postgresql://...
+  int tasks = 500;            ///< acknowledged tasks to reach
+  int kills = 12;             ///< SIGKILLs before the final, clean run
+  std::uint64_t seed = 1;     ///< seeds the kill moments (logged, so a failure can be replayed)
+  int snapshot_every = 16;    ///< runtime.snapshot_every in the daemon's config
+  bool faults = false;        ///< pipeline only: every 3rd s2 call fails (retried)
 };
 
 /// Figures of one campaign, for the log and docs/durability.md.
 struct campaign_stats {
   int kills = 0;
   int acknowledged = 0;
-  int in_doubt = 0;         ///< submits cut by a kill
-  int in_doubt_stored = 0;  ///< of those, tasks that turned out to be committed
-  int reruns = 0;           ///< steps with attempts > 1 (retries, or calls in flight at a kill)
-  int failed_calls = 0;     ///< cost ledger rows with an outcome other than ok
-  double max_ready_s = 0;   ///< longest spawn-to-ready time of a restart
+  int in_doubt = 0;           ///< submits cut by a kill
+  int in_doubt_stored = 0;    ///< of those, tasks that turned out to be committed
+  int reruns = 0;             ///< steps with attempts > 1 (retries, or calls in flight at a kill)
+  int failed_calls = 0;       ///< cost ledger rows with an outcome other than ok
+  double max_ready_s = 0;     ///< longest spawn-to-ready time of a restart
   double max_recovery_s = 0;  ///< longest recovery_s the daemon reported
-  int max_recovered = 0;    ///< most tasks recovered by one restart
-  double max_drain_s = 0;   ///< longest SIGTERM-to-exit time (SIGTERM campaigns)
-  int refused = 0;          ///< submits refused while draining (SIGTERM campaigns)
+  int max_recovered = 0;      ///< most tasks recovered by one restart
+  double max_drain_s = 0;     ///< longest SIGTERM-to-exit time (SIGTERM campaigns)
+  int refused = 0;            ///< submits refused while draining (SIGTERM campaigns)
   double total_s = 0;
 };
 

@@ -1,7 +1,7 @@
 // kill -9 crash recovery against PostgreSQL (the ctest `postgres` fixture).
-#include <cstdio>
-
 #include <gtest/gtest.h>
+
+#include <cstdio>
 
 #include "crash_campaign.hpp"
 #include "support/pg/pg_test_env.hpp"

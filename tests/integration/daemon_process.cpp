@@ -1,15 +1,16 @@
 #include "daemon_process.hpp"
 
-#include <cerrno>
-#include <csignal>
-#include <cstring>
 #include <fcntl.h>
-#include <fstream>
 #include <poll.h>
 #include <spawn.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <fstream>
 
 extern char** environ;
 
@@ -93,15 +94,19 @@ void daemon_process::read_loop(int fd, std::string log_path) {
 bool daemon_process::wait_for_output(const std::string& needle, std::chrono::milliseconds timeout,
                                      std::size_t from) {
   std::unique_lock lock{mu_};
-  return cv_.wait_for(lock, timeout, [&] {
-    return (out_.size() > from && out_.find(needle, from) != std::string::npos) || eof_;
-  }) && out_.size() > from && out_.find(needle, from) != std::string::npos;
+  return cv_.wait_for(
+             lock, timeout,
+             [&] {
+               return (out_.size() > from && out_.find(needle, from) != std::string::npos) || eof_;
+             }) &&
+         out_.size() > from && out_.find(needle, from) != std::string::npos;
 }
 
 std::optional<std::uint16_t> daemon_process::wait_until_ready(std::chrono::milliseconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   auto left = [&] {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    return std::chrono::duration_cast<std::chrono::milliseconds>(deadline -
+                                                                 std::chrono::steady_clock::now());
   };
   const std::string marker = "troupe listening on http://";
   if (!wait_for_output(marker, left())) return std::nullopt;

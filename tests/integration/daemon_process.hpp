@@ -3,13 +3,14 @@
 /// posix_spawn, its stdout and stderr captured through a pipe by a reader
 /// thread (and copied to a log file), waited on with deadlines, never with
 /// sleeps.
+#include <sys/types.h>
+
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
 #include <optional>
 #include <string>
-#include <sys/types.h>
 #include <thread>
 #include <vector>
 

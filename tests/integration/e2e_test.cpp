@@ -1,13 +1,13 @@
 // End to end with the real binary: the shipped newsroom example over HTTP,
 // graceful SIGTERM, and `troupe check`.
+#include <gtest/gtest.h>
+
 #include <atomic>
 #include <chrono>
 #include <csignal>
 #include <mutex>
 #include <thread>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "daemon_process.hpp"
 #include "integration_env.hpp"
@@ -24,7 +24,9 @@ constexpr int e2e_tasks = 500;  // the newsroom is light enough for 500 even und
 constexpr int e2e_tasks = 500;
 #endif
 
-std::string example(const std::string& name) { return std::string(TROUPE_SOURCE_DIR) + "/examples/" + name; }
+std::string example(const std::string& name) {
+  return std::string(TROUPE_SOURCE_DIR) + "/examples/" + name;
+}
 
 }  // namespace
 
@@ -78,10 +80,12 @@ TEST(e2e, newsroom_runs_500_tasks_over_http_and_drains_on_sigterm) {
       std::this_thread::sleep_for(10ms);  // polling interval of a condition with a deadline
     }
     ASSERT_EQ(doc.value("state", ""), "succeeded") << doc.dump();
-    EXPECT_EQ(doc.value("result", ""), "Published: Revised article on " + input + ", now citing its sources.");
+    EXPECT_EQ(doc.value("result", ""),
+              "Published: Revised article on " + input + ", now citing its sources.");
     std::map<std::string, std::string> out;
     for (const auto& s : doc.at("steps")) out[s.value("id", "")] = s.value("output", "");
-    EXPECT_EQ(out["research"], "Notes on " + input + ": three facts, two sources, one open question.");
+    EXPECT_EQ(out["research"],
+              "Notes on " + input + ": three facts, two sources, one open question.");
     EXPECT_EQ(out["write"], "Revised article on " + input + ", now citing its sources.");
     EXPECT_EQ(out["review"].rfind("approve", 0), 0u) << out["review"];
     EXPECT_EQ(out["publish"], doc.value("result", ""));
@@ -110,7 +114,8 @@ TEST(e2e, check_accepts_the_shipped_examples) {
 TEST(e2e, check_rejects_a_broken_config_naming_the_path) {
   scratch_dir dir{"troupe-check"};
   const auto path = dir.file("broken.json");
-  ASSERT_TRUE(write_text(path, R"({ "providers": { "p": { "kind": "scripted", "latency_ms": "slow" } },
+  ASSERT_TRUE(
+      write_text(path, R"({ "providers": { "p": { "kind": "scripted", "latency_ms": "slow" } },
     "teams": [ { "name": 5 } ] })"));
   auto r = run_command(troupe_exe(), {"check", path});
   EXPECT_EQ(r.exit_code, 1) << r.output;

@@ -1,10 +1,10 @@
 // HTTP robustness against the real daemon: bad requests get a 4xx with a JSON
 // error body, and the daemon keeps serving afterwards.
+#include <gtest/gtest.h>
+
 #include <chrono>
 #include <csignal>
 #include <string>
-
-#include <gtest/gtest.h>
 
 #include "daemon_process.hpp"
 #include "integration_env.hpp"
@@ -16,9 +16,10 @@ using namespace std::chrono_literals;
 using nlohmann::json;
 namespace client = protocols::client;
 
-// Asserts a 4xx status (exactly `status` when non-zero) and a JSON body {"error":{"code","message"}}.
-void expect_json_error(const base::result<client::http_reply>& r, int status, const std::string& code,
-                       const std::string& what) {
+// Asserts a 4xx status (exactly `status` when non-zero) and a JSON body
+// {"error":{"code","message"}}.
+void expect_json_error(const base::result<client::http_reply>& r, int status,
+                       const std::string& code, const std::string& what) {
   ASSERT_TRUE(r) << what << ": no reply: " << r.error().message;
   if (status) {
     EXPECT_EQ(r->status, status) << what << ": " << r->body;
@@ -26,7 +27,8 @@ void expect_json_error(const base::result<client::http_reply>& r, int status, co
   EXPECT_GE(r->status, 400) << what;
   EXPECT_LT(r->status, 500) << what;
   auto doc = json::parse(r->body, nullptr, false);
-  ASSERT_TRUE(doc.is_object() && doc.contains("error")) << what << ": body is not a JSON error: " << r->body;
+  ASSERT_TRUE(doc.is_object() && doc.contains("error"))
+      << what << ": body is not a JSON error: " << r->body;
   EXPECT_EQ(doc["error"].value("code", ""), code) << what << ": " << r->body;
   EXPECT_FALSE(doc["error"].value("message", "").empty()) << what;
 }
@@ -82,8 +84,8 @@ TEST_F(http_robustness, malformed_json_is_400_bad_request) {
                     "bad_request", "truncated JSON");
   expect_json_error(api.call(client::method::post, "/v1/tasks", "[1,2,3]"), 400, "bad_request",
                     "JSON array body");
-  expect_json_error(api.call(client::method::post, "/v1/tasks", R"({"team": 7, "input": "x"})"), 400,
-                    "bad_request", "team of the wrong type");
+  expect_json_error(api.call(client::method::post, "/v1/tasks", R"({"team": 7, "input": "x"})"),
+                    400, "bad_request", "team of the wrong type");
   expect_json_error(api.call(client::method::post, "/v1/tasks", "\xff\xfe{}"), 400, "bad_request",
                     "invalid UTF-8");
   expect_still_serving();
@@ -99,11 +101,14 @@ TEST_F(http_robustness, oversized_body_is_413) {
 
 TEST_F(http_robustness, unknown_route_is_404_and_wrong_method_is_405) {
   api_client api{port_};
-  expect_json_error(api.call(client::method::get, "/v2/nothing"), 404, "not_found", "unknown route");
+  expect_json_error(api.call(client::method::get, "/v2/nothing"), 404, "not_found",
+                    "unknown route");
   expect_json_error(api.call(client::method::get, "/v1/tasks/t_does_not_exist"), 404, "not_found",
                     "unknown task");
-  expect_json_error(api.call(client::method::del, "/v1/tasks"), 405, "bad_request", "DELETE /v1/tasks");
-  expect_json_error(api.call(client::method::post, "/healthz", "{}"), 405, "bad_request", "POST /healthz");
+  expect_json_error(api.call(client::method::del, "/v1/tasks"), 405, "bad_request",
+                    "DELETE /v1/tasks");
+  expect_json_error(api.call(client::method::post, "/healthz", "{}"), 405, "bad_request",
+                    "POST /healthz");
   expect_still_serving();
 }
 

@@ -1,12 +1,12 @@
 #include "integration_env.hpp"
 
+#include <sqlite3.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <stdexcept>
-
 #include <pqxx/pqxx>
-#include <sqlite3.h>
+#include <stdexcept>
 
 namespace troupe::test {
 
@@ -113,14 +113,13 @@ std::optional<store_view> read_sqlite(const std::string& path, std::string& why)
   };
   bool ok = query("SELECT id, state, snapshot, idempotency_key FROM tasks", [&](sqlite3_stmt* s) {
     auto snap = json::parse(text(s, 2), nullptr, false);
-    view.tasks[text(s, 0)] = stored_task{text(s, 1),
-                                         snap.is_object() ? snap.value("input", "") : "",
-                                         text(s, 3)};
+    view.tasks[text(s, 0)] =
+        stored_task{text(s, 1), snap.is_object() ? snap.value("input", "") : "", text(s, 3)};
   });
   ok = ok && query("SELECT task_id, step_id, outcome FROM costs", [&](sqlite3_stmt* s) {
-    ++view.cost_rows;
-    if (text(s, 2) == "ok") ++view.ok_calls[{text(s, 0), text(s, 1)}];
-  });
+         ++view.cost_rows;
+         if (text(s, 2) == "ok") ++view.ok_calls[{text(s, 0), text(s, 1)}];
+       });
   sqlite3_close(db);
   if (!ok) return std::nullopt;
   return view;
@@ -133,9 +132,8 @@ std::optional<store_view> read_postgres(const std::string& url, std::string& why
     store_view view;
     for (const auto& row : tx.exec("SELECT id, state, snapshot, idempotency_key FROM tasks")) {
       auto snap = json::parse(row[2].c_str(), nullptr, false);
-      view.tasks[row[0].c_str()] = stored_task{row[1].c_str(),
-                                               snap.is_object() ? snap.value("input", "") : "",
-                                               row[3].c_str()};
+      view.tasks[row[0].c_str()] = stored_task{
+          row[1].c_str(), snap.is_object() ? snap.value("input", "") : "", row[3].c_str()};
     }
     for (const auto& row : tx.exec("SELECT task_id, step_id, outcome FROM costs")) {
       ++view.cost_rows;

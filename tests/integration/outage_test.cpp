@@ -4,6 +4,9 @@
 //
 // The test stops a database server, so it runs a private cluster (same script as the
 // shared `postgres` fixture, separate state dir) and never disturbs other tests.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -13,10 +16,7 @@
 #include <mutex>
 #include <set>
 #include <thread>
-#include <unistd.h>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "crash_campaign.hpp"
 #include "daemon_process.hpp"
@@ -38,7 +38,9 @@ std::string find_pgbin() {
   for (const auto& e : std::filesystem::directory_iterator("/usr/lib/postgresql", ec)) {
     auto bin = e.path() / "bin";
     if (std::filesystem::exists(bin / "pg_ctl") &&
-        (best.empty() || std::stoi(e.path().filename().string()) > std::stoi(std::filesystem::path(best).parent_path().filename().string())))
+        (best.empty() ||
+         std::stoi(e.path().filename().string()) >
+             std::stoi(std::filesystem::path(best).parent_path().filename().string())))
       best = bin.string();
   }
   return best;
@@ -76,13 +78,17 @@ class private_cluster {
   }
 
   /// Stops the server (fast shutdown: clients are disconnected, data kept).
-  command_result stop() { return pg_ctl({"-D", datadir_ + "/data", "-m", "fast", "-w", "-t", "60", "stop"}); }
+  command_result stop() {
+    return pg_ctl({"-D", datadir_ + "/data", "-m", "fast", "-w", "-t", "60", "stop"});
+  }
 
   /// Starts it again on the same port.
   command_result restart() {
-    return pg_ctl({"-D", datadir_ + "/data", "-l", datadir_ + "/server.log", "-w", "-t", "60", "start", "-o",
+    return pg_ctl({"-D", datadir_ + "/data", "-l", datadir_ + "/server.log", "-w", "-t", "60",
+                   "start", "-o",
                    "-p " + port_ + " -c listen_addresses=127.0.0.1 -k " + datadir_ +
-                       " -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"});
+                       " -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c "
+                       "max_connections=200"});
   }
 
   const std::string& url() const { return url_; }
@@ -124,9 +130,10 @@ TEST(outage, postgres_down_refuses_submits_with_503_and_recovers_without_a_resta
   }
   ASSERT_TRUE(write_text(dir.file("pipeline.json"), pipeline_config(16)));
   daemon_process d;
-  ASSERT_TRUE(d.start(troupe_exe(),
-                      {"run", dir.file("pipeline.json"), "--listen", "127.0.0.1:0", "--store", pg.url()},
-                      dir.file("daemon.log"), why))
+  ASSERT_TRUE(
+      d.start(troupe_exe(),
+              {"run", dir.file("pipeline.json"), "--listen", "127.0.0.1:0", "--store", pg.url()},
+              dir.file("daemon.log"), why))
       << why;
   auto port = d.wait_until_ready(120s);
   ASSERT_TRUE(port) << d.output();
@@ -149,14 +156,16 @@ TEST(outage, postgres_down_refuses_submits_with_503_and_recovers_without_a_resta
       if (r.outcome == submit_outcome::acknowledged) {
         acked.emplace_back(r.id, input);
       } else if (r.outcome == submit_outcome::refused) {
-        auto code = r.body.is_object() && r.body.contains("error") ? r.body["error"].value("code", "") : "";
+        auto code =
+            r.body.is_object() && r.body.contains("error") ? r.body["error"].value("code", "") : "";
         refused_codes.push_back(code);
         if (r.status != 503 || code != "unavailable")
           bad_refusals.push_back(std::to_string(r.status) + " " + r.body.dump());
       } else {
         ++in_doubt;
       }
-      if (r.outcome != submit_outcome::acknowledged) std::this_thread::sleep_for(5ms);  // pace refusals
+      if (r.outcome != submit_outcome::acknowledged)
+        std::this_thread::sleep_for(5ms);  // pace refusals
     }
   });
   auto acked_count = [&] {
@@ -182,8 +191,9 @@ TEST(outage, postgres_down_refuses_submits_with_503_and_recovers_without_a_resta
   };
   EXPECT_TRUE(eventually(30s, [&] { return refused_503() >= 3; })) << "submits were not refused";
   // Keep the server down a few seconds in all (the outage, not a synchronisation).
-  eventually(3s - std::chrono::duration_cast<std::chrono::milliseconds>(clock_type::now() - down_at),
-             [] { return false; });
+  eventually(
+      3s - std::chrono::duration_cast<std::chrono::milliseconds>(clock_type::now() - down_at),
+      [] { return false; });
   const auto acked_during = acked_count();
 
   auto restarted = pg.restart();
@@ -196,8 +206,9 @@ TEST(outage, postgres_down_refuses_submits_with_503_and_recovers_without_a_resta
   stop = true;
   load.join();
 
-  EXPECT_TRUE(bad_refusals.empty()) << bad_refusals.size() << " refusals other than 503 unavailable, first: "
-                                    << bad_refusals.front();
+  EXPECT_TRUE(bad_refusals.empty())
+      << bad_refusals.size()
+      << " refusals other than 503 unavailable, first: " << bad_refusals.front();
   // Every acknowledged task completes, with each step run once.
   api_client api{*port, 30s};
   const auto deadline = clock_type::now() + 120s;
@@ -221,7 +232,8 @@ TEST(outage, postgres_down_refuses_submits_with_503_and_recovers_without_a_resta
   std::string store_why;
   auto view = read_store(pg.url(), store_why);
   ASSERT_TRUE(view) << store_why;
-  for (const auto& id : ids) EXPECT_TRUE(view->tasks.count(id)) << "acknowledged " << id << " not stored";
+  for (const auto& id : ids)
+    EXPECT_TRUE(view->tasks.count(id)) << "acknowledged " << id << " not stored";
   // A commit cut by the outage may have landed although the submit was refused (outcome
   // unknown). Such a task must not be half-lost either: it runs to the end like the others.
   int refused_but_stored = 0;
@@ -238,7 +250,8 @@ TEST(outage, postgres_down_refuses_submits_with_503_and_recovers_without_a_resta
         << "stored task " << id << " (" << row.input << ") whose submit was refused is " << state;
   }
   std::printf(
-      "[outage] acknowledged=%zu refused_503=%ld refused_but_stored=%d in_doubt=%d ready_again_after_s=%.3f\n",
+      "[outage] acknowledged=%zu refused_503=%ld refused_but_stored=%d in_doubt=%d "
+      "ready_again_after_s=%.3f\n",
       acked.size(), static_cast<long>(refused_503()), refused_but_stored, in_doubt, ready_after_s);
 
   d.signal(SIGTERM);
