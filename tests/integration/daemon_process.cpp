@@ -133,6 +133,7 @@ std::optional<int> daemon_process::wait_exit(std::chrono::milliseconds timeout) 
       exit_status_ = decode_status(status);
       break;
     }
+    if (r < 0 && errno != EINTR) return std::nullopt;  // not our child (any more)
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) return std::nullopt;
