@@ -201,12 +201,33 @@ std::optional<long long> finished_count(client::http_connection& c) {
   return total;
 }
 
+/// The value of an unlabelled sample `name` in /metrics text; 0 when absent.
+double metric(const std::string& text, const std::string& name) {
+  auto at = text.find("\n" + name + " ");
+  return at == std::string::npos ? 0.0 : std::atof(text.c_str() + at + name.size() + 2);
+}
+
+/// The store writer's counters, to attribute time to group commits.
+struct store_counters {
+  double commits = 0, rows = 0, seconds = 0;
+};
+
+store_counters read_store_counters(std::uint16_t port) {
+  client::http_connection c(std::chrono::seconds(10));
+  if (auto ok = c.connect("127.0.0.1", port); !ok) return {};
+  auto r = c.request(client::method::get, "/metrics");
+  if (!r || r->status != 200) return {};
+  return {metric(r->body, "troupe_store_commits_total"), metric(r->body, "troupe_store_rows_total"),
+          metric(r->body, "troupe_store_commit_seconds_total")};
+}
+
 struct load_result {
   long long accepted = 0, errors = 0;
   double accept_seconds = 0, e2e_seconds = 0, cpu_seconds = 0;
   std::vector<double> latencies_ms;
   std::string first_error;
   std::int64_t rss = 0;
+  store_counters store;  ///< deltas over the run
 };
 
 /// `n` submits spread over `clients` threads (one keep-alive connection each).
@@ -222,6 +243,7 @@ load_result submit_load(const daemon_process& d, long long n, int clients, long 
     if (auto c = conns.back().connect("127.0.0.1", d.port()); !c) die("connect: " + c.error().message);
   }
   const std::string body = R"({"team":"t","input":"x"})";
+  auto store0 = read_store_counters(d.port());
   auto cpu0 = proc_cpu_seconds(d.pid());
   auto t0 = clock_type::now();
   std::vector<std::thread> threads;
@@ -270,6 +292,8 @@ load_result submit_load(const daemon_process& d, long long n, int clients, long 
   out.e2e_seconds = seconds_since(t0);
   out.cpu_seconds = proc_cpu_seconds(d.pid()) - cpu0;
   out.rss = proc_rss_bytes(d.pid());
+  auto store1 = read_store_counters(d.port());
+  out.store = {store1.commits - store0.commits, store1.rows - store0.rows, store1.seconds - store0.seconds};
   for (auto& v : lat) out.latencies_ms.insert(out.latencies_ms.end(), v.begin(), v.end());
   return out;
 }
@@ -308,6 +332,13 @@ void throughput_run(const std::string& bin, const std::string& label, const std:
     row("submit latency p50 / p99 / max", strf("%.2f / %.2f / %.2f ms", p50, p99, r.latencies_ms.empty() ? 0.0 : r.latencies_ms.back()));
     row("daemon CPU per task (utime+stime)", strf("%.1f us  (%.2f cores busy)", r.cpu_seconds * 1e6 / double(r.accepted),
                                                  r.cpu_seconds / r.e2e_seconds));
+    if (r.store.commits > 0) {
+      row("store: group commits / rows per task",
+          strf("%.0f / %.2f", r.store.commits, r.store.rows / double(r.accepted)));
+      row("store: rows per commit / mean commit time",
+          strf("%.1f / %.2f ms", r.store.rows / r.store.commits, r.store.seconds * 1e3 / r.store.commits));
+      row("store: share of wall time spent committing", strf("%.0f %%", 100.0 * r.store.seconds / r.e2e_seconds));
+    }
     row("daemon RSS at the end", strf("%.1f MiB", double(r.rss) / 1048576.0));
   }
   fs::remove_all(dir);

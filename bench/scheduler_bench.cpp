@@ -8,7 +8,12 @@
 // The memory figures come from child processes (this binary re-executed with
 // --child) so that each measurement starts from a clean heap.
 //
-//   scheduler_bench [--tasks N] [--window K] [--agents N] [--queued N] [--quick]
+//   scheduler_bench [--tasks N] [--window K] [--agents N] [--queued N]
+//                   [--mailbox-concurrency N] [--repeat R] [--sections 123] [--quick]
+// Each throughput case runs R times (default 3) and reports the fastest run: the
+// build machine is shared, so single runs vary a lot. "No event listener" counts
+// completions by polling the runtime's counters instead of listening on the bus,
+// which shows what building the events costs.
 #include <atomic>
 #include <condition_variable>
 #include <cstdio>
@@ -89,7 +94,10 @@ base::result<json> call(host::runtime& rt, const std::string& op, json args,
 /// count reaches the target it waits for (one wake-up per batch, not per task).
 class completions {
  public:
-  explicit completions(host::runtime& rt) {
+  /// `listen`: count "finished" events from the bus (every event is then built);
+  /// otherwise poll the runtime's counters (no listener: the bus builds no events).
+  completions(host::runtime& rt, bool listen) : rt_(rt), listen_(listen) {
+    if (!listen) return;
     token_ = rt.bus()->subscribe([this](const agents::event_ptr& ev) {
       if (ev->name != "task.update") return;
       auto what = ev->data.find("what");
@@ -109,6 +117,7 @@ class completions {
   }
   /// Waits until at least `n` tasks ended; false at the deadline.
   bool wait_for(std::uint64_t n, std::chrono::seconds deadline) {
+    if (!listen_) return poll_for(n, deadline);
     if (done_.load() >= n) return true;
     std::unique_lock lock{mutex_};
     target_.store(n);
@@ -121,6 +130,28 @@ class completions {
   std::uint64_t failed() const { return failed_.load(); }
 
  private:
+  // The "metrics" op reads the teams' atomic counters on the calling thread: cheap to poll.
+  bool poll_for(std::uint64_t n, std::chrono::seconds deadline) {
+    auto until = clock_type::now() + deadline;
+    while (true) {
+      auto m = call(rt_, "metrics", json::object());
+      if (!m) die("metrics: " + m.error().message);
+      std::uint64_t ended = 0, failed = 0;
+      for (const auto& [name, t] : (*m)["teams"].items()) {
+        ended += t["succeeded"].get<std::uint64_t>() + t["failed"].get<std::uint64_t>() +
+                 t["cancelled"].get<std::uint64_t>();
+        failed += t["failed"].get<std::uint64_t>() + t["cancelled"].get<std::uint64_t>();
+      }
+      failed_.store(failed);
+      auto extra = done_.load();  // rejected submits, counted through add()
+      if (ended + extra >= n) return true;
+      if (clock_type::now() > until) return false;
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+  }
+
+  host::runtime& rt_;
+  bool listen_;
   std::atomic<std::uint64_t> done_{0}, failed_{0}, target_{0};
   std::atomic<bool> waiting_{false};
   std::mutex mutex_;
@@ -136,10 +167,11 @@ struct throughput_result {
 
 /// Submits `n` tasks round-robin over `teams` with at most `window` unfinished
 /// at any time; times first submit -> last finished event.
-throughput_result run_throughput(const json& cfg_json, int teams, std::size_t n, std::size_t window) {
+throughput_result run_throughput(const json& cfg_json, int teams, std::size_t n, std::size_t window,
+                                 bool listen = true) {
   host::runtime rt(load(cfg_json), host::runtime_options{false, {}, 200});
   if (auto s = rt.start(); !s) die("runtime start failed: " + s.error().message);
-  completions done(rt);
+  completions done(rt, listen);
   std::atomic<std::uint64_t> rejected{0};
   std::vector<std::string> team_names;
   for (int t = 0; t < teams; ++t) team_names.push_back(numbered("team", t));
@@ -147,7 +179,7 @@ throughput_result run_throughput(const json& cfg_json, int teams, std::size_t n,
     for (std::size_t i = 0; i < count; ++i) {
       auto submitted = base + i;
       if (submitted >= window && !done.wait_for(submitted - window + window / 8 + 1, std::chrono::seconds(120)))
-        die("tasks stopped finishing (" + std::to_string(done.done()) + " of " + std::to_string(submitted) + " done)");
+        die("tasks stopped finishing (" + std::to_string(submitted) + " submitted)");
       rt.call(protocols::principal{}, "submit", json{{"team", team_names[i % team_names.size()]}, {"input", "x"}},
               [&rejected, &done](base::result<json> r) {
                 if (!r) {
@@ -174,8 +206,24 @@ throughput_result run_throughput(const json& cfg_json, int teams, std::size_t n,
   return r;
 }
 
+/// Repeats a run `times` times (the machine is shared: figures vary) and keeps the fastest;
+/// every run's tasks/s is printed.
+int repeats = 3;
+template <class F>
+throughput_result best_of(const std::string& label, F run) {
+  throughput_result best;
+  std::string all;
+  for (int i = 0; i < repeats; ++i) {
+    auto r = run();
+    all += (all.empty() ? "" : ", ") + strf("%.0f", double(r.tasks) / r.seconds);
+    if (best.seconds == 0 || r.seconds < best.seconds) best = r;
+  }
+  row(label + ": every run, tasks/s", all);
+  return best;
+}
+
 void print_throughput(const std::string& label, const throughput_result& r, int steps) {
-  row(label + ": tasks/s", strf("%.0f  (%llu tasks in %.2f s; %llu failed, %llu rejected)", double(r.tasks) / r.seconds,
+  row(label + ": tasks/s (best run)", strf("%.0f  (%llu tasks in %.2f s; %llu failed, %llu rejected)", double(r.tasks) / r.seconds,
                                (unsigned long long)r.tasks, r.seconds, (unsigned long long)r.failed,
                                (unsigned long long)r.rejected));
   row(label + ": steps/s", strf("%.0f", double(r.tasks) * steps / r.seconds));
@@ -308,12 +356,14 @@ int main(int argc, char** argv) {
       queued = std::stoull(next());
     } else if (a == "--mailbox-concurrency") {
       mailbox_concurrency = std::stoi(next());
+    } else if (a == "--repeat") {
+      repeats = std::max(1, std::stoi(next()));
     } else if (a == "--sections") {
       sections = next();
     } else if (a == "--quick") {
-      tasks = 20000, idle_agents = 10000, queued = 100000;
+      tasks = 20000, idle_agents = 10000, queued = 100000, repeats = 1;
     } else {
-      die("unknown argument '" + a + "' (use --tasks N --window K --agents N --queued N --mailbox-concurrency N --sections 123 --quick)");
+      die("unknown argument '" + a + "' (use --tasks N --window K --agents N --queued N --mailbox-concurrency N --repeat R --sections 123 --quick)");
     }
   }
   std::printf("scheduler_bench: in-process runtime, no store, scripted provider with latency 0\n");
@@ -322,15 +372,22 @@ int main(int argc, char** argv) {
 
   if (sections.find('1') != std::string::npos) {
   heading("1. Task throughput (team of 4 agents, max_concurrent 64 each, capability routing)");
-  print_throughput("1-step, 1 team", run_throughput(make_config(1, 4, 64, 1, 10000000), 1, tasks, window), 1);
-  print_throughput("1-step, 2 teams", run_throughput(make_config(2, 4, 64, 1, 10000000), 2, tasks, window), 1);
-  print_throughput("5-step, 1 team", run_throughput(make_config(1, 4, 64, 5, 10000000), 1, tasks / 5, window), 5);
+  auto case1 = [&](const std::string& label, int teams, int steps, std::size_t n, bool listen) {
+    auto cfg = make_config(teams, 4, 64, steps, 10000000);
+    print_throughput(label, best_of(label, [&] { return run_throughput(cfg, teams, n, window, listen); }), steps);
+  };
+  case1("1-step, 1 team", 1, 1, tasks, true);
+  case1("1-step, 1 team, no event listener", 1, 1, tasks, false);
+  case1("1-step, 2 teams", 2, 1, tasks, true);
+  case1("5-step, 1 team", 1, 5, tasks / 5, true);
 
   }
   if (sections.find('2') != std::string::npos) {
     heading(strf("2. One agent's mailbox (1 agent, max_concurrent %d, 1-step tasks)", mailbox_concurrency));
-    auto r = run_throughput(make_config(1, 1, mailbox_concurrency, 1, 10000000), 1, tasks,
-                            std::max<std::size_t>(window, 2 * static_cast<std::size_t>(mailbox_concurrency)));
+    auto cfg = make_config(1, 1, mailbox_concurrency, 1, 10000000);
+    auto r = best_of("1 agent", [&] {
+      return run_throughput(cfg, 1, tasks, std::max<std::size_t>(window, 2 * static_cast<std::size_t>(mailbox_concurrency)));
+    });
     row("work orders/s through the agent (assign in, step_done out)", strf("%.0f", double(r.tasks) / r.seconds));
     row("CPU per work order (whole process)", strf("%.1f us", r.cpu_seconds * 1e6 / double(r.tasks)));
   }
