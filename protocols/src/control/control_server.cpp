@@ -667,7 +667,7 @@ class http_session : public std::enable_shared_from_this<http_session> {
 
   void on_reply(base::result<json> r, int success, bool ready) {
     if (core_->stopping) return shutdown_now();
-    if (r) return send(success, "application/json", r->dump());
+    if (r) return send(success, "application/json", r->dump(-1, ' ', false, json::error_handler_t::replace));
     send_error(ready ? 503 : http_status(r.error().code), r.error());
   }
 

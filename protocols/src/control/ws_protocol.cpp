@@ -9,6 +9,10 @@ namespace troupe::protocols::control {
 using nlohmann::json;
 
 namespace {
+// Messages may quote client bytes that are not UTF-8 (a parse error's "last
+// read"); replace them rather than throw while answering.
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
 tl::unexpected<frame_error> frame_fail(json id, std::string message) {
   return tl::unexpected<frame_error>(
       frame_error{std::move(id), base::make_error(base::errc::bad_request, std::move(message))});
@@ -47,9 +51,9 @@ tl::expected<ws_request, frame_error> parse_request_frame(std::string_view text)
 
 std::string render_ok(const json& id, const json& result) {
   std::string out = R"({"id":)";
-  out += id.dump();
+  out += dump(id);
   out += R"(,"ok":true,"result":)";
-  out += result.dump();
+  out += dump(result);
   out += '}';
   return out;
 }
@@ -58,15 +62,15 @@ std::string render_error(const json& id, const base::error& e) {
   json doc = {{"id", id},
               {"ok", false},
               {"error", {{"code", base::to_string(e.code)}, {"message", e.message}}}};
-  return doc.dump();
+  return dump(doc);
 }
 
 std::shared_ptr<const prepared_event> prepare_event(std::shared_ptr<const event> ev) {
   auto p = std::make_shared<prepared_event>();
-  p->head = R"({"event":)" + json(ev->name).dump() + R"(,"seq":)";
+  p->head = R"({"event":)" + dump(json(ev->name)) + R"(,"seq":)";
   const auto ts = ev->ts_ms > 0 ? ev->ts_ms : base::now_ms();
   p->tail = R"(,"ts":")" + base::format_rfc3339(ts) + R"(","data":)" +
-            (ev->data.is_null() ? std::string("{}") : ev->data.dump()) + "}";
+            (ev->data.is_null() ? std::string("{}") : dump(ev->data)) + "}";
   p->source = std::move(ev);
   return p;
 }
@@ -88,7 +92,7 @@ std::string render_gap(std::uint64_t seq, std::uint64_t dropped, std::int64_t ts
 
 std::string render_snapshot(std::uint64_t seq, const json& data, std::int64_t ts_ms) {
   return R"({"event":"snapshot","seq":)" + std::to_string(seq) + R"(,"ts":")" +
-         base::format_rfc3339(ts_ms) + R"(","data":)" + data.dump() + "}";
+         base::format_rfc3339(ts_ms) + R"(","data":)" + dump(data) + "}";
 }
 
 bool is_topic(std::string_view topic) {
@@ -114,7 +118,7 @@ base::result<subscription_filter> parse_subscription(const json& args) {
   for (const auto& t : *topics) {
     if (!t.is_string() || !is_topic(t.get<std::string>()))
       return base::fail(base::errc::bad_request,
-                        "unknown topic " + t.dump() + " in 'topics'; expected agents|tasks|decisions|llm|system");
+                        "unknown topic " + dump(t) + " in 'topics'; expected agents|tasks|decisions|llm|system");
     f.topics.insert(t.get<std::string>());
   }
   if (auto filter = args.find("filter"); filter != args.end() && !filter->is_null()) {

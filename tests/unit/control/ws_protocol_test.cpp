@@ -63,6 +63,16 @@ TEST(ws_protocol, renders_responses_and_events) {
   EXPECT_EQ(gap["data"]["dropped"], 17);
 }
 
+TEST(ws_protocol, invalid_utf8_in_messages_is_replaced_not_thrown) {
+  auto p = parse_request_frame("\xff\xfe");
+  ASSERT_FALSE(p);
+  std::string frame;
+  ASSERT_NO_THROW(frame = render_error(p.error().id, p.error().err));
+  EXPECT_TRUE(json::accept(frame)) << frame;
+  ASSERT_NO_THROW(frame = render_ok(1, json{{"text", std::string("bad \xc3")}}));
+  EXPECT_TRUE(json::accept(frame));
+}
+
 TEST(ws_protocol, subscription_filters) {
   auto bad = parse_subscription(json{{"topics", {"tasks", "weather"}}});
   ASSERT_FALSE(bad);
