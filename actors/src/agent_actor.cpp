@@ -192,7 +192,8 @@ caf::behavior agent_actor(caf::stateful_actor<agent_state>* self, agent_spec spe
 }  // namespace
 
 caf::actor spawn_agent(caf::local_actor* parent, const agent_spec& spec) {
-  return parent->spawn<caf::monitored>(agent_actor, spec);
+  // Linked so agents end with their team; monitored so the team sees each crash as a down message.
+  return parent->spawn<caf::monitored + caf::linked>(agent_actor, spec);
 }
 
 }  // namespace troupe::actors

@@ -274,6 +274,13 @@ namespace {
 caf::behavior team_actor(detail::self_ptr self, team_spec spec) {
   self->state.init(self, std::move(spec));
   self->set_down_handler([=](caf::down_msg& msg) { self->state.on_agent_down(self, msg); });
+  // Agents are linked to us: their crashes arrive here too and are handled by the down
+  // handler above; any other exit (shutdown, a parent's failure) ends the team and its agents.
+  self->set_exit_handler([=](caf::exit_msg& em) {
+    for (const auto& a : self->state.agents)
+      if (a.handle && a.handle.address() == em.source) return;
+    self->quit(em.reason);
+  });
   self->send(self, tick_atom::value);
   return {
       [=](submit_atom, agents::task_spec& ts, const reply_fn& reply) { self->state.submit(self, std::move(ts), reply); },
@@ -315,15 +322,21 @@ caf::behavior team_actor(detail::self_ptr self, team_spec spec) {
       },
       [=](cancel_atom, const std::string& id, const reply_fn& reply) { self->state.cancel(self, id, reply); },
       [=](decide_atom, decide_cmd& cmd, const reply_fn& reply) { self->state.decide(self, std::move(cmd), reply); },
-      [=](pause_atom, const std::string& agent, const reply_fn& reply) {
+      [=](pause_atom, const std::string& agent, bool abort, const reply_fn& reply) {
         auto& st = self->state;
+        std::vector<std::size_t> which;
         if (agent.empty()) {
           st.paused = true;
+          for (std::size_t i = 0; i < st.agents.size(); ++i) which.push_back(i);
         } else if (auto it = st.agent_index.find(agent); it != st.agent_index.end()) {
           st.agents[it->second].paused = true;
-          st.emit_agent(it->second, "paused");
+          which.push_back(it->second);
         } else {
           return reply(base::fail(base::errc::not_found, "no agent '" + agent + "' in team '" + st.spec.team.name + "'"));
+        }
+        for (auto i : which) {
+          if (abort) st.requeue_in_flight(self, i);
+          st.emit_agent(i, "paused");
         }
         reply(st.status_json());
       },

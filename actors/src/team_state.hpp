@@ -94,8 +94,12 @@ struct team_state {
   void cancel(self_ptr self, const std::string& id, reply_fn reply);
   void decide(self_ptr self, decide_cmd cmd, reply_fn reply);
   void resolve_decision(self_ptr self, task_entry& e, std::size_t decision, const std::string& option,
-                        const std::string& who, const std::string& comment, reply_fn reply);
+                        const std::string& who, const std::string& comment, reply_fn reply,
+                        std::vector<base::cost_row> costs = {});
   void on_agent_down(self_ptr self, const caf::down_msg& msg);
+  /// Aborts the agent's in-flight calls and puts their steps back in the queue
+  /// (same attempt: an operator abort is not a failure).
+  void requeue_in_flight(self_ptr self, std::size_t agent);
   void tick(self_ptr self);
   void persist(self_ptr self, task_entry& e, const std::vector<std::size_t>& steps,
                const std::vector<std::size_t>& decisions, std::vector<base::cost_row> costs,

@@ -270,6 +270,7 @@ void team_state::on_step_done(self_ptr self, step_result r) {
         step_failed(self, e, info.step,
                     base::make_error(base::errc::provider_error, "agent '" + a.spec.agent.name +
                                          "' answered none of the options: \"" + r.text.substr(0, 200) + "\"", true));
+        if (!costs.empty()) persist(self, e, {}, {}, std::move(costs), [] {});
         free_agent();
         return;
       }
@@ -286,8 +287,10 @@ void team_state::on_step_done(self_ptr self, step_result r) {
     d.created_ms = s.started_ms;
     d.resolved_ms = s.finished_ms;
     e.t.decisions.push_back(std::move(d));
-    if (!costs.empty()) persist(self, e, {}, {}, std::move(costs), [] {});
-    resolve_decision(self, e, e.t.decisions.size() - 1, option, a.spec.agent.name, r.text, nullptr);
+    // The call's cost row and the verdict commit together: after a crash either both are
+    // there (the call is not repeated) or neither (it is, and paid once).
+    resolve_decision(self, e, e.t.decisions.size() - 1, option, a.spec.agent.name, r.text, nullptr,
+                     std::move(costs));
   } else {
     s.output = std::move(r.text);
     s.state = step_state::succeeded;
@@ -344,7 +347,8 @@ void team_state::decide(self_ptr self, decide_cmd cmd, reply_fn reply) {
 }
 
 void team_state::resolve_decision(self_ptr self, task_entry& e, std::size_t d, const std::string& option,
-                                  const std::string& who, const std::string& comment, reply_fn reply) {
+                                  const std::string& who, const std::string& comment, reply_fn reply,
+                                  std::vector<base::cost_row> costs) {
   auto& rec = e.t.decisions[d];
   rec.chosen = option;
   rec.decided_by = who;
@@ -378,7 +382,7 @@ void team_state::resolve_decision(self_ptr self, task_entry& e, std::size_t d, c
     spec.bus->publish(ev);
   }
   // A decision is committed before the task moves on; the operator's reply waits for it too.
-  persist(self, e, changed, {d}, {}, [self, id, reply, record] {
+  persist(self, e, changed, {d}, std::move(costs), [self, id, reply, record] {
     if (reply) reply(record);
     self->state.advance(self, id);
   });
@@ -431,6 +435,31 @@ void team_state::on_agent_down(self_ptr self, const caf::down_msg& msg) {
   }
   check_drained();
   pump_agent(self, i);
+}
+
+void team_state::requeue_in_flight(self_ptr self, std::size_t i) {
+  auto& a = agents[i];
+  std::vector<std::pair<std::string, std::size_t>> aborted;
+  for (auto c = calls.begin(); c != calls.end();) {
+    if (c->second.agent == i) {
+      aborted.emplace_back(c->second.task_id, c->second.step);
+      c = calls.erase(c);
+    } else {
+      ++c;
+    }
+  }
+  a.in_flight = 0;
+  for (const auto& [task_id, step] : aborted) {
+    caf::anon_send<caf::message_priority::high>(a.handle, cancel_atom::value, task_id);
+    auto it = tasks.find(task_id);
+    if (it == tasks.end() || agents::is_terminal(it->second.t.state)) continue;
+    --it->second.active_calls;
+    emit_task(it->second, "step_requeued", step);
+    auto sel = selector_of(it->second.wf->nodes[step]);
+    queues[sel].push(it->second.t.priority, it->second.t.created_ms, it->second.order,
+                     queued_step{task_id, step, it->second.t.steps[step].attempts});
+  }
+  (void)self;
 }
 
 void team_state::tick(self_ptr self) {

@@ -236,6 +236,27 @@ TEST(runtime, cancel_queued_and_running_tasks) {
   EXPECT_EQ(missing.error().code, base::errc::not_found);
 }
 
+TEST(runtime, pause_with_abort_requeues_running_work_and_resume_finishes_it) {
+  // The first call hangs for a minute; every later call answers at once.
+  json replies = json::array({{{"times", 1}, {"latency_ms", 60000}, {"text", "slow"}}, {{"text", "fast"}}});
+  running r{base_config(replies, one_step())};
+  auto id = r.submit({{"team", "t"}, {"input", "x"}});
+  r.log.wait_event("task.update", [&](const json& d) { return d["task"] == id && d["what"] == "step_started"; });
+  ASSERT_TRUE(call(r.rt, "pause", {{"agent", "a1"}, {"abort", true}}));
+  r.log.wait_event("task.update", [&](const json& d) { return d["task"] == id && d["what"] == "step_requeued"; });
+  auto teams = call(r.rt, "teams", json::object());
+  ASSERT_TRUE(teams);
+  EXPECT_TRUE((*teams)["teams"][0]["agents"][0]["in_flight"].empty());
+  EXPECT_EQ(r.task(id)["state"], "running");
+  ASSERT_TRUE(call(r.rt, "resume", {{"agent", "a1"}}));
+  auto done = r.log.wait_terminal(id);
+  EXPECT_EQ(done["state"], "succeeded");
+  EXPECT_EQ(done["result"], "fast");
+  EXPECT_EQ(r.task(id)["steps"][0]["attempts"], 1);  // an operator abort is not a failed attempt
+  auto bad = call(r.rt, "pause", {{"agent", "a1"}, {"abort", "yes"}});
+  ASSERT_TRUE(bad);  // a non-boolean abort is simply not an abort
+}
+
 TEST(runtime, deadline_exceeded) {
   running r{base_config(json::array({{{"text", "ok"}}}), one_step(), 1, 1, 1000)};
   auto id = r.submit({{"team", "t"}, {"input", "a"}, {"deadline_ms", 50}});

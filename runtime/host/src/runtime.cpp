@@ -17,6 +17,7 @@
 #include "troupe/agents/task_json.hpp"
 #include "troupe/base/clock.hpp"
 #include "troupe/persistence/open_store.hpp"
+#include "troupe/protocols/llm/llm_pool.hpp"
 #include "troupe/protocols/wire/submit.hpp"
 
 namespace troupe::host {
@@ -66,6 +67,11 @@ base::result<json> first_success(fan_in::results& all, const std::string& what) 
   return base::fail(base::errc::not_found, what);
 }
 
+bool flag(const json& args, const char* key) {
+  auto it = args.find(key);
+  return it != args.end() && it->is_boolean() && it->get<bool>();
+}
+
 std::string str_arg(const json& args, const char* key) {
   auto it = args.find(key);
   return it != args.end() && it->is_string() ? it->get<std::string>() : std::string();
@@ -88,6 +94,7 @@ struct runtime::impl {
   std::shared_ptr<base::id_generator> ids = std::make_shared<base::id_generator>("t");
   std::shared_ptr<actors::store_stats> store_stats = std::make_shared<actors::store_stats>();
   std::shared_ptr<base::snapshot_store> store;
+  std::shared_ptr<protocols::llm::llm_pool> llm;  ///< network providers; null when all are scripted
   std::unique_ptr<caf_config> sys_cfg;
   std::unique_ptr<caf::actor_system> sys;
   caf::actor store_actor;
@@ -177,6 +184,9 @@ base::result<startup_report> runtime::start() {
   } else {
     report.store = "none (in-memory)";
   }
+  bool network = std::any_of(d.cfg.providers.begin(), d.cfg.providers.end(),
+                             [](const auto& p) { return p.second.kind != config::provider_kind::scripted; });
+  if (network) d.llm = protocols::llm::make_llm_pool(d.cfg.providers, 1);
   d.sys_cfg = std::make_unique<caf_config>(d.cfg.rt.threads);
   d.sys = std::make_unique<caf::actor_system>(*d.sys_cfg);
   if (d.store) {
@@ -196,6 +206,7 @@ base::result<startup_report> runtime::start() {
       as.agent = *agent;
       as.model = *model;
       as.provider = *provider;
+      as.llm = d.llm;
       spec.agents.push_back(std::move(as));
       d.agent_team.emplace(agent_name, team.name);
     }
@@ -232,6 +243,8 @@ void runtime::stop(std::int64_t grace_ms) {
       spdlog::warn("drain timed out after {} ms; unfinished calls resume after restart", grace_ms);
   }
   for (const auto& [name, team] : d.teams) caf::anon_send_exit(team, caf::exit_reason::user_shutdown);
+  // Network calls still in flight are aborted; their callbacks must not outlive the actor system.
+  if (d.llm) d.llm->shutdown();
   if (d.store_actor) {
     // The store answers writes in order: a last empty write returns after everything before it.
     caf::scoped_actor self{*d.sys};
@@ -261,6 +274,19 @@ std::shared_ptr<void> runtime::listen(protocols::event_fn fn) {
 }
 
 void runtime::call(const protocols::principal& who, const std::string& op, json args, reply_fn reply) {
+  // A malformed argument must never escape as an exception into an I/O thread.
+  auto answered = std::make_shared<std::atomic<bool>>(false);
+  auto once = [answered, reply](base::result<json> r) {
+    if (!answered->exchange(true)) reply(std::move(r));
+  };
+  try {
+    dispatch(who, op, std::move(args), once);
+  } catch (const std::exception& e) {
+    once(base::fail(base::errc::bad_request, "op '" + op + "': " + e.what()));
+  }
+}
+
+void runtime::dispatch(const protocols::principal& who, const std::string& op, json args, reply_fn reply) {
   auto& d = *impl_;
   using base::errc;
   if (!d.started || d.stopped) return reply(base::fail(errc::unavailable, "the runtime is not running"));
@@ -283,8 +309,18 @@ void runtime::call(const protocols::principal& who, const std::string& op, json 
     caf::anon_send(it->second, actors::submit_atom::value, std::move(*spec), reply);
     return;
   }
-  if (op == "task") {
+  if (op == "task" || (op == "tasks" && (args.contains("task") || args.contains("id")))) {
+    // "tasks" filtered to one task (a subscriber's snapshot) is answered like "task".
     auto id = str_arg(args, "id");
+    if (id.empty()) id = str_arg(args, "task");
+    if (op == "tasks") {
+      auto inner = reply;
+      reply = [inner](base::result<json> r) {
+        if (r) return inner(json{{"tasks", json::array({std::move(*r)})}});
+        if (r.error().code == errc::not_found) return inner(json{{"tasks", json::array()}});
+        inner(std::move(r));
+      };
+    }
     if (id.empty()) return reply(base::fail(errc::bad_request, "field 'id' (task id) is required"));
     auto store = d.store_actor;
     auto f = std::make_shared<fan_in>(d.teams.size(), [reply, id, store](fan_in::results all) {
@@ -339,7 +375,11 @@ void runtime::call(const protocols::principal& who, const std::string& op, json 
   }
   if (op == "decisions" || op == "agents" || op == "teams") {
     bool decisions = op == "decisions";
-    auto f = std::make_shared<fan_in>(d.teams.size(), [reply, op, decisions](fan_in::results all) {
+    auto team = str_arg(args, "team");
+    std::vector<std::string> targets;
+    for (const auto& name : d.team_names)
+      if (team.empty() || team == name) targets.push_back(name);
+    auto f = std::make_shared<fan_in>(targets.size(), [reply, op, decisions](fan_in::results all) {
       auto out = json::array();
       for (auto& r : all) {
         if (!r) continue;
@@ -352,7 +392,7 @@ void runtime::call(const protocols::principal& who, const std::string& op, json 
       }
       reply(json{{op, std::move(out)}});
     });
-    for (const auto& name : d.team_names) {
+    for (const auto& name : targets) {
       if (decisions)
         caf::anon_send(d.teams.at(name), actors::decisions_atom::value, f->slot(f));
       else
@@ -371,7 +411,8 @@ void runtime::call(const protocols::principal& who, const std::string& op, json 
                               team.empty() ? "field 'team' or 'agent' is required" : "no team '" + team + "'"));
     d.audit(who, op, agent.empty() ? team : agent, args);
     if (op == "pause")
-      caf::anon_send<caf::message_priority::high>(it->second, actors::pause_atom::value, agent, reply);
+      caf::anon_send<caf::message_priority::high>(it->second, actors::pause_atom::value, agent,
+                                                  flag(args, "abort"), reply);
     else if (op == "resume")
       caf::anon_send<caf::message_priority::high>(it->second, actors::resume_atom::value, agent, reply);
     else
@@ -455,6 +496,21 @@ std::string runtime::metrics_text() {
   family("troupe_cost_usd_total", "counter", "Cost in USD per team.");
   for (const auto& [team, s] : d.stats)
     out << "troupe_cost_usd_total{team=\"" << team << "\"} " << static_cast<double>(s->cost_micro_usd.load()) / 1e6 << '\n';
+  if (d.llm) {
+    auto providers = d.llm->stats();
+    family("troupe_llm_provider_calls_total", "counter", "Network LLM calls per provider and outcome.");
+    for (const auto& [name, st] : providers) {
+      out << "troupe_llm_provider_calls_total{provider=\"" << name << "\",outcome=\"all\"} " << st.calls << '\n';
+      out << "troupe_llm_provider_calls_total{provider=\"" << name << "\",outcome=\"failed\"} " << st.failures << '\n';
+    }
+    family("troupe_llm_provider_retries_total", "counter", "Retried attempts per provider.");
+    for (const auto& [name, st] : providers) out << "troupe_llm_provider_retries_total{provider=\"" << name << "\"} " << st.retries << '\n';
+    family("troupe_llm_provider_in_flight", "gauge", "HTTP requests on the wire per provider.");
+    for (const auto& [name, st] : providers) out << "troupe_llm_provider_in_flight{provider=\"" << name << "\"} " << st.in_flight << '\n';
+    family("troupe_llm_breaker_open", "gauge", "1 while the provider's circuit breaker is open.");
+    for (const auto& [name, st] : providers)
+      out << "troupe_llm_breaker_open{provider=\"" << name << "\"} " << (st.breaker_state == "open" ? 1 : 0) << '\n';
+  }
   family("troupe_store_commits_total", "counter", "Group commits.");
   out << "troupe_store_commits_total " << d.store_stats->commits.load() << '\n';
   family("troupe_store_rows_total", "counter", "Rows written in group commits.");

@@ -55,6 +55,8 @@ class runtime : public protocols::control_port {
   void on_shutdown_request(std::function<void()> fn);
 
  private:
+  void dispatch(const protocols::principal& who, const std::string& op, nlohmann::json args,
+                protocols::reply_fn reply);
   struct impl;
   std::unique_ptr<impl> impl_;
 };
