@@ -25,7 +25,7 @@ void team_state::init(self_ptr self, team_spec s) {
   wf = agents::workflow::from_team(spec.team);
   for (std::size_t i = 0; i < spec.agents.size(); ++i) {
     agent_slot a;
-    a.spec = spec.agents[i];
+    a.spec = std::move(spec.agents[i]);  // one copy per agent: memory per idle agent matters
     a.selectors.push_back("a:" + a.spec.agent.name);
     for (const auto& c : a.spec.agent.capabilities) a.selectors.push_back("c:" + c);
     for (const auto& sel : a.selectors) selector_agents[sel].push_back(i);
@@ -33,6 +33,8 @@ void team_state::init(self_ptr self, team_spec s) {
     agents.push_back(std::move(a));
     spawn_agent_slot(self, i);
   }
+  spec.agents.clear();
+  spec.agents.shrink_to_fit();
   for (std::size_t i = 0; i < agents.size(); ++i) emit_agent(i, "idle");
   // Resume what the store handed back: completed steps stay completed.
   std::vector<std::string> to_start;
@@ -208,8 +210,9 @@ void team_state::finish(self_ptr self, task_entry& e, task_state state, std::opt
   auto id = e.t.id;
   // Abandon in-flight calls at once: the agents drop them (network requests are aborted).
   std::vector<std::size_t> notify;
-  for (auto c = calls.begin(); c != calls.end(); ++c)
-    if (c->second.task_id == id) notify.push_back(c->second.agent);
+  if (e.active_calls > 0)  // scanning every call in flight only when this task has some
+    for (auto c = calls.begin(); c != calls.end(); ++c)
+      if (c->second.task_id == id) notify.push_back(c->second.agent);
   for (auto a : notify) caf::anon_send<caf::message_priority::high>(agents[a].handle, cancel_atom::value, id);
   e.t.state = state;
   e.t.error = std::move(err);
@@ -363,7 +366,6 @@ caf::behavior team_actor(detail::self_ptr self, team_spec spec) {
             st.agents[i].failed = false;
             st.spawn_agent_slot(self, i);
           }
-          st.agents[i].restart_times.clear();
           st.emit_agent(i, "idle");
         }
         for (std::size_t i = 0; i < st.agents.size(); ++i) st.pump_agent(self, i);

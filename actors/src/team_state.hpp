@@ -21,7 +21,6 @@ struct agent_slot {
   bool paused = false;
   bool failed = false;
   int restarts = 0;
-  std::deque<std::int64_t> restart_times;
   double spent_usd = 0;
   std::vector<std::string> selectors;  ///< "a:NAME", "c:CAPABILITY"
 };

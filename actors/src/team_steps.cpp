@@ -408,7 +408,6 @@ void team_state::on_agent_down(self_ptr self, const caf::down_msg& msg) {
   }
   a.in_flight = 0;
   auto now = base::now_ms();
-  a.restart_times.push_back(now);
   restart_times.push_back(now);
   while (!restart_times.empty() && restart_times.front() < now - spec.team.sup.within_ms) restart_times.pop_front();
   ++a.restarts;

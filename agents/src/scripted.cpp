@@ -16,7 +16,8 @@ std::int64_t estimate_tokens(std::string_view text) {
   return std::max(words, by_bytes);
 }
 
-scripted_model::scripted_model(const config::provider& p) : latency_(p.latency), rng_(p.seed) {
+scripted_model::scripted_model(const config::provider& p)
+    : latency_(p.latency), rng_(static_cast<std::minstd_rand::result_type>(p.seed % 2147483646 + 1)) {
   for (const auto& r : p.replies) {
     entry e;
     e.reply = r;

@@ -849,8 +849,9 @@ base::result<void> control_server::start() {
   m.listen_token = m.c->port.listen([weak](const std::shared_ptr<const event>& ev) {
     auto c = weak.lock();
     if (!c || c->stopping || !ev) return;
-    auto prepared = prepare_event(ev);  // serialised once for every subscriber
     auto list = c->ws_snapshot();
+    if (list->empty()) return;  // nobody listens: do not serialise
+    auto prepared = prepare_event(ev);  // serialised once for every subscriber
     std::shared_lock post_lock(c->post_mu);
     if (!c->io_alive) return;
     for (const auto& w : *list)

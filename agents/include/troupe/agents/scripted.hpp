@@ -44,7 +44,7 @@ class scripted_model {
   };
   std::vector<entry> entries_;
   config::millis_range latency_;
-  std::mt19937_64 rng_;
+  std::minstd_rand rng_;  ///< small state (8 bytes): one model lives in every agent
 };
 
 }  // namespace troupe::agents
