@@ -7,9 +7,12 @@
 
 #include "troupe/actors/messages.hpp"
 #include "troupe/agents/task_json.hpp"
+#include "troupe/base/clock.hpp"
 
 namespace troupe::actors {
 namespace {
+
+using prune_atom = caf::atom_constant<caf::atom("prune")>;
 
 struct waiter {
   caf::response_promise rp;
@@ -112,7 +115,22 @@ caf::behavior store_actor(caf::stateful_actor<store_state>* self, std::shared_pt
   self->state.store = std::move(store);
   self->state.stats = std::move(stats);
   self->state.opts = opts;
+  if (opts.retention_ms > 0)
+    self->delayed_send(self, std::chrono::milliseconds(opts.prune_every_ms), prune_atom::value);
   return {
+      [=](prune_atom) {
+        auto& st = self->state;
+        auto cutoff = base::now_ms() - st.opts.retention_ms;
+        auto pruned = st.store->prune_terminal(cutoff, st.opts.prune_batch);
+        if (pruned && *pruned > 0) {
+          st.stats->pruned_tasks.fetch_add(*pruned, std::memory_order_relaxed);
+          spdlog::debug("pruned terminal tasks count={}", *pruned);
+        }
+        if (pruned && *pruned >= st.opts.prune_batch)
+          self->send(self, prune_atom::value);  // more to do: after the writes already queued
+        else
+          self->delayed_send(self, std::chrono::milliseconds(st.opts.prune_every_ms), prune_atom::value);
+      },
       [=](write_atom, const batch_ptr& piece) {
         auto& st = self->state;
         if (st.retrying && !piece->new_tasks.empty()) {

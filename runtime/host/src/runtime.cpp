@@ -192,6 +192,7 @@ base::result<startup_report> runtime::start() {
   if (d.store) {
     actors::store_options so;
     so.max_batch = static_cast<std::size_t>(d.cfg.rt.commit_batch);
+    so.retention_ms = static_cast<std::int64_t>(d.cfg.rt.retention_days) * 24 * 3600 * 1000;
     d.store_actor = actors::spawn_store(*d.sys, d.store, d.store_stats, so);
   }
   for (const auto& team : d.cfg.teams) {
@@ -523,6 +524,8 @@ std::string runtime::metrics_text() {
   out << "troupe_store_last_batch_rows " << d.store_stats->last_batch_rows.load() << '\n';
   family("troupe_store_commit_seconds_total", "counter", "Time spent committing.");
   out << "troupe_store_commit_seconds_total " << static_cast<double>(d.store_stats->total_commit_us.load()) / 1e6 << '\n';
+  family("troupe_store_pruned_tasks_total", "counter", "Terminal tasks pruned after retention_days.");
+  out << "troupe_store_pruned_tasks_total " << d.store_stats->pruned_tasks.load() << '\n';
   family("troupe_events_published_total", "counter", "Events published on the bus.");
   out << "troupe_events_published_total " << d.bus->published() << '\n';
   return out.str();

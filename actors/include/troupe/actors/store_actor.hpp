@@ -32,12 +32,20 @@ struct store_stats {
   std::atomic<std::uint64_t> last_commit_us{0};
   std::atomic<std::uint64_t> total_commit_us{0};
   std::atomic<std::uint64_t> backlog_rows{0};
+  std::atomic<std::uint64_t> pruned_tasks{0};
 };
 
 struct store_options {
   std::size_t max_batch = 512;
   std::int64_t retry_ms = 500;       ///< first retry after a failed commit
   std::int64_t retry_max_ms = 5000;
+  /// Terminal tasks last updated longer ago than this are pruned (0: keep forever).
+  std::int64_t retention_ms = 0;
+  /// Pruning runs this often, in batches of prune_batch tasks; a full batch is
+  /// followed by the next one right after the writes already queued, so pruning
+  /// never holds the database for long and never stalls writers.
+  std::int64_t prune_every_ms = 60000;
+  std::size_t prune_batch = 500;
 };
 
 /// Spawns the store actor on its own thread.

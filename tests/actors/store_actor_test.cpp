@@ -1,0 +1,102 @@
+// The store actor against a real SQLite file: group commit answers and retention pruning.
+#include <filesystem>
+#include <future>
+#include <thread>
+
+#include <caf/all.hpp>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include "troupe/actors/messages.hpp"
+#include "troupe/actors/store_actor.hpp"
+#include "troupe/base/clock.hpp"
+#include "troupe/persistence/open_store.hpp"
+
+namespace troupe::actors {
+namespace {
+
+struct store_fixture : ::testing::Test {
+  std::filesystem::path dir = std::filesystem::temp_directory_path() /
+                              ("troupe-store-actor-" + std::to_string(::getpid()) + "-" +
+                               ::testing::UnitTest::GetInstance()->current_test_info()->name());
+  std::shared_ptr<base::snapshot_store> store;
+  void SetUp() override {
+    std::filesystem::create_directories(dir);
+    auto opened = persistence::open_store("sqlite:" + (dir / "s.db").string());
+    ASSERT_TRUE(opened) << opened.error().message;
+    store = std::shared_ptr<base::snapshot_store>(std::move(*opened));
+    ASSERT_TRUE(store->migrate());
+  }
+  void TearDown() override { std::filesystem::remove_all(dir); }
+};
+
+base::task_row row(std::string id, std::string state, std::int64_t updated) {
+  base::task_row r;
+  r.id = std::move(id);
+  r.team = "t";
+  r.state = std::move(state);
+  r.snapshot = "{}";
+  r.created_ms = r.updated_ms = updated;
+  return r;
+}
+
+TEST_F(store_fixture, many_concurrent_writes_are_all_answered_and_committed) {
+  caf::actor_system_config cfg;
+  cfg.set("scheduler.max-threads", 2);
+  caf::actor_system sys{cfg};
+  auto stats = std::make_shared<store_stats>();
+  auto actor = spawn_store(sys, store, stats, store_options{});
+  {
+    caf::scoped_actor self{sys};
+    for (int i = 0; i < 300; ++i) {
+      auto b = std::make_shared<base::write_batch>();
+      b->new_tasks.push_back(row("t" + std::to_string(i), "queued", 1));
+      self->send(actor, write_atom::value, b);
+    }
+    int ok = 0;
+    for (int i = 0; i < 300; ++i)
+      self->receive([&](commit_reply& r) { ok += r.ok ? 1 : 0; },
+                    caf::after(std::chrono::seconds(10)) >> [] { ADD_FAILURE() << "no commit reply"; });
+    EXPECT_EQ(ok, 300);
+    self->send_exit(actor, caf::exit_reason::user_shutdown);
+  }
+  EXPECT_LT(stats->commits.load(), 300u);  // group commit: fewer transactions than writes
+  EXPECT_EQ(stats->rows.load(), 300u);
+  auto loaded = store->load_task("t299");
+  ASSERT_TRUE(loaded && *loaded);
+}
+
+TEST_F(store_fixture, terminal_tasks_past_retention_are_pruned_in_batches) {
+  base::write_batch b;
+  auto old = base::now_ms() - 10 * 24 * 3600 * 1000LL;
+  for (int i = 0; i < 25; ++i) b.new_tasks.push_back(row("old" + std::to_string(i), "succeeded", old));
+  b.new_tasks.push_back(row("running", "running", old));
+  b.new_tasks.push_back(row("fresh", "succeeded", base::now_ms()));
+  ASSERT_TRUE(store->commit(b));
+  auto stats = std::make_shared<store_stats>();
+  {
+    caf::actor_system_config cfg;
+    caf::actor_system sys{cfg};
+    store_options opts;
+    opts.retention_ms = 24 * 3600 * 1000LL;  // one day
+    opts.prune_every_ms = 5;
+    opts.prune_batch = 10;
+    auto actor = spawn_store(sys, store, stats, opts);
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (stats->pruned_tasks.load() < 25 && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::yield();
+    caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
+    actor = nullptr;
+  }  // the system joins the store thread: the store is ours alone again
+  EXPECT_EQ(stats->pruned_tasks.load(), 25u);
+  auto gone = store->load_task("old0");
+  ASSERT_TRUE(gone);
+  EXPECT_FALSE(*gone);
+  auto running = store->load_task("running");
+  ASSERT_TRUE(running && *running);  // not terminal: never pruned
+  auto fresh = store->load_task("fresh");
+  ASSERT_TRUE(fresh && *fresh);      // terminal but recent
+}
+
+}  // namespace
+}  // namespace troupe::actors
