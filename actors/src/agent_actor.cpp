@@ -5,21 +5,20 @@
 #include <stdexcept>
 #include <unordered_map>
 
+#include "troupe/actors/llm_call_actor.hpp"
 #include "troupe/actors/messages.hpp"
 #include "troupe/agents/scripted.hpp"
 #include "troupe/base/clock.hpp"
 
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::shared_ptr<troupe::base::result<troupe::base::llm_response>>)
 
 namespace troupe::actors {
 namespace {
 
-using llm_done_atom = caf::atom_constant<caf::atom("llmdone")>;
 
 struct in_flight {
   std::string task_id;
   step_result result;                              ///< scripted: the answer to deliver later
-  std::shared_ptr<base::llm_call_handle> handle;   ///< network calls
+  caf::actor call;                                 ///< network calls: the call actor
   std::chrono::steady_clock::time_point started;
 };
 
@@ -30,7 +29,6 @@ struct agent_state {
   static inline const char* name = "troupe.agent";
 };
 
-using llm_outcome = std::shared_ptr<base::result<base::llm_response>>;
 
 step_result base_result(const agent_state& st, const work_order& w) {
   step_result r;
@@ -60,7 +58,7 @@ void run_scripted(caf::stateful_actor<agent_state>* self, const work_order& w) {
       // A scripted crash: the exception ends this actor and its team restarts it.
       throw std::runtime_error("scripted exception in agent '" + st.spec.agent.name + "': " + outcome.error);
     case config::scripted_fault::hang:
-      st.calls[w.call_id] = in_flight{w.task_id, {}, nullptr, std::chrono::steady_clock::now()};
+      st.calls[w.call_id] = in_flight{w.task_id, {}, caf::actor{}, std::chrono::steady_clock::now()};
       return;
     case config::scripted_fault::error:
     case config::scripted_fault::fatal:
@@ -79,7 +77,7 @@ void run_scripted(caf::stateful_actor<agent_state>* self, const work_order& w) {
     return;
   }
   auto id = w.call_id;
-  st.calls[id] = in_flight{w.task_id, std::move(r), nullptr, std::chrono::steady_clock::now()};
+  st.calls[id] = in_flight{w.task_id, std::move(r), caf::actor{}, std::chrono::steady_clock::now()};
   self->delayed_send(self, std::chrono::milliseconds(outcome.latency_ms), scripted_atom::value, id);
 }
 
@@ -98,7 +96,6 @@ void run_network(caf::stateful_actor<agent_state>* self, const work_order& w) {
   req.priority = w.priority;
   req.team = st.spec.team;
   req.task_id = w.task_id;
-  auto me = caf::actor_cast<caf::actor>(self);
   auto id = w.call_id;
   base::llm_token_fn on_token;
   if (st.spec.bus && req.stream) {
@@ -117,11 +114,8 @@ void run_network(caf::stateful_actor<agent_state>* self, const work_order& w) {
       bus->publish(ev);
     };
   }
-  st.calls[id] = in_flight{w.task_id, base_result(st, w), nullptr, std::chrono::steady_clock::now()};
-  auto handle = st.spec.llm->call(std::move(req), std::move(on_token), [me, id](base::result<base::llm_response> res) {
-    caf::anon_send(me, llm_done_atom::value, id, std::make_shared<base::result<base::llm_response>>(std::move(res)));
-  });
-  if (auto it = st.calls.find(id); it != st.calls.end()) it->second.handle = std::move(handle);
+  auto call = spawn_llm_call(self, id, st.spec.llm, std::move(req), std::move(on_token));
+  st.calls[id] = in_flight{w.task_id, base_result(st, w), call, std::chrono::steady_clock::now()};
 }
 
 caf::behavior agent_actor(caf::stateful_actor<agent_state>* self, agent_spec spec) {
@@ -135,6 +129,19 @@ caf::behavior agent_actor(caf::stateful_actor<agent_state>* self, agent_spec spe
       return caf::make_error(caf::sec::runtime_error, std::string(e.what()));
     } catch (...) {
       return caf::make_error(caf::sec::runtime_error, std::string("unknown exception"));
+    }
+  });
+  // A call actor that ends without reporting (it crashed) fails its call as retryable.
+  self->set_down_handler([=](caf::down_msg& dm) {
+    for (auto& [id, c] : self->state.calls) {
+      if (!c.call || c.call.address() != dm.source) continue;
+      if (!dm.reason) return;  // normal end: its report is already in our mailbox
+      auto r = std::move(c.result);
+      r.ok = false;
+      r.error = base::make_error(base::errc::internal, "LLM call actor failed: " + self->system().render(dm.reason), true);
+      self->state.calls.erase(id);
+      self->send(self->state.spec.dispatcher, step_done_atom::value, std::move(r));
+      return;
     }
   });
   if (self->state.spec.provider.kind == config::provider_kind::scripted)
@@ -179,7 +186,8 @@ caf::behavior agent_actor(caf::stateful_actor<agent_state>* self, agent_spec spe
         auto& calls = self->state.calls;
         for (auto it = calls.begin(); it != calls.end();) {
           if (it->second.task_id == task_id) {
-            if (it->second.handle) it->second.handle->cancel();
+            if (it->second.call)
+              caf::anon_send<caf::message_priority::high>(it->second.call, cancel_atom::value);
             it = calls.erase(it);
           } else {
             ++it;

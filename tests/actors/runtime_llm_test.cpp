@@ -86,6 +86,20 @@ TEST(runtime_llm_errors, unauthorized_fails_at_once_with_the_providers_message) 
   EXPECT_EQ(r.fake.counters().total, 1);
 }
 
+TEST(runtime_llm_errors, a_hanging_provider_times_out_and_the_step_is_retried) {
+  llm_runtime r{"openai"};
+  r.fake.set_hang(true);
+  auto id = r.submit("slow");
+  auto timed_out = r.log->wait_event("llm.call", [&](const json& d) { return d["task"] == id && d["outcome"] == "timeout"; });
+  EXPECT_FALSE(timed_out.is_null());
+  r.fake.set_hang(false);
+  auto done = r.log->wait_terminal(id);
+  ASSERT_EQ(done["state"], "succeeded") << done.dump();
+  auto t = call(*r.rt, "task", {{"id", id}});
+  ASSERT_TRUE(t);
+  EXPECT_GE((*t)["steps"][0]["attempts"].get<int>(), 2);
+}
+
 TEST(runtime_llm_errors, cancel_aborts_the_in_flight_http_call) {
   llm_runtime r{"openai"};
   r.fake.set_hang(true);

@@ -1,0 +1,59 @@
+#include "troupe/actors/llm_call_actor.hpp"
+
+#include <chrono>
+
+#include "troupe/actors/messages.hpp"
+
+namespace troupe::actors {
+namespace {
+
+using deadline_atom = caf::atom_constant<caf::atom("deadline")>;
+
+/// How long past the request's own timeout the actor waits before giving up on the client.
+constexpr std::int64_t grace_ms = 2000;
+
+struct call_state {
+  std::shared_ptr<base::llm_call_handle> handle;
+  static inline const char* name = "troupe.llm_call";
+};
+
+caf::behavior llm_call_actor(caf::stateful_actor<call_state>* self, caf::actor agent, std::uint64_t id,
+                             std::shared_ptr<base::llm_client> llm, base::llm_request req,
+                             base::llm_token_fn on_token) {
+  auto me = caf::actor_cast<caf::actor>(self);
+  auto timeout = std::chrono::milliseconds(req.timeout_ms + grace_ms);
+  // The client calls back on an I/O thread; the outcome comes back as a message.
+  self->state.handle = llm->call(std::move(req), std::move(on_token), [me](base::result<base::llm_response> res) {
+    caf::anon_send(me, llm_done_atom::value, std::make_shared<base::result<base::llm_response>>(std::move(res)));
+  });
+  self->delayed_send(self, timeout, deadline_atom::value);
+  auto report = [=](llm_outcome res) {
+    self->send(agent, llm_done_atom::value, id, std::move(res));
+    self->state.handle.reset();
+    self->quit();
+  };
+  return {
+      [=](llm_done_atom, llm_outcome& res) { report(std::move(res)); },
+      [=](deadline_atom) {
+        if (self->state.handle) self->state.handle->cancel();
+        report(std::make_shared<base::result<base::llm_response>>(base::fail(
+            base::errc::timeout, "the provider client did not answer within " +
+                                     std::to_string(timeout.count()) + " ms", true)));
+      },
+      [=](cancel_atom) {
+        if (self->state.handle) self->state.handle->cancel();
+        self->state.handle.reset();
+        self->quit();
+      },
+  };
+}
+
+}  // namespace
+
+caf::actor spawn_llm_call(caf::local_actor* agent, std::uint64_t call_id, std::shared_ptr<base::llm_client> llm,
+                          base::llm_request request, base::llm_token_fn on_token) {
+  return agent->spawn<caf::monitored>(llm_call_actor, caf::actor_cast<caf::actor>(agent), call_id, std::move(llm),
+                                      std::move(request), std::move(on_token));
+}
+
+}  // namespace troupe::actors
