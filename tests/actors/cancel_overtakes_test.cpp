@@ -1,0 +1,87 @@
+// Deterministic actor test on CAF's test coordinator: nothing runs until the test
+// says so, so the mailbox order is exactly what the test built.
+#include <caf/all.hpp>
+#include <caf/scheduler/test_coordinator.hpp>
+#include <gtest/gtest.h>
+
+#include "troupe/actors/messages.hpp"
+#include "troupe/actors/team_actor.hpp"
+
+namespace troupe::actors {
+namespace {
+
+struct testing_config : caf::actor_system_config {
+  testing_config() { set("scheduler.policy", caf::atom("testing")); }
+};
+
+agent_spec scripted_agent() {
+  agent_spec a;
+  a.agent.name = "a1";
+  a.agent.max_concurrent = 1;
+  a.model.name = "m";
+  a.model.provider = "p";
+  a.provider.name = "p";
+  a.provider.kind = config::provider_kind::scripted;
+  a.provider.latency = {1000, 1000};  // calls stay in flight until virtual time moves
+  return a;
+}
+
+TEST(team_actor, a_cancel_overtakes_ten_thousand_queued_submissions) {
+  testing_config cfg;
+  caf::actor_system sys{cfg};
+  auto& sched = dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler());
+  team_spec spec;
+  spec.team.name = "t";
+  spec.team.agents = {"a1"};
+  spec.team.max_queued = 100000;
+  config::step only;
+  only.id = "only";
+  only.agent = "a1";
+  spec.team.workflow = {only};
+  spec.agents = {scripted_agent()};
+  spec.bus = std::make_shared<agents::event_bus>();
+  spec.task_ids = std::make_shared<base::id_generator>("t");
+  spec.stats = std::make_shared<team_stats>();
+  auto team = spawn_team(sys, spec);
+  sched.run();
+
+  // A first task is accepted and its call is in flight.
+  std::string victim;
+  agents::task_spec first;
+  first.team = "t";
+  first.input = "first";
+  caf::anon_send(team, submit_atom::value, first, reply_fn([&](base::result<nlohmann::json> r) {
+                   ASSERT_TRUE(r);
+                   victim = (*r)["id"];
+                 }));
+  sched.run();
+  ASSERT_FALSE(victim.empty());
+
+  // 10,000 submissions queue up in the team's mailbox, then one cancel behind them.
+  std::size_t submits_answered = 0;
+  std::size_t answered_before_cancel = 0;
+  bool cancelled = false;
+  for (int i = 0; i < 10000; ++i) {
+    agents::task_spec ts;
+    ts.team = "t";
+    ts.input = "x";
+    caf::anon_send(team, submit_atom::value, ts, reply_fn([&](base::result<nlohmann::json>) { ++submits_answered; }));
+  }
+  caf::anon_send<caf::message_priority::high>(team, cancel_atom::value, victim,
+                                              reply_fn([&](base::result<nlohmann::json> r) {
+                                                EXPECT_TRUE(r) << r.error().message;
+                                                cancelled = true;
+                                                answered_before_cancel = submits_answered;
+                                              }));
+  while (!cancelled && sched.try_run_once()) {
+  }
+  ASSERT_TRUE(cancelled);
+  EXPECT_LT(answered_before_cancel, 100u) << "the cancel waited behind queued work";
+  sched.run();
+  EXPECT_EQ(submits_answered, 10000u);
+  caf::anon_send_exit(team, caf::exit_reason::user_shutdown);
+  sched.run();
+}
+
+}  // namespace
+}  // namespace troupe::actors
