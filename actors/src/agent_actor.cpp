@@ -103,13 +103,7 @@ void run_network(caf::stateful_actor<agent_state>* self, const work_order& w) {
     auto team = st.spec.team, agent = st.spec.agent.name, task = w.task_id, step = w.step_id;
     on_token = [bus, team, agent, task, step](std::string_view token) {
       if (!bus->active()) return;
-      auto ev = std::make_shared<agents::event>();
-      ev->name = "task.update";
-      ev->topic = "tasks";
-      ev->team = team;
-      ev->agent = agent;
-      ev->task = task;
-      ev->ts_ms = base::now_ms();
+      auto ev = agents::make_event("task.update", "tasks", team, agent, task);
       ev->data = {{"task", task}, {"team", team}, {"state", "running"}, {"step", step}, {"token", std::string(token)}};
       bus->publish(ev);
     };

@@ -7,12 +7,7 @@ namespace troupe::actors::detail {
 
 void team_state::emit_task(const task_entry& e, const char* what, std::optional<std::size_t> step) {
   if (!spec.bus || !spec.bus->active()) return;
-  auto ev = std::make_shared<agents::event>();
-  ev->name = "task.update";
-  ev->topic = "tasks";
-  ev->team = spec.team.name;
-  ev->task = e.t.id;
-  ev->ts_ms = base::now_ms();
+  auto ev = agents::make_event("task.update", "tasks", spec.team.name, {}, e.t.id);
   nlohmann::json data{{"task", e.t.id}, {"team", spec.team.name}, {"state", agents::to_string(e.t.state)},
                       {"what", what}, {"priority", e.t.priority}};
   if (step) {
@@ -41,13 +36,7 @@ void team_state::emit_task(const task_entry& e, const char* what, std::optional<
 void team_state::emit_agent(std::size_t i, const std::string& state, const std::string& task) {
   if (!spec.bus || !spec.bus->active()) return;
   const auto& a = agents[i];
-  auto ev = std::make_shared<agents::event>();
-  ev->name = "agent.status";
-  ev->topic = "agents";
-  ev->team = spec.team.name;
-  ev->agent = a.spec.agent.name;
-  ev->task = task;
-  ev->ts_ms = base::now_ms();
+  auto ev = agents::make_event("agent.status", "agents", spec.team.name, a.spec.agent.name, task);
   ev->data = {{"agent", a.spec.agent.name}, {"team", spec.team.name}, {"state", state},
               {"in_flight", a.in_flight}, {"max_concurrent", a.spec.agent.max_concurrent},
               {"restarts", a.restarts}, {"spent_usd", a.spent_usd}};

@@ -42,12 +42,7 @@ void team_state::begin_step(self_ptr self, task_entry& e, std::size_t step) {
     persist(self, e, {step}, {e.t.decisions.size() - 1}, {}, [] {});
     emit_task(e, "waiting_decision", step);
     if (spec.bus && spec.bus->active()) {
-      auto ev = std::make_shared<agents::event>();
-      ev->name = "decision.pending";
-      ev->topic = "decisions";
-      ev->team = spec.team.name;
-      ev->task = e.t.id;
-      ev->ts_ms = base::now_ms();
+      auto ev = agents::make_event("decision.pending", "decisions", spec.team.name, {}, e.t.id);
       ev->data = agents::to_json(d);
       ev->data["task"] = e.t.id;
       ev->data["team"] = spec.team.name;
@@ -218,13 +213,7 @@ void team_state::on_step_done(self_ptr self, step_result r) {
     costs.push_back(std::move(row));
   }
   if (spec.bus && spec.bus->active()) {
-    auto ev = std::make_shared<agents::event>();
-    ev->name = "llm.call";
-    ev->topic = "llm";
-    ev->team = spec.team.name;
-    ev->agent = a.spec.agent.name;
-    ev->task = info.task_id;
-    ev->ts_ms = base::now_ms();
+    auto ev = agents::make_event("llm.call", "llm", spec.team.name, a.spec.agent.name, info.task_id);
     ev->data = {{"provider", r.provider}, {"model", r.model}, {"agent", a.spec.agent.name},
                 {"team", spec.team.name}, {"task", info.task_id}, {"step", step_id},
                 {"latency_ms", r.latency_ms}, {"tokens_in", r.tokens_in}, {"tokens_out", r.tokens_out},
@@ -372,12 +361,7 @@ void team_state::resolve_decision(self_ptr self, task_entry& e, std::size_t d, c
                      : effect == agents::decision_effect::loop_limit ? "loop_limit_reached" : "proceed";
   emit_task(e, "decision", step);
   if (spec.bus && spec.bus->active()) {
-    auto ev = std::make_shared<agents::event>();
-    ev->name = "decision.resolved";
-    ev->topic = "decisions";
-    ev->team = spec.team.name;
-    ev->task = id;
-    ev->ts_ms = base::now_ms();
+    auto ev = agents::make_event("decision.resolved", "decisions", spec.team.name, {}, id);
     ev->data = record;
     spec.bus->publish(ev);
   }

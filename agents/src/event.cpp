@@ -1,8 +1,22 @@
 #include "troupe/agents/event.hpp"
 
 #include <algorithm>
+#include <chrono>
 
 namespace troupe::agents {
+
+std::shared_ptr<event> make_event(std::string name, std::string topic, std::string team, std::string agent,
+                                  std::string task) {
+  auto ev = std::make_shared<event>();
+  ev->name = std::move(name);
+  ev->topic = std::move(topic);
+  ev->team = std::move(team);
+  ev->agent = std::move(agent);
+  ev->task = std::move(task);
+  ev->ts_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                  std::chrono::system_clock::now().time_since_epoch()).count();
+  return ev;
+}
 
 std::shared_ptr<void> event_bus::subscribe(listener fn) {
   auto s = std::make_shared<slot>(slot{std::move(fn)});

@@ -24,6 +24,10 @@ struct event {
 
 using event_ptr = std::shared_ptr<const event>;
 
+/// A new event stamped now; the caller fills `data` and publishes it.
+std::shared_ptr<event> make_event(std::string name, std::string topic, std::string team, std::string agent,
+                                  std::string task);
+
 class event_bus {
  public:
   using listener = std::function<void(const event_ptr&)>;
