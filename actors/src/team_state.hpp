@@ -30,7 +30,6 @@ struct task_entry {
   std::shared_ptr<const agents::workflow> wf;
   std::uint64_t order = 0;  ///< submission order: FIFO within a priority
   int active_calls = 0;
-  std::vector<reply_fn> waiters;  ///< none yet; kept for "wait" queries
 };
 
 struct call_info {
@@ -108,6 +107,8 @@ struct team_state {
   nlohmann::json status_json() const;
   nlohmann::json agents_json() const;
   std::string selector_of(const agents::workflow_node& n) const;
+  /// Attempts a step may take: the step's own setting, else the task's, else the team's.
+  int max_attempts_of(const task_entry& e, const agents::workflow_node& node) const;
   void check_drained();
   void spawn_agent_slot(self_ptr self, std::size_t i);
 };

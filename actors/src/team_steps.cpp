@@ -12,6 +12,18 @@ namespace troupe::actors::detail {
 using agents::step_state;
 using agents::task_state;
 
+namespace {
+/// "d_<task hex>_<n>": unique per task and readable next to its task id.
+std::string next_decision_id(const agents::task& t) {
+  return "d_" + t.id.substr(t.id.find('_') + 1) + "_" + std::to_string(t.decisions.size() + 1);
+}
+}  // namespace
+
+int team_state::max_attempts_of(const task_entry& e, const agents::workflow_node& node) const {
+  if (node.max_attempts) return node.max_attempts;
+  return e.t.max_attempts ? e.t.max_attempts : spec.team.max_attempts;
+}
+
 std::string team_state::selector_of(const agents::workflow_node& n) const {
   return n.agent.empty() ? "c:" + n.capability : "a:" + n.agent;
 }
@@ -26,7 +38,7 @@ void team_state::begin_step(self_ptr self, task_entry& e, std::size_t step) {
     ++s.attempts;
     s.started_ms = base::now_ms();
     agents::decision_record d;
-    d.id = "d_" + e.t.id.substr(e.t.id.find('_') + 1) + "_" + std::to_string(e.t.decisions.size() + 1);
+    d.id = next_decision_id(e.t);
     d.step = node.id;
     d.by = "human";
     d.options = node.decide.options;
@@ -165,7 +177,6 @@ bool team_state::assign(self_ptr self, std::size_t i, const queued_step& q) {
     e.t.state = task_state::running;
     --queued;
     spec.stats->queued.store(queued, std::memory_order_relaxed);
-    spec.stats->running.fetch_add(1, std::memory_order_relaxed);
   }
   emit_task(e, "step_started", q.step);
   if (a.in_flight == 1) emit_agent(i, "busy", e.t.id);
@@ -252,7 +263,7 @@ void team_state::on_step_done(self_ptr self, step_result r) {
     auto option = agents::parse_decision(r.text, node.decide.options);
     if (option.empty()) {
       // Unparseable verdict: retry like a failed call; once attempts run out the default applies.
-      auto max_attempts = node.max_attempts ? node.max_attempts : (e.t.max_attempts ? e.t.max_attempts : spec.team.max_attempts);
+      auto max_attempts = max_attempts_of(e, node);
       if (s.attempts >= max_attempts && !node.decide.default_option.empty()) {
         option = node.decide.default_option;
       } else {
@@ -265,7 +276,7 @@ void team_state::on_step_done(self_ptr self, step_result r) {
       }
     }
     agents::decision_record d;
-    d.id = "d_" + id.substr(id.find('_') + 1) + "_" + std::to_string(e.t.decisions.size() + 1);
+    d.id = next_decision_id(e.t);
     d.step = node.id;
     d.by = "agent:" + a.spec.agent.name;
     d.options = node.decide.options;
@@ -294,7 +305,7 @@ void team_state::step_failed(self_ptr self, task_entry& e, std::size_t step, bas
   const auto& node = e.wf->nodes[step];
   auto& s = e.t.steps[step];
   s.error = err;
-  auto max_attempts = node.max_attempts ? node.max_attempts : (e.t.max_attempts ? e.t.max_attempts : spec.team.max_attempts);
+  auto max_attempts = max_attempts_of(e, node);
   if (err.retryable && s.attempts < max_attempts) {
     auto delay = agents::backoff_ms(s.attempts, spec.team.backoff_ms, spec.team.backoff_max_ms, rng);
     emit_task(e, "step_retry", step);

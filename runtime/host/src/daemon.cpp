@@ -91,7 +91,6 @@ int run_daemon(const run_options& opts) {
   }
   spdlog::info("ready pid={}", ::getpid());
 
-  int exit_code = 0;
   for (;;) {
     int sig = 0;
     if (sigwait(&signals, &sig) != 0) continue;
@@ -121,7 +120,7 @@ int run_daemon(const run_options& opts) {
   rt.stop(10000);
   server.stop();
   spdlog::info("stopped cleanly");
-  return exit_code;
+  return 0;
 }
 
 int run_migrate(const std::string& store_url) {

@@ -26,7 +26,7 @@ namespace troupe::actors {
 /// Counters for /metrics, written by the team actor, read by anyone.
 struct team_stats {
   std::atomic<std::uint64_t> submitted{0}, succeeded{0}, failed{0}, cancelled{0}, rejected{0};
-  std::atomic<std::int64_t> queued{0}, running{0}, waiting_decision{0};
+  std::atomic<std::int64_t> queued{0};
   std::atomic<std::uint64_t> restarts{0}, llm_calls{0}, llm_failures{0}, tokens_in{0}, tokens_out{0};
   std::atomic<std::uint64_t> cost_micro_usd{0};
   std::atomic<std::uint64_t> step_latency_ms_total{0};

@@ -50,12 +50,6 @@ class work_queue {
     ++size_;
   }
 
-  /// Puts an item back at the front of its level (it keeps its place in line).
-  void push_front(int priority, item it) {
-    levels_[clamp(priority)].push_front(std::move(it));
-    ++size_;
-  }
-
   queue_key best(std::int64_t now_ms, std::int64_t aging_ms) const noexcept {
     queue_key key;
     for (int level = 9; level >= 0; --level) {
