@@ -4,6 +4,11 @@
 #include <chrono>
 
 namespace troupe::agents {
+namespace {
+/// The listener slot the current thread is calling, so that a listener which
+/// drops its own token does not wait for itself.
+thread_local const void* calling_slot = nullptr;
+}  // namespace
 
 std::shared_ptr<event> make_event(std::string name, std::string topic, std::string team, std::string agent,
                                   std::string task) {
@@ -19,7 +24,8 @@ std::shared_ptr<event> make_event(std::string name, std::string topic, std::stri
 }
 
 std::shared_ptr<void> event_bus::subscribe(listener fn) {
-  auto s = std::make_shared<slot>(slot{std::move(fn)});
+  auto s = std::make_shared<slot>();
+  s->fn = std::move(fn);
   {
     std::lock_guard guard{mutex_};
     // Copy-on-write: publishers iterate a snapshot without holding the lock.
@@ -32,7 +38,13 @@ std::shared_ptr<void> event_bus::subscribe(listener fn) {
   return std::shared_ptr<void>(raw, [this, keep = s](void*) { remove(keep.get()); });
 }
 
-void event_bus::remove(const slot* s) {
+void event_bus::remove(slot* s) {
+  if (calling_slot == s) {
+    s->retired = true;  // dropped from inside its own call: later calls skip it
+  } else {
+    std::unique_lock wait_for_calls{s->calls};
+    s->retired = true;
+  }
   std::lock_guard guard{mutex_};
   auto next = std::make_shared<std::vector<std::shared_ptr<slot>>>(*listeners_);
   next->erase(std::remove_if(next->begin(), next->end(),
@@ -49,7 +61,14 @@ void event_bus::publish(const event_ptr& ev) {
     snapshot = listeners_;
   }
   published_.fetch_add(1, std::memory_order_relaxed);
-  for (const auto& s : *snapshot) s->fn(ev);
+  for (const auto& s : *snapshot) {
+    std::shared_lock calling{s->calls};
+    if (s->retired) continue;
+    const void* outer = calling_slot;
+    calling_slot = s.get();
+    s->fn(ev);
+    calling_slot = outer;
+  }
 }
 
 }  // namespace troupe::agents

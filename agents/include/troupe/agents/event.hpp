@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <vector>
 
@@ -32,7 +33,9 @@ class event_bus {
  public:
   using listener = std::function<void(const event_ptr&)>;
   /// Registers a listener; it stays registered while the returned token lives.
-  /// Listeners run on the publisher's thread and must not block.
+  /// Listeners run on the publisher's thread and must not block. Dropping the
+  /// token waits for calls of that listener in progress on other threads, so
+  /// once it returns the listener's captures may be destroyed.
   std::shared_ptr<void> subscribe(listener fn);
   bool active() const noexcept { return count_.load(std::memory_order_relaxed) > 0; }
   void publish(const event_ptr& ev);
@@ -41,8 +44,10 @@ class event_bus {
  private:
   struct slot {
     listener fn;
+    std::shared_mutex calls;  ///< shared while calling fn; exclusive to retire it
+    std::atomic<bool> retired{false};
   };
-  void remove(const slot* s);
+  void remove(slot* s);
   mutable std::mutex mutex_;
   std::shared_ptr<std::vector<std::shared_ptr<slot>>> listeners_ =
       std::make_shared<std::vector<std::shared_ptr<slot>>>();
