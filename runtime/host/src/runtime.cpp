@@ -107,11 +107,22 @@ struct runtime::impl {
   bool started = false;
   bool stopped = false;
 
-  void audit(const protocols::principal& who, const std::string& action, const std::string& target, const json& detail) {
+  /// Audits a command answered elsewhere; `outcome` is "ok", the error code, or
+  /// "" when unknown. Secrets in `detail` are masked (actors::audit_args).
+  void audit(const protocols::principal& who, const std::string& action, const std::string& target, const json& detail,
+             std::string outcome = "") {
     if (!store_actor) return;
     auto batch = std::make_shared<base::write_batch>();
-    batch->audit.push_back({base::now_ms(), who.name, action, target, detail.dump()});
+    batch->audit.push_back({base::now_ms(), who.name, action, target, actors::audit_args(detail), std::move(outcome)});
     caf::anon_send(store_actor, actors::write_atom::value, batch);
+  }
+
+  /// `reply` wrapped so that the command is audited with its outcome when it is
+  /// answered (see actors::audited); `target` "" takes the reply's "id".
+  reply_fn audited(const protocols::principal& who, std::string action, std::string target, const json& args,
+                   reply_fn reply) {
+    return actors::audited(store_actor, who.name, std::move(action), std::move(target), actors::audit_args(args),
+                           std::move(reply));
   }
 
   template <class... Ts>
@@ -139,6 +150,7 @@ base::result<startup_report> runtime::start() {
   auto& d = *impl_;
   startup_report report;
   std::unordered_map<std::string, std::vector<agents::task>> recovered;
+  std::unordered_map<std::string, std::vector<base::entity_row>> entities;  ///< by team
   if (d.opts.persistent) {
     auto url = d.opts.store_override.empty() ? d.cfg.store : d.opts.store_override;
     auto opened = persistence::open_store(url);
@@ -180,6 +192,7 @@ base::result<startup_report> runtime::start() {
       ++report.recovered_tasks;
     }
     report.pending_decisions = state->pending_decisions.size();
+    for (auto& e : state->entities) entities[e.team].push_back(std::move(e));
     report.recovery_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   } else {
     report.store = "none (in-memory)";
@@ -218,6 +231,7 @@ base::result<startup_report> runtime::start() {
     spec.snapshot_every = d.cfg.rt.snapshot_every;
     spec.tick_ms = d.opts.team_tick_ms;
     spec.recovered = std::move(recovered[team.name]);
+    spec.recovered_entities = std::move(entities[team.name]);
     d.stats[team.name] = spec.stats;
     d.teams[team.name] = actors::spawn_team(*d.sys, std::move(spec));
     d.team_names.push_back(team.name);
@@ -293,6 +307,7 @@ void runtime::dispatch(const protocols::principal& who, const std::string& op, j
   if (!d.started || d.stopped) return reply(base::fail(errc::unavailable, "the runtime is not running"));
   if (!args.is_object()) args = json::object();
   if (op == "submit") {
+    reply = d.audited(who, "submit", "", args, std::move(reply));  // target: the new task's id
     auto spec = protocols::wire::parse_submit(args);
     if (!spec) return reply(base::fail(spec.error()));
     std::string team = spec->team;
@@ -356,8 +371,8 @@ void runtime::dispatch(const protocols::principal& who, const std::string& op, j
   if (op == "cancel") {
     auto id = str_arg(args, "id");
     if (id.empty()) id = str_arg(args, "task");
+    reply = d.audited(who, "cancel", id, args, std::move(reply));
     if (id.empty()) return reply(base::fail(errc::bad_request, "field 'id' (task id) is required"));
-    d.audit(who, "cancel", id, args);
     d.broadcast(reply, "no task '" + id + "'", actors::cancel_atom::value, id);
     return;
   }
@@ -368,9 +383,9 @@ void runtime::dispatch(const protocols::principal& who, const std::string& op, j
     cmd.option = str_arg(args, "option");
     cmd.comment = str_arg(args, "comment");
     cmd.who = who.name;
+    reply = d.audited(who, "decide", cmd.decision_id, args, std::move(reply));
     if (cmd.decision_id.empty()) return reply(base::fail(errc::bad_request, "field 'decision_id' is required"));
     if (cmd.option.empty()) return reply(base::fail(errc::bad_request, "field 'option' is required"));
-    d.audit(who, "decide", cmd.decision_id, args);
     d.broadcast(reply, "no pending decision '" + cmd.decision_id + "'", actors::decide_atom::value, cmd);
     return;
   }
@@ -406,11 +421,11 @@ void runtime::dispatch(const protocols::principal& who, const std::string& op, j
     auto agent = str_arg(args, "agent");
     if (team.empty() && !agent.empty())
       if (auto it = d.agent_team.find(agent); it != d.agent_team.end()) team = it->second;
+    reply = d.audited(who, op, agent.empty() ? team : agent, args, std::move(reply));
     auto it = d.teams.find(team);
     if (it == d.teams.end())
       return reply(base::fail(team.empty() ? errc::bad_request : errc::not_found,
                               team.empty() ? "field 'team' or 'agent' is required" : "no team '" + team + "'"));
-    d.audit(who, op, agent.empty() ? team : agent, args);
     if (op == "pause")
       caf::anon_send<caf::message_priority::high>(it->second, actors::pause_atom::value, agent,
                                                   flag(args, "abort"), reply);
@@ -456,14 +471,14 @@ void runtime::dispatch(const protocols::principal& who, const std::string& op, j
                       {"events_published", d.bus->published()}});
   }
   if (op == "shutdown") {
-    d.audit(who, "shutdown", "daemon", args);
+    reply = d.audited(who, "shutdown", "daemon", args, std::move(reply));
     if (!d.shutdown_fn) return reply(base::fail(errc::unavailable, "shutdown is not available in this process"));
     reply(json{{"shutting_down", true}});
     d.shutdown_fn();
     return;
   }
   if (op == "reload") {
-    d.audit(who, "reload", "config", args);
+    reply = d.audited(who, "reload", "config", args, std::move(reply));
     return reply(base::fail(errc::unavailable, "hot reload is not implemented yet; restart the daemon to apply a new config"));
   }
   reply(base::fail(errc::bad_request, "unknown op '" + op + "'"));

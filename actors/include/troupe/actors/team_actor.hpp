@@ -19,6 +19,7 @@
 #include "troupe/agents/event.hpp"
 #include "troupe/agents/task.hpp"
 #include "troupe/base/ids.hpp"
+#include "troupe/base/store_port.hpp"
 #include "troupe/config/config.hpp"
 
 namespace troupe::actors {
@@ -43,6 +44,10 @@ struct team_spec {
   std::size_t keep_terminal = 10000;  ///< finished tasks kept in memory for queries
   std::int64_t tick_ms = 200;          ///< watchdog/deadline resolution
   std::vector<agents::task> recovered;
+  /// The team's committed entity state at start: its own row (agent "") and
+  /// one per agent (paused, failed, spent_usd); empty without a store or on a
+  /// first start. See docs/durability.md, "Agent and team state".
+  std::vector<base::entity_row> recovered_entities;
 };
 
 caf::actor spawn_team(caf::actor_system& sys, team_spec spec);
