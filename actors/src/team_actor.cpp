@@ -13,9 +13,7 @@ using agents::task_state;
 
 void team_state::spawn_agent_slot(self_ptr self, std::size_t i) {
   auto& a = agents[i];
-  a.spec.dispatcher = caf::actor_cast<caf::actor>(self);
-  a.spec.bus = spec.bus;
-  a.spec.team = spec.team.name;
+  a.spec.env = env;
   a.handle = spawn_agent(self, a.spec);
   a.in_flight = 0;
 }
@@ -23,13 +21,14 @@ void team_state::spawn_agent_slot(self_ptr self, std::size_t i) {
 void team_state::init(self_ptr self, team_spec s) {
   spec = std::move(s);
   wf = agents::workflow::from_team(spec.team);
+  env = std::make_shared<const agent_env>(agent_env{spec.team.name, caf::actor_cast<caf::actor>(self), spec.llm, spec.bus});
   for (std::size_t i = 0; i < spec.agents.size(); ++i) {
     agent_slot a;
     a.spec = std::move(spec.agents[i]);  // one copy per agent: memory per idle agent matters
-    a.selectors.push_back("a:" + a.spec.agent.name);
-    for (const auto& c : a.spec.agent.capabilities) a.selectors.push_back("c:" + c);
+    a.selectors.push_back("a:" + a.spec.agent->name);
+    for (const auto& c : a.spec.agent->capabilities) a.selectors.push_back("c:" + c);
     for (const auto& sel : a.selectors) selector_agents[sel].push_back(i);
-    agent_index[a.spec.agent.name] = i;
+    agent_index[a.spec.agent->name] = i;
     agents.push_back(std::move(a));
     spawn_agent_slot(self, i);
   }
@@ -371,6 +370,7 @@ caf::behavior team_actor(detail::self_ptr self, team_spec spec) {
         for (std::size_t i = 0; i < st.agents.size(); ++i) st.pump_agent(self, i);
         reply(st.status_json());
       },
+      [=](reload_atom, team_update_ptr& u, const reply_fn& reply) { detail::on_reload(self, std::move(u), reply); },
       [=](drain_atom, const reply_fn& reply) {
         auto& st = self->state;
         st.draining = true;

@@ -23,6 +23,8 @@ struct agent_slot {
   int restarts = 0;
   double spent_usd = 0;
   std::vector<std::string> selectors;  ///< "a:NAME", "c:CAPABILITY"
+  bool retiring = false;  ///< removed by a reload: runs what only it can run, then stops (team_reload.cpp)
+  bool retired = false;   ///< stopped; the slot stays so that indexes stay valid
 };
 
 struct task_entry {
@@ -73,6 +75,12 @@ struct team_state {
   std::vector<reply_fn> drain_waiters;
   std::mt19937_64 rng{0x7e0b};
   std::deque<std::int64_t> restart_times;
+  std::shared_ptr<const agent_env> env;  ///< shared by every agent of the team
+  // Hot reload (team_reload.cpp).
+  bool retiring = false;                   ///< removed from the config: finishing its tasks
+  std::function<void()> on_retired;
+  bool reload_check_armed = false;
+  std::vector<std::string> legacy_selectors;  ///< needed only by tasks accepted before a reload
 
   // lifecycle (team_actor.cpp)
   void init(self_ptr self, team_spec s);
@@ -112,5 +120,9 @@ struct team_state {
   void check_drained();
   void spawn_agent_slot(self_ptr self, std::size_t i);
 };
+
+/// The team's reload message (team_reload.cpp): an update, or (null update) the
+/// periodic check that stops retired agents and a retired team.
+void on_reload(self_ptr self, team_update_ptr update, const reply_fn& reply);
 
 }  // namespace troupe::actors::detail

@@ -2,6 +2,8 @@
 // the actors and the network-facing control_port.
 #include "troupe/host/runtime.hpp"
 
+#include "runtime_impl.hpp"
+
 #include <chrono>
 #include <future>
 #include <mutex>
@@ -25,36 +27,7 @@ namespace {
 
 using nlohmann::json;
 using protocols::reply_fn;
-
-/// Collects the replies of n parallel requests and calls `done` once with all of them.
-class fan_in {
- public:
-  using results = std::vector<base::result<json>>;
-  fan_in(std::size_t n, std::function<void(results)> done) : left_(n), done_(std::move(done)) {
-    all_.reserve(n);
-    if (n == 0) done_({});
-  }
-  reply_fn slot(const std::shared_ptr<fan_in>& self) {
-    return [self](base::result<json> r) {
-      std::function<void(results)> done;
-      results all;
-      {
-        std::lock_guard guard{self->mutex_};
-        self->all_.push_back(std::move(r));
-        if (--self->left_ != 0) return;
-        done = std::move(self->done_);
-        all = std::move(self->all_);
-      }
-      done(std::move(all));
-    };
-  }
-
- private:
-  std::mutex mutex_;
-  std::size_t left_;
-  std::function<void(results)> done_;
-  results all_;
-};
+using detail::fan_in;
 
 /// First success among the replies, else the most specific error (not_found last).
 base::result<json> first_success(fan_in::results& all, const std::string& what) {
@@ -87,53 +60,18 @@ struct caf_config : caf::actor_system_config {
 
 }  // namespace
 
-struct runtime::impl {
-  config::config cfg;
-  runtime_options opts;
-  std::shared_ptr<agents::event_bus> bus = std::make_shared<agents::event_bus>();
-  std::shared_ptr<base::id_generator> ids = std::make_shared<base::id_generator>("t");
-  std::shared_ptr<actors::store_stats> store_stats = std::make_shared<actors::store_stats>();
-  std::shared_ptr<base::snapshot_store> store;
-  std::shared_ptr<protocols::llm::llm_pool> llm;  ///< network providers; null when all are scripted
-  std::unique_ptr<caf_config> sys_cfg;
-  std::unique_ptr<caf::actor_system> sys;
-  caf::actor store_actor;
-  std::vector<std::string> team_names;
-  std::unordered_map<std::string, caf::actor> teams;
-  std::unordered_map<std::string, std::shared_ptr<actors::team_stats>> stats;
-  std::unordered_map<std::string, std::string> agent_team;  ///< agent -> first team listing it
-  std::function<void()> shutdown_fn;
-  std::mutex mutex;
-  bool started = false;
-  bool stopped = false;
+namespace {
 
-  /// Audits a command answered elsewhere; `outcome` is "ok", the error code, or
-  /// "" when unknown. Secrets in `detail` are masked (actors::audit_args).
-  void audit(const protocols::principal& who, const std::string& action, const std::string& target, const json& detail,
-             std::string outcome = "") {
-    if (!store_actor) return;
-    auto batch = std::make_shared<base::write_batch>();
-    batch->audit.push_back({base::now_ms(), who.name, action, target, actors::audit_args(detail), std::move(outcome)});
-    caf::anon_send(store_actor, actors::write_atom::value, batch);
-  }
+template <class... Ts>
+void broadcast(const detail::routes& table, reply_fn reply, const std::string& missing, Ts... xs) {
+  auto f = std::make_shared<fan_in>(table.teams.size(), [reply, missing](fan_in::results all) {
+    reply(first_success(all, missing));
+  });
+  for (const auto& name : table.team_names)
+    caf::anon_send<caf::message_priority::high>(table.teams.at(name), xs..., f->slot(f));
+}
 
-  /// `reply` wrapped so that the command is audited with its outcome when it is
-  /// answered (see actors::audited); `target` "" takes the reply's "id".
-  reply_fn audited(const protocols::principal& who, std::string action, std::string target, const json& args,
-                   reply_fn reply) {
-    return actors::audited(store_actor, who.name, std::move(action), std::move(target), actors::audit_args(args),
-                           std::move(reply));
-  }
-
-  template <class... Ts>
-  void broadcast(reply_fn reply, const std::string& missing, Ts... xs) {
-    auto f = std::make_shared<fan_in>(teams.size(), [reply, missing](fan_in::results all) {
-      reply(first_success(all, missing));
-    });
-    for (const auto& name : team_names)
-      caf::anon_send<caf::message_priority::high>(teams.at(name), xs..., f->slot(f));
-  }
-};
+}  // namespace
 
 runtime::runtime(config::config cfg, runtime_options opts) : impl_(std::make_unique<impl>()) {
   impl_->cfg = std::move(cfg);
@@ -143,6 +81,7 @@ runtime::runtime(config::config cfg, runtime_options opts) : impl_(std::make_uni
 runtime::~runtime() { stop(0); }
 
 const config::config& runtime::cfg() const { return impl_->cfg; }
+void runtime::set_config_source(std::function<config::load_result()> fn) { impl_->config_source = std::move(fn); }
 std::shared_ptr<agents::event_bus> runtime::bus() const { return impl_->bus; }
 void runtime::on_shutdown_request(std::function<void()> fn) { impl_->shutdown_fn = std::move(fn); }
 
@@ -206,35 +145,37 @@ base::result<startup_report> runtime::start() {
     actors::store_options so;
     so.max_batch = static_cast<std::size_t>(d.cfg.rt.commit_batch);
     so.retention_ms = static_cast<std::int64_t>(d.cfg.rt.retention_days) * 24 * 3600 * 1000;
+    // PostgreSQL: more connections, so that commits overlap their WAL flushes.
+    auto url = d.opts.store_override.empty() ? d.cfg.store : d.opts.store_override;
+    for (std::size_t i = 0, n = persistence::overlapped_writers(url); i < n; ++i) {
+      auto writer = persistence::open_store(url);
+      if (!writer) return base::fail(writer.error());
+      so.extra_writers.push_back(std::shared_ptr<base::snapshot_store>(std::move(*writer)));
+    }
     d.store_actor = actors::spawn_store(*d.sys, d.store, d.store_stats, so);
   }
+  detail::shared_parts parts;
+  auto table = std::make_shared<detail::routes>();
   for (const auto& team : d.cfg.teams) {
-    actors::team_spec spec;
-    spec.team = team;
-    for (const auto& agent_name : team.agents) {
-      const auto* agent = d.cfg.find_agent(agent_name);
-      const auto* model = agent ? d.cfg.find_model(agent->model) : nullptr;
-      const auto* provider = model ? d.cfg.find_provider(model->provider) : nullptr;
-      if (!provider) return base::fail(base::errc::invalid_config, "agent '" + agent_name + "' has no usable model/provider");
-      actors::agent_spec as;
-      as.agent = *agent;
-      as.model = *model;
-      as.provider = *provider;
-      as.llm = d.llm;
-      spec.agents.push_back(std::move(as));
-      d.agent_team.emplace(agent_name, team.name);
-    }
-    spec.store = d.store_actor;
-    spec.bus = d.bus;
-    spec.task_ids = d.ids;
-    spec.stats = std::make_shared<actors::team_stats>();
-    spec.snapshot_every = d.cfg.rt.snapshot_every;
-    spec.tick_ms = d.opts.team_tick_ms;
-    spec.recovered = std::move(recovered[team.name]);
-    spec.recovered_entities = std::move(entities[team.name]);
-    d.stats[team.name] = spec.stats;
-    d.teams[team.name] = actors::spawn_team(*d.sys, std::move(spec));
-    d.team_names.push_back(team.name);
+    auto spec = d.team_spec_of(d.cfg, team, parts);
+    if (!spec) return base::fail(spec.error());
+    for (const auto& agent_name : team.agents) table->agent_team.emplace(agent_name, team.name);
+    spec->recovered = std::move(recovered[team.name]);
+    spec->recovered_entities = std::move(entities[team.name]);
+    table->stats[team.name] = spec->stats;
+    table->teams[team.name] = actors::spawn_team(*d.sys, std::move(*spec));
+    table->team_names.push_back(team.name);
+  }
+  {
+    std::lock_guard guard{d.mutex};
+    d.table = std::move(table);
+  }
+  if (!d.config_source) {
+    auto path = d.cfg.source_path;
+    d.config_source = [path] {
+      if (path.empty()) return config::load_result{std::nullopt, {{"", "the running config was not loaded from a file; nothing to reload"}}, {}};
+      return config::load_config_file(path);
+    };
   }
   d.started = true;
   return report;
@@ -247,17 +188,18 @@ void runtime::stop(std::int64_t grace_ms) {
     if (!d.started || d.stopped) return;
     d.stopped = true;
   }
+  auto routes = d.routes();
   // Drain: no new tasks, let in-flight calls finish and commit.
   if (grace_ms > 0) {
     auto all = std::make_shared<std::promise<void>>();
     auto fut = all->get_future();
-    auto f = std::make_shared<fan_in>(d.teams.size(), [all](fan_in::results) { all->set_value(); });
-    for (const auto& [name, team] : d.teams)
+    auto f = std::make_shared<fan_in>(routes->teams.size(), [all](fan_in::results) { all->set_value(); });
+    for (const auto& [name, team] : routes->teams)
       caf::anon_send<caf::message_priority::high>(team, actors::drain_atom::value, f->slot(f));
     if (fut.wait_for(std::chrono::milliseconds(grace_ms)) != std::future_status::ready)
       spdlog::warn("drain timed out after {} ms; unfinished calls resume after restart", grace_ms);
   }
-  for (const auto& [name, team] : d.teams) caf::anon_send_exit(team, caf::exit_reason::user_shutdown);
+  for (const auto& [name, team] : routes->teams) caf::anon_send_exit(team, caf::exit_reason::user_shutdown);
   // Network calls still in flight are aborted; their callbacks must not outlive the actor system.
   if (d.llm) d.llm->shutdown();
   if (d.store_actor) {
@@ -270,7 +212,11 @@ void runtime::stop(std::int64_t grace_ms) {
   }
   // A detached actor's thread ends only when the last handle to it is gone.
   d.store_actor = nullptr;
-  d.teams.clear();
+  routes.reset();
+  {
+    std::lock_guard guard{d.mutex};
+    d.table = std::make_shared<detail::routes>();
+  }
   d.sys.reset();  // waits for every actor
 }
 
@@ -306,18 +252,23 @@ void runtime::dispatch(const protocols::principal& who, const std::string& op, j
   using base::errc;
   if (!d.started || d.stopped) return reply(base::fail(errc::unavailable, "the runtime is not running"));
   if (!args.is_object()) args = json::object();
+  const auto routes = d.routes();  // this request's view, whatever a reload does meanwhile
+  const auto& table = *routes;
   if (op == "submit") {
     reply = d.audited(who, "submit", "", args, std::move(reply));  // target: the new task's id
     auto spec = protocols::wire::parse_submit(args);
     if (!spec) return reply(base::fail(spec.error()));
     std::string team = spec->team;
     if (team.empty()) {
-      auto it = d.agent_team.find(spec->agent);
-      if (it == d.agent_team.end()) return reply(base::fail(errc::not_found, "no agent '" + spec->agent + "' in any team"));
+      auto it = table.agent_team.find(spec->agent);
+      if (it == table.agent_team.end()) return reply(base::fail(errc::not_found, "no agent '" + spec->agent + "' in any team"));
       team = it->second;
     }
-    auto it = d.teams.find(team);
-    if (it == d.teams.end()) return reply(base::fail(errc::not_found, "no team '" + team + "'"));
+    if (table.retiring.count(team))
+      return reply(base::fail(errc::not_found, "team '" + team +
+                                                   "' was removed from the config; it finishes its tasks but takes no new ones"));
+    auto it = table.teams.find(team);
+    if (it == table.teams.end()) return reply(base::fail(errc::not_found, "no team '" + team + "'"));
     if (!d.store_stats->healthy.load(std::memory_order_relaxed) && d.store_actor) {
       // Do not even try: nothing is acknowledged without a commit.
       return reply(base::fail(errc::unavailable, "the store cannot commit right now; retry later"));
@@ -339,12 +290,12 @@ void runtime::dispatch(const protocols::principal& who, const std::string& op, j
     }
     if (id.empty()) return reply(base::fail(errc::bad_request, "field 'id' (task id) is required"));
     auto store = d.store_actor;
-    auto f = std::make_shared<fan_in>(d.teams.size(), [reply, id, store](fan_in::results all) {
+    auto f = std::make_shared<fan_in>(table.teams.size(), [reply, id, store](fan_in::results all) {
       auto r = first_success(all, "no task '" + id + "'");
       if (r || r.error().code != errc::not_found || !store) return reply(std::move(r));
       caf::anon_send(store, actors::load_atom::value, id, reply);  // finished long ago: ask the store
     });
-    for (const auto& name : d.team_names) caf::anon_send(d.teams.at(name), actors::task_atom::value, id, f->slot(f));
+    for (const auto& name : table.team_names) caf::anon_send(table.teams.at(name), actors::task_atom::value, id, f->slot(f));
     return;
   }
   if (op == "tasks") {
@@ -354,8 +305,8 @@ void runtime::dispatch(const protocols::principal& who, const std::string& op, j
       filter.limit = static_cast<std::size_t>(std::clamp<long long>(it->get<long long>(), 1, 10000));
     auto team = str_arg(args, "team");
     std::vector<caf::actor> targets;
-    for (const auto& name : d.team_names)
-      if (team.empty() || team == name) targets.push_back(d.teams.at(name));
+    for (const auto& name : table.team_names)
+      if (team.empty() || team == name) targets.push_back(table.teams.at(name));
     auto limit = filter.limit;
     auto f = std::make_shared<fan_in>(targets.size(), [reply, limit](fan_in::results all) {
       auto out = json::array();
@@ -373,7 +324,7 @@ void runtime::dispatch(const protocols::principal& who, const std::string& op, j
     if (id.empty()) id = str_arg(args, "task");
     reply = d.audited(who, "cancel", id, args, std::move(reply));
     if (id.empty()) return reply(base::fail(errc::bad_request, "field 'id' (task id) is required"));
-    d.broadcast(reply, "no task '" + id + "'", actors::cancel_atom::value, id);
+    broadcast(table, reply, "no task '" + id + "'", actors::cancel_atom::value, id);
     return;
   }
   if (op == "decide") {
@@ -386,14 +337,14 @@ void runtime::dispatch(const protocols::principal& who, const std::string& op, j
     reply = d.audited(who, "decide", cmd.decision_id, args, std::move(reply));
     if (cmd.decision_id.empty()) return reply(base::fail(errc::bad_request, "field 'decision_id' is required"));
     if (cmd.option.empty()) return reply(base::fail(errc::bad_request, "field 'option' is required"));
-    d.broadcast(reply, "no pending decision '" + cmd.decision_id + "'", actors::decide_atom::value, cmd);
+    broadcast(table, reply, "no pending decision '" + cmd.decision_id + "'", actors::decide_atom::value, cmd);
     return;
   }
   if (op == "decisions" || op == "agents" || op == "teams") {
     bool decisions = op == "decisions";
     auto team = str_arg(args, "team");
     std::vector<std::string> targets;
-    for (const auto& name : d.team_names)
+    for (const auto& name : table.team_names)
       if (team.empty() || team == name) targets.push_back(name);
     auto f = std::make_shared<fan_in>(targets.size(), [reply, op, decisions](fan_in::results all) {
       auto out = json::array();
@@ -410,9 +361,9 @@ void runtime::dispatch(const protocols::principal& who, const std::string& op, j
     });
     for (const auto& name : targets) {
       if (decisions)
-        caf::anon_send(d.teams.at(name), actors::decisions_atom::value, f->slot(f));
+        caf::anon_send(table.teams.at(name), actors::decisions_atom::value, f->slot(f));
       else
-        caf::anon_send(d.teams.at(name), actors::status_atom::value, f->slot(f));
+        caf::anon_send(table.teams.at(name), actors::status_atom::value, f->slot(f));
     }
     return;
   }
@@ -420,10 +371,10 @@ void runtime::dispatch(const protocols::principal& who, const std::string& op, j
     auto team = str_arg(args, "team");
     auto agent = str_arg(args, "agent");
     if (team.empty() && !agent.empty())
-      if (auto it = d.agent_team.find(agent); it != d.agent_team.end()) team = it->second;
+      if (auto it = table.agent_team.find(agent); it != table.agent_team.end()) team = it->second;
     reply = d.audited(who, op, agent.empty() ? team : agent, args, std::move(reply));
-    auto it = d.teams.find(team);
-    if (it == d.teams.end())
+    auto it = table.teams.find(team);
+    if (it == table.teams.end())
       return reply(base::fail(team.empty() ? errc::bad_request : errc::not_found,
                               team.empty() ? "field 'team' or 'agent' is required" : "no team '" + team + "'"));
     if (op == "pause")
@@ -436,8 +387,8 @@ void runtime::dispatch(const protocols::principal& who, const std::string& op, j
     return;
   }
   if (op == "ready") {
-    if (!d.store_actor) return reply(json{{"status", "ready"}, {"store", "none"}, {"teams", d.team_names.size()}});
-    auto teams = d.team_names.size();
+    if (!d.store_actor) return reply(json{{"status", "ready"}, {"store", "none"}, {"teams", table.team_names.size()}});
+    auto teams = table.team_names.size();
     auto stats = d.store_stats;
     caf::anon_send(d.store_actor, actors::ping_atom::value, reply_fn([reply, teams, stats](base::result<json> r) {
       if (!r) return reply(base::fail(base::errc::unavailable, "store unreachable: " + r.error().message));
@@ -458,7 +409,7 @@ void runtime::dispatch(const protocols::principal& who, const std::string& op, j
   }
   if (op == "metrics") {
     json teams = json::object();
-    for (const auto& [name, s] : d.stats)
+    for (const auto& [name, s] : table.stats)
       teams[name] = {{"submitted", s->submitted.load()}, {"succeeded", s->succeeded.load()},
                      {"failed", s->failed.load()}, {"cancelled", s->cancelled.load()},
                      {"rejected", s->rejected.load()}, {"queued", s->queued.load()},
@@ -477,21 +428,20 @@ void runtime::dispatch(const protocols::principal& who, const std::string& op, j
     d.shutdown_fn();
     return;
   }
-  if (op == "reload") {
-    reply = d.audited(who, "reload", "config", args, std::move(reply));
-    return reply(base::fail(errc::unavailable, "hot reload is not implemented yet; restart the daemon to apply a new config"));
-  }
+  if (op == "reload") return reload(who, std::move(reply));
   reply(base::fail(errc::bad_request, "unknown op '" + op + "'"));
 }
 
 std::string runtime::metrics_text() {
   auto& d = *impl_;
+  const auto routes = d.routes();
+  const auto& stats = routes->stats;
   std::ostringstream out;
   auto family = [&](const char* name, const char* type, const char* help) {
     out << "# HELP " << name << ' ' << help << "\n# TYPE " << name << ' ' << type << '\n';
   };
   family("troupe_tasks_total", "counter", "Tasks by team and outcome.");
-  for (const auto& [team, s] : d.stats) {
+  for (const auto& [team, s] : stats) {
     out << "troupe_tasks_total{team=\"" << team << "\",outcome=\"submitted\"} " << s->submitted.load() << '\n';
     out << "troupe_tasks_total{team=\"" << team << "\",outcome=\"succeeded\"} " << s->succeeded.load() << '\n';
     out << "troupe_tasks_total{team=\"" << team << "\",outcome=\"failed\"} " << s->failed.load() << '\n';
@@ -499,18 +449,18 @@ std::string runtime::metrics_text() {
     out << "troupe_tasks_total{team=\"" << team << "\",outcome=\"rejected\"} " << s->rejected.load() << '\n';
   }
   family("troupe_queue_depth", "gauge", "Queued tasks per team.");
-  for (const auto& [team, s] : d.stats) out << "troupe_queue_depth{team=\"" << team << "\"} " << s->queued.load() << '\n';
+  for (const auto& [team, s] : stats) out << "troupe_queue_depth{team=\"" << team << "\"} " << s->queued.load() << '\n';
   family("troupe_agent_restarts_total", "counter", "Agent restarts per team.");
-  for (const auto& [team, s] : d.stats) out << "troupe_agent_restarts_total{team=\"" << team << "\"} " << s->restarts.load() << '\n';
+  for (const auto& [team, s] : stats) out << "troupe_agent_restarts_total{team=\"" << team << "\"} " << s->restarts.load() << '\n';
   family("troupe_llm_calls_total", "counter", "LLM calls per team.");
-  for (const auto& [team, s] : d.stats) out << "troupe_llm_calls_total{team=\"" << team << "\"} " << s->llm_calls.load() << '\n';
+  for (const auto& [team, s] : stats) out << "troupe_llm_calls_total{team=\"" << team << "\"} " << s->llm_calls.load() << '\n';
   family("troupe_llm_tokens_total", "counter", "Tokens per team and direction.");
-  for (const auto& [team, s] : d.stats) {
+  for (const auto& [team, s] : stats) {
     out << "troupe_llm_tokens_total{team=\"" << team << "\",direction=\"in\"} " << s->tokens_in.load() << '\n';
     out << "troupe_llm_tokens_total{team=\"" << team << "\",direction=\"out\"} " << s->tokens_out.load() << '\n';
   }
   family("troupe_cost_usd_total", "counter", "Cost in USD per team.");
-  for (const auto& [team, s] : d.stats)
+  for (const auto& [team, s] : stats)
     out << "troupe_cost_usd_total{team=\"" << team << "\"} " << static_cast<double>(s->cost_micro_usd.load()) / 1e6 << '\n';
   if (d.llm) {
     auto providers = d.llm->stats();

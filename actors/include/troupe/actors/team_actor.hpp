@@ -10,6 +10,7 @@
 /// dispatching, keeps its queue, and resumes on an operator `restart`.
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -48,8 +49,30 @@ struct team_spec {
   /// one per agent (paused, failed, spent_usd); empty without a store or on a
   /// first start. See docs/durability.md, "Agent and team state".
   std::vector<base::entity_row> recovered_entities;
+  std::shared_ptr<base::llm_client> llm;  ///< network providers; may be null
 };
+
+/// A hot reload of one team (sent with high priority, answered at once with a
+/// summary of what the team changed). The team takes the new settings and
+/// workflow for new work; tasks already accepted keep the workflow they started
+/// with. Agents missing from `agents` retire: they finish the work only they can
+/// run (their in-flight calls and steps queued for them by older tasks), then
+/// stop. With `retire` set the whole team was removed from the config: it keeps
+/// running its accepted tasks and calls `retired` (on its own thread) once none
+/// is left; the runtime then stops it. A later update without `retire` cancels
+/// the retirement.
+struct team_update {
+  config::team team;
+  std::vector<agent_spec> agents;  ///< the new members, resolved
+  int snapshot_every = 16;
+  bool retire = false;
+  std::function<void()> retired;
+};
+using team_update_ptr = std::shared_ptr<team_update>;
+using reload_atom = caf::atom_constant<caf::atom("reload")>;
 
 caf::actor spawn_team(caf::actor_system& sys, team_spec spec);
 
 }  // namespace troupe::actors
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::team_update_ptr)
