@@ -85,6 +85,8 @@ void record_success(self_ptr self, std::size_t rows, std::uint64_t us) {
   st.stats->rows.fetch_add(rows, std::memory_order_relaxed);
   st.stats->last_batch_rows.store(rows, std::memory_order_relaxed);
   st.stats->last_commit_us.store(us, std::memory_order_relaxed);
+  st.stats->commit_seconds.observe(static_cast<double>(us) / 1e6);
+  st.stats->batch_rows.observe(static_cast<double>(rows));
   st.stats->total_commit_us.fetch_add(us, std::memory_order_relaxed);
   if (!st.stats->healthy.exchange(true)) spdlog::info("store recovered store={}", st.store->describe());
   st.retry_delay_ms = 0;

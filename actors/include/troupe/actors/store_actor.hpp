@@ -25,6 +25,7 @@
 #include <nlohmann/json.hpp>
 
 #include "troupe/actors/messages.hpp"
+#include "troupe/base/histogram.hpp"
 #include "troupe/base/store_port.hpp"
 
 namespace troupe::actors {
@@ -51,6 +52,8 @@ struct store_stats {
   std::atomic<std::uint64_t> total_commit_us{0};
   std::atomic<std::uint64_t> backlog_rows{0};
   std::atomic<std::uint64_t> pruned_tasks{0};
+  base::histogram commit_seconds{base::histogram::commit_seconds()};  ///< successful commits
+  base::histogram batch_rows{base::histogram::sizes()};               ///< rows per successful commit
 };
 
 struct store_options {
