@@ -23,6 +23,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <sstream>
 #include <string>
@@ -106,10 +107,16 @@ json make_config(const options& o, const std::string& kind, const std::string& b
   return cfg;
 }
 
-/// Reads /metrics once.
-std::string metrics_text(client::http_connection& c) {
+/// Reads /metrics (reconnecting once if the server closed the connection).
+std::string metrics_text(client::http_connection& c, std::uint16_t port) {
   auto r = c.request(client::method::get, "/metrics");
-  if (!r || r->status != 200) die("GET /metrics failed");
+  if (!r) {
+    c.close();
+    if (auto ok = c.connect("127.0.0.1", port); !ok) die("reconnect for /metrics: " + ok.error().message);
+    r = c.request(client::method::get, "/metrics");
+  }
+  if (!r) die("GET /metrics: " + r.error().message);
+  if (r->status != 200) die("GET /metrics: HTTP " + std::to_string(r->status) + " " + r->body);
   return r->body;
 }
 
@@ -126,26 +133,23 @@ double finished_tasks(const std::string& m) {
   return total;
 }
 
-/// CPU seconds per thread name of process `pid` (/proc/PID/task/*/stat).
+/// CPU seconds per thread name of process `pid`, from /proc/PID/task/TID/stat
+/// (/proc/TID/stat would give the whole process's figures).
 std::map<std::string, double> thread_cpu(pid_t pid) {
   std::map<std::string, double> out;
-  auto dir = "/proc/" + std::to_string(pid) + "/task";
   std::error_code ec;
-  for (const auto& e : fs::directory_iterator(dir, ec)) {
+  for (const auto& e : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
     std::ifstream in(e.path() / "stat");
     std::string line;
     if (!std::getline(in, line)) continue;
     auto open = line.find('('), close = line.rfind(')');
     if (open == std::string::npos || close == std::string::npos) continue;
-    auto name = line.substr(open + 1, close - open - 1);
+    // After the name: state is field 3, utime and stime are fields 14 and 15.
     std::istringstream rest(line.substr(close + 2));
-    std::string field;
-    double ut = 0, st = 0;
-    for (int i = 3; i <= 15 && rest >> field; ++i) {
-      if (i == 14) ut = std::stod(field);
-      if (i == 15) st = std::stod(field);
-    }
-    out[name] += (ut + st) / static_cast<double>(sysconf(_SC_CLK_TCK));
+    std::vector<std::string> f{std::istream_iterator<std::string>(rest), {}};
+    if (f.size() < 13) continue;
+    out[line.substr(open + 1, close - open - 1)] +=
+        (std::stod(f[11]) + std::stod(f[12])) / static_cast<double>(sysconf(_SC_CLK_TCK));
   }
   return out;
 }
@@ -183,13 +187,14 @@ struct drain_result {
   double seconds = 0, mean_in_flight = 0;
 };
 
-drain_result wait_finished(client::http_connection& c, double target, clock_type::time_point t0) {
+drain_result wait_finished(client::http_connection& c, std::uint16_t port, double target,
+                           clock_type::time_point t0) {
   drain_result out;
   double sum = 0;
   int n = 0;
   auto deadline = clock_type::now() + std::chrono::seconds(900);
   for (;;) {
-    auto m = metrics_text(c);
+    auto m = metrics_text(c, port);
     if (finished_tasks(m) >= target) break;
     sum += sample(m, "troupe_llm_provider_in_flight{provider=\"llm\"}");
     ++n;
@@ -227,7 +232,7 @@ void run_case(const options& o, const std::string& kind, int inflight) {
 
   // Warm-up: connections to the fake, allocator arenas, SQLite cache.
   long long warm = submit(*port, inflight * 4LL, o.clients);
-  (void)wait_finished(probe, static_cast<double>(warm), clock_type::now());
+  (void)wait_finished(probe, *port, static_cast<double>(warm), clock_type::now());
 
   const double bound = inflight * 1000.0 / static_cast<double>(o.latency_ms);
   const auto m = static_cast<long long>(bound * o.seconds);
@@ -238,17 +243,17 @@ void run_case(const options& o, const std::string& kind, int inflight) {
   auto submit_s = seconds_since(ts);
   auto submit_cpu = proc_cpu_seconds(d.pid()) - cpu_s0;
 
-  auto before = metrics_text(probe);
+  auto before = metrics_text(probe, *port);
   auto threads0 = thread_cpu(d.pid());
   auto cpu0 = proc_cpu_seconds(d.pid());
   auto fake_cpu0 = proc_cpu_seconds(fake.pid());
   auto t0 = clock_type::now();
   control_op(*port, "resume");
-  auto r = wait_finished(probe, static_cast<double>(warm + accepted), t0);
+  auto r = wait_finished(probe, *port, static_cast<double>(warm + accepted), t0);
   auto cpu = proc_cpu_seconds(d.pid()) - cpu0;
   auto fake_cpu = proc_cpu_seconds(fake.pid()) - fake_cpu0;
   auto threads1 = thread_cpu(d.pid());
-  auto after = metrics_text(probe);
+  auto after = metrics_text(probe, *port);
   auto delta = [&](const std::string& key) { return sample(after, key) - sample(before, key); };
   double calls = delta("troupe_llm_provider_calls_total{provider=\"llm\",outcome=\"all\"}");
   double failed = delta("troupe_llm_provider_calls_total{provider=\"llm\",outcome=\"failed\"}");

@@ -7,16 +7,14 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <future>
 #include <vector>
 
-#include "troupe/protocols/llm/llm_pool.hpp"
+#include "one_call.hpp"
 
 namespace troupe::protocols::llm {
 namespace {
 
 using namespace std::chrono_literals;
-using steady = std::chrono::steady_clock;
 
 /// A TCP listener on 127.0.0.1 that never accepts, reads or writes. The kernel
 /// completes handshakes into its accept queue until the queue is full; after
@@ -62,13 +60,8 @@ class silent_listener {
   std::vector<int> fillers_;
 };
 
-struct timed {
-  base::result<base::llm_response> result;
-  std::chrono::milliseconds elapsed;
-};
-
 /// One call with one attempt, connect timeout 300 ms, attempt timeout 10 s.
-timed call_once(const std::string& base_url) {
+test::call_result call_once(const std::string& base_url) {
   config::provider p;
   p.name = "p";
   p.kind = config::provider_kind::openai;
@@ -76,20 +69,7 @@ timed call_once(const std::string& base_url) {
   p.connect_timeout_ms = 300;
   p.timeout_ms = 10000;
   p.retry = {1, 1, 1};
-  auto client = make_llm_client({{"p", p}});
-  base::llm_request r;
-  r.provider = "p";
-  r.model = "m";
-  r.messages = {{"user", "hello"}};
-  r.timeout_ms = 20000;
-  std::promise<base::result<base::llm_response>> done;
-  auto f = done.get_future();
-  auto t0 = steady::now();
-  client->call(r, nullptr, [&](base::result<base::llm_response> res) { done.set_value(std::move(res)); });
-  if (f.wait_for(30s) != std::future_status::ready)
-    return {base::fail(base::errc::internal, "test deadline"), 30s};
-  auto res = f.get();
-  return {std::move(res), std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - t0)};
+  return test::one_call(p, [](base::llm_request& r) { r.timeout_ms = 20000; });
 }
 
 TEST(llm_timeouts, a_connect_that_never_completes_ends_at_connect_timeout) {
