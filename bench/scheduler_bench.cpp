@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <malloc.h>
 #include <future>
 #include <memory>
 #include <mutex>
@@ -246,6 +247,13 @@ std::int64_t settled_rss() {
   return last;
 }
 
+/// Bytes malloc has handed out and not taken back (small blocks and mmapped ones).
+/// Unlike RSS it does not depend on where freed memory (the parsed JSON) left holes.
+std::int64_t heap_in_use() {
+  auto mi = mallinfo2();
+  return static_cast<std::int64_t>(mi.uordblks + mi.hblkhd);
+}
+
 /// Child: a runtime with `n` idle agents in one team. Prints RSS before the
 /// config, after loading it, and after start() with every actor spawned.
 int child_idle(int n) {
@@ -254,13 +262,17 @@ int child_idle(int n) {
   auto cfg = load(cfg_json);
   cfg_json = json();
   auto rss1 = self_rss_bytes();
+  auto heap1 = heap_in_use();
   host::runtime rt(std::move(cfg), host::runtime_options{false, {}, 200});
   if (auto s = rt.start(); !s) die("runtime start failed: " + s.error().message);
-  // The team answers only after its init spawned every agent.
-  if (auto r = call(rt, "pause", {{"team", "team0"}}); !r) die("pause: " + r.error().message);
-  if (auto r = call(rt, "resume", {{"team", "team0"}}); !r) die("resume: " + r.error().message);
+  // The team answers only after its init spawned every agent. A small query on
+  // purpose: pause/resume answer with the status of all 100,000 agents, a ~100 MB
+  // JSON document that is freed but leaves the heap (and RSS) grown.
+  if (auto r = call(rt, "tasks", {{"team", "team0"}, {"limit", 1}}); !r) die("tasks: " + r.error().message);
   auto rss2 = settled_rss();
-  std::printf("RESULT %lld %lld %lld\n", (long long)rss0, (long long)rss1, (long long)rss2);
+  auto heap2 = heap_in_use();
+  std::printf("RESULT %lld %lld %lld %lld %lld\n", (long long)rss0, (long long)rss1, (long long)rss2,
+              (long long)heap1, (long long)heap2);
   rt.stop(0);
   return 0;
 }
@@ -404,6 +416,9 @@ int main(int argc, char** argv) {
     row(strf("idle agents: %d (1 team), RSS after start", idle_agents), strf("%.1f MiB", double(many[2]) / 1048576.0));
     row("per idle agent: actors + team state (RSS delta / agents)", strf("%.0f bytes", per_agent_rt));
     row("per idle agent: including its parsed config", strf("%.0f bytes", per_agent_all));
+    auto heap_delta = [](const std::vector<long long>& v) { return double(v[4] - v[3]); };
+    row("per idle agent: heap in use after start (mallinfo2 delta / agents)",
+        strf("%.0f bytes", (heap_delta(many) - heap_delta(base)) / double(idle_agents - 1)));
   }
   {
     auto q = run_child(argv[0], numbered("--child queued ", static_cast<long long>(queued)));

@@ -203,8 +203,10 @@ caf::behavior agent_actor(caf::stateful_actor<agent_state>* self, agent_spec spe
 }  // namespace
 
 caf::actor spawn_agent(caf::local_actor* parent, const agent_spec& spec) {
-  // Linked so agents end with their team; monitored so the team sees each crash as a down message.
-  return parent->spawn<caf::monitored + caf::linked>(agent_actor, spec);
+  // Linked so agents end with their team; monitored so the team sees each crash as a down
+  // message. Lazy: the behavior is built at the first message, so an agent that never
+  // works costs no handlers (memory per idle agent).
+  return parent->spawn<caf::monitored + caf::linked + caf::lazy_init>(agent_actor, spec);
 }
 
 }  // namespace troupe::actors

@@ -1,5 +1,7 @@
 #include "integration_env.hpp"
 
+#include "daemon_process.hpp"
+
 #include <sqlite3.h>
 
 #include <cstdlib>
@@ -14,6 +16,16 @@ namespace client = protocols::client;
 using nlohmann::json;
 
 std::string troupe_exe() { return TROUPE_EXE; }
+
+std::optional<std::uint16_t> start_troupe(daemon_process& d, const std::string& config_path,
+                                          const std::string& dir, std::string& why) {
+  if (!d.start(troupe_exe(), {"run", config_path, "--listen", "127.0.0.1:0", "--store", "sqlite:" + dir + "/troupe.db"},
+               dir + "/daemon.log", why))
+    return std::nullopt;
+  auto port = d.wait_until_ready(std::chrono::seconds(120));
+  if (!port) why = "not ready within 120 s:\n" + d.output();
+  return port;
+}
 
 scratch_dir::scratch_dir(const std::string& prefix) {
   const char* tmp = std::getenv("TMPDIR");

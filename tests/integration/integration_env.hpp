@@ -18,6 +18,14 @@ namespace troupe::test {
 /// Path of the `troupe` binary built with the tests.
 std::string troupe_exe();
 
+class daemon_process;
+
+/// Starts `troupe run CONFIG --listen 127.0.0.1:0 --store sqlite:DIR/troupe.db`
+/// (output appended to DIR/daemon.log) and waits until it is ready. Returns its
+/// port, or nullopt with the reason (the daemon's output) in `why`.
+std::optional<std::uint16_t> start_troupe(daemon_process& d, const std::string& config_path,
+                                          const std::string& dir, std::string& why);
+
 /// A fresh directory under $TMPDIR (or /tmp); removed on destruction unless
 /// `keep()` was called (tests keep it when they fail, for the daemon logs).
 class scratch_dir {

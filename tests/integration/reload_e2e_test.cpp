@@ -50,12 +50,8 @@ TEST(reload_e2e, sighup_applies_a_new_config_and_refuses_broken_or_restart_needi
   ASSERT_TRUE(write_text(path, config_with(json::array({team_of("one", "a1")}), "v1 {{input}}").dump(2)));
   daemon_process d;
   std::string why;
-  ASSERT_TRUE(d.start(troupe_exe(),
-                      {"run", path, "--listen", "127.0.0.1:0", "--store", "sqlite:" + dir.file("troupe.db")},
-                      dir.file("daemon.log"), why))
-      << why;
-  auto port = d.wait_until_ready(120s);
-  ASSERT_TRUE(port) << d.output();
+  auto port = start_troupe(d, path, dir.path(), why);
+  ASSERT_TRUE(port) << why;
   api_client api{*port};
   auto first = api.submit("one", "x");
   ASSERT_EQ(first.outcome, submit_outcome::acknowledged);

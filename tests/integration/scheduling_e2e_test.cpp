@@ -28,13 +28,8 @@ struct daemon_on {
   explicit daemon_on(const json& cfg) {
     EXPECT_TRUE(write_text(dir.file("troupe.json"), cfg.dump(2)));
     std::string why;
-    EXPECT_TRUE(d.start(troupe_exe(),
-                        {"run", dir.file("troupe.json"), "--listen", "127.0.0.1:0", "--store",
-                         "sqlite:" + dir.file("troupe.db")},
-                        dir.file("daemon.log"), why))
-        << why;
-    auto p = d.wait_until_ready(120s);
-    EXPECT_TRUE(p) << d.output();
+    auto p = start_troupe(d, dir.file("troupe.json"), dir.path(), why);
+    EXPECT_TRUE(p) << why;
     if (p) port = *p;
   }
   ~daemon_on() {

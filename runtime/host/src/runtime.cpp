@@ -75,13 +75,13 @@ void broadcast(const detail::routes& table, reply_fn reply, const std::string& m
 }  // namespace
 
 runtime::runtime(config::config cfg, runtime_options opts) : impl_(std::make_unique<impl>()) {
-  impl_->cfg = std::move(cfg);
+  impl_->cfg = std::make_shared<const config::config>(std::move(cfg));
   impl_->opts = std::move(opts);
 }
 
 runtime::~runtime() { stop(0); }
 
-const config::config& runtime::cfg() const { return impl_->cfg; }
+const config::config& runtime::cfg() const { return *impl_->cfg; }
 void runtime::set_config_source(std::function<config::load_result()> fn) { impl_->config_source = std::move(fn); }
 std::shared_ptr<agents::event_bus> runtime::bus() const { return impl_->bus; }
 void runtime::on_shutdown_request(std::function<void()> fn) { impl_->shutdown_fn = std::move(fn); }
@@ -92,7 +92,7 @@ base::result<startup_report> runtime::start() {
   std::unordered_map<std::string, std::vector<agents::task>> recovered;
   std::unordered_map<std::string, std::vector<base::entity_row>> entities;  ///< by team
   if (d.opts.persistent) {
-    auto url = d.opts.store_override.empty() ? d.cfg.store : d.opts.store_override;
+    auto url = d.opts.store_override.empty() ? d.cfg->store : d.opts.store_override;
     auto opened = persistence::open_store(url);
     if (!opened) return base::fail(opened.error());
     d.store = std::shared_ptr<base::snapshot_store>(std::move(*opened));
@@ -124,7 +124,7 @@ base::result<startup_report> runtime::start() {
         }
       t->snapshot_seq = row.seq;
       auto team = t->team;
-      if (!d.cfg.find_team(team)) {
+      if (!d.cfg->find_team(team)) {
         spdlog::warn("recovered task belongs to a team no longer configured; it stays stored task={} team={}", row.id, team);
         continue;
       }
@@ -137,17 +137,17 @@ base::result<startup_report> runtime::start() {
   } else {
     report.store = "none (in-memory)";
   }
-  bool network = std::any_of(d.cfg.providers.begin(), d.cfg.providers.end(),
+  bool network = std::any_of(d.cfg->providers.begin(), d.cfg->providers.end(),
                              [](const auto& p) { return p.second.kind != config::provider_kind::scripted; });
-  if (network) d.llm = protocols::llm::make_llm_pool(d.cfg.providers, 1);
-  d.sys_cfg = std::make_unique<caf_config>(d.cfg.rt.threads);
+  if (network) d.llm = protocols::llm::make_llm_pool(d.cfg->providers, 1);
+  d.sys_cfg = std::make_unique<caf_config>(d.cfg->rt.threads);
   d.sys = std::make_unique<caf::actor_system>(*d.sys_cfg);
   if (d.store) {
     actors::store_options so;
-    so.max_batch = static_cast<std::size_t>(d.cfg.rt.commit_batch);
-    so.retention_ms = static_cast<std::int64_t>(d.cfg.rt.retention_days) * 24 * 3600 * 1000;
+    so.max_batch = static_cast<std::size_t>(d.cfg->rt.commit_batch);
+    so.retention_ms = static_cast<std::int64_t>(d.cfg->rt.retention_days) * 24 * 3600 * 1000;
     // PostgreSQL: more connections, so that commits overlap their WAL flushes.
-    auto url = d.opts.store_override.empty() ? d.cfg.store : d.opts.store_override;
+    auto url = d.opts.store_override.empty() ? d.cfg->store : d.opts.store_override;
     for (std::size_t i = 0, n = persistence::overlapped_writers(url); i < n; ++i) {
       auto writer = persistence::open_store(url);
       if (!writer) return base::fail(writer.error());
@@ -155,10 +155,9 @@ base::result<startup_report> runtime::start() {
     }
     d.store_actor = actors::spawn_store(*d.sys, d.store, d.store_stats, so);
   }
-  detail::shared_parts parts;
   auto table = std::make_shared<detail::routes>();
-  for (const auto& team : d.cfg.teams) {
-    auto spec = d.team_spec_of(d.cfg, team, parts);
+  for (const auto& team : d.cfg->teams) {
+    auto spec = d.team_spec_of(d.cfg, team);
     if (!spec) return base::fail(spec.error());
     for (const auto& agent_name : team.agents) table->agent_team.emplace(agent_name, team.name);
     spec->recovered = std::move(recovered[team.name]);
@@ -172,7 +171,7 @@ base::result<startup_report> runtime::start() {
     d.table = std::move(table);
   }
   if (!d.config_source) {
-    auto path = d.cfg.source_path;
+    auto path = d.cfg->source_path;
     d.config_source = [path] {
       if (path.empty()) return config::load_result{std::nullopt, {{"", "the running config was not loaded from a file; nothing to reload"}}, {}};
       return config::load_config_file(path);

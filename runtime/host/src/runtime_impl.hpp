@@ -61,18 +61,13 @@ struct routes {
   std::set<std::string> retiring;  ///< removed from the config, finishing their tasks: no submits
 };
 
-/// Shared immutable config parts: one model and one provider object however many
-/// agents use them, one agent object however many teams list it.
-struct shared_parts {
-  std::unordered_map<std::string, std::shared_ptr<const config::agent>> agents;
-  std::unordered_map<std::string, std::shared_ptr<const config::model>> models;
-  std::unordered_map<std::string, std::shared_ptr<const config::provider>> providers;
-};
-
 }  // namespace detail
 
 struct runtime::impl {
-  config::config cfg;  ///< the running config; replaced by a reload (under `mutex`)
+  /// The running config, replaced whole by a reload. Agents point into it (aliasing
+  /// shared_ptrs), so an agent's settings are never copied and an older config
+  /// lives on only while agents configured from it do.
+  std::shared_ptr<const config::config> cfg;
   runtime_options opts;
   std::shared_ptr<agents::event_bus> bus = std::make_shared<agents::event_bus>();
   std::shared_ptr<base::id_generator> ids = std::make_shared<base::id_generator>("t");
@@ -115,12 +110,12 @@ struct runtime::impl {
                            std::move(reply));
   }
 
-  /// The team spec of `team` in `cfg`, its agents resolved through `parts`.
-  base::result<actors::team_spec> team_spec_of(const config::config& cfg, const config::team& team,
-                                               detail::shared_parts& parts);
-  /// The resolved agents of `team` (shared parts, no env yet).
-  base::result<std::vector<actors::agent_spec>> agent_specs_of(const config::config& cfg, const config::team& team,
-                                                               detail::shared_parts& parts);
+  /// The team spec of `team` in `from`.
+  base::result<actors::team_spec> team_spec_of(const std::shared_ptr<const config::config>& from,
+                                               const config::team& team);
+  /// The resolved agents of `team`, pointing into `from` (no env yet).
+  base::result<std::vector<actors::agent_spec>> agent_specs_of(const std::shared_ptr<const config::config>& from,
+                                                               const config::team& team);
 };
 
 }  // namespace troupe::host

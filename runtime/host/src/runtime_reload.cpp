@@ -128,15 +128,16 @@ void runtime::reload(const protocols::principal& who, reply_fn reply) {
                                                           text),
                   json{{"outcome", "rejected"}, {"problems", problems}});
   }
-  auto next = std::move(*loaded.cfg);
-  const auto& running = d.cfg;  // only a reload writes it, and reloads are serialised
+  const auto next_ptr = std::make_shared<const config::config>(std::move(*loaded.cfg));
+  const auto& next = *next_ptr;
+  const auto running_ptr = d.cfg;  // only a reload replaces it, and reloads are serialised
+  const auto& running = *running_ptr;
   if (auto keys = config::restart_needed(running, next); !keys.empty())
     return finish(base::fail(base::errc::conflict, "the new config changes settings that need a restart: " + joined(keys) +
                                                        "; nothing was applied (restart the daemon to apply them)"),
                   json{{"outcome", "refused"}, {"restart_needed", keys}});
 
   // What changed, and the updates that apply it.
-  detail::shared_parts parts;
   json changes{{"teams_added", json::array()}, {"teams_removed", json::array()}, {"teams_changed", json::array()}};
   if (running.rt.snapshot_every != next.rt.snapshot_every) changes["runtime"] = json::array({"snapshot_every"});
   struct pending_update {
@@ -148,7 +149,7 @@ void runtime::reload(const protocols::principal& who, reply_fn reply) {
   const auto current = d.routes();
   for (const auto& team : next.teams) {
     if (!current->teams.count(team.name)) {
-      auto spec = d.team_spec_of(next, team, parts);
+      auto spec = d.team_spec_of(next_ptr, team);
       if (!spec) return finish(base::fail(spec.error()), json{{"outcome", "failed"}, {"error", spec.error().message}});
       changes["teams_added"].push_back(team.name);
       new_teams.push_back(std::move(*spec));
@@ -179,7 +180,7 @@ void runtime::reload(const protocols::principal& who, reply_fn reply) {
     }
     if (!settings.empty()) entry["settings"] = settings;
     if (entry.size() == 1 && !changes.contains("runtime")) continue;  // nothing to tell this team
-    auto agents = d.agent_specs_of(next, team, parts);
+    auto agents = d.agent_specs_of(next_ptr, team);
     if (!agents) return finish(base::fail(agents.error()), json{{"outcome", "failed"}, {"error", agents.error().message}});
     auto u = std::make_shared<actors::team_update>();
     u->team = team;
@@ -219,7 +220,7 @@ void runtime::reload(const protocols::principal& who, reply_fn reply) {
     for (const auto& u : updates) targets.emplace_back(u.team, table->teams.at(u.team));
     for (const auto& name : retire) targets.emplace_back(name, table->teams.at(name));
     d.table = std::move(table);
-    d.cfg = std::move(next);
+    d.cfg = next_ptr;
   }
   auto f = std::make_shared<detail::fan_in>(targets.size(), [finish, changes](detail::fan_in::results all) mutable {
     auto errors = json::array();

@@ -2,21 +2,9 @@
 #include "runtime_impl.hpp"
 
 namespace troupe::host {
-namespace {
-
-template <class T>
-std::shared_ptr<const T> shared(std::unordered_map<std::string, std::shared_ptr<const T>>& cache, const T& value,
-                                const std::string& name) {
-  auto& slot = cache[name];
-  if (!slot) slot = std::make_shared<const T>(value);
-  return slot;
-}
-
-}  // namespace
-
-base::result<std::vector<actors::agent_spec>> runtime::impl::agent_specs_of(const config::config& c,
-                                                                             const config::team& team,
-                                                                             detail::shared_parts& parts) {
+base::result<std::vector<actors::agent_spec>> runtime::impl::agent_specs_of(
+    const std::shared_ptr<const config::config>& from, const config::team& team) {
+  const auto& c = *from;
   std::vector<actors::agent_spec> out;
   out.reserve(team.agents.size());
   for (const auto& agent_name : team.agents) {
@@ -26,18 +14,19 @@ base::result<std::vector<actors::agent_spec>> runtime::impl::agent_specs_of(cons
     if (!provider)
       return base::fail(base::errc::invalid_config, "agent '" + agent_name + "' has no usable model/provider");
     actors::agent_spec as;
-    as.agent = shared(parts.agents, *agent, agent->name);
-    as.model = shared(parts.models, *model, model->name);
-    as.provider = shared(parts.providers, *provider, provider->name);
+    // Aliasing pointers: they keep the whole config alive and copy nothing.
+    as.agent = std::shared_ptr<const config::agent>(from, agent);
+    as.model = std::shared_ptr<const config::model>(from, model);
+    as.provider = std::shared_ptr<const config::provider>(from, provider);
     out.push_back(std::move(as));
   }
   return out;
 }
 
-base::result<actors::team_spec> runtime::impl::team_spec_of(const config::config& c, const config::team& team,
-                                                            detail::shared_parts& parts) {
+base::result<actors::team_spec> runtime::impl::team_spec_of(const std::shared_ptr<const config::config>& from,
+                                                            const config::team& team) {
   actors::team_spec spec;
-  auto agents = agent_specs_of(c, team, parts);
+  auto agents = agent_specs_of(from, team);
   if (!agents) return base::fail(agents.error());
   spec.team = team;
   spec.agents = std::move(*agents);
@@ -46,7 +35,7 @@ base::result<actors::team_spec> runtime::impl::team_spec_of(const config::config
   spec.llm = llm;
   spec.task_ids = ids;
   spec.stats = std::make_shared<actors::team_stats>();
-  spec.snapshot_every = c.rt.snapshot_every;
+  spec.snapshot_every = from->rt.snapshot_every;
   spec.tick_ms = opts.team_tick_ms;
   return spec;
 }
