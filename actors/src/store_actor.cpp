@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include "troupe/actors/messages.hpp"
+#include "troupe/agents/recovery.hpp"
 #include "troupe/agents/task_json.hpp"
 #include "troupe/base/clock.hpp"
 
@@ -176,6 +177,27 @@ caf::behavior store_actor(caf::stateful_actor<store_state>* self, std::shared_pt
             if (!patch.is_discarded()) (void)agents::apply_patch(*t, patch);
           }
         reply(agents::to_json(*t));
+      },
+      [=](recover_atom, const std::string& team) {
+        // A team restarted by the root supervisor reloads its last committed state. Its
+        // own writes are already in our mailbox ahead of this request: commit them first.
+        auto& st = self->state;
+        recovered_tasks out;
+        if (!st.retrying) flush(self);
+        if (st.retrying || !st.pending.empty()) {
+          out.error = base::make_error(base::errc::unavailable, "the store cannot commit right now", true);
+          return out;
+        }
+        auto state = st.store->recover();
+        if (!state) {
+          out.error = state.error();
+          return out;
+        }
+        auto rebuilt = agents::rebuild_tasks(*state, team);
+        for (const auto& p : rebuilt.problems) spdlog::error("skipping unreadable task on team restart team={} {}", team, p);
+        out.ok = true;
+        out.tasks = std::move(rebuilt.tasks);
+        return out;
       },
       [=](audit_atom, std::size_t limit, const reply_fn& reply) {
         auto rows = self->state.store->load_audit(limit);

@@ -86,6 +86,9 @@ std::vector<key_info> build_table() {
   add(row("runtime.retention_days", vt::integer, "Terminal tasks older than this are pruned (0: keep forever).").def("30").range(0, 3650));
   add(row("runtime.commit_interval_ms", vt::integer, "Group commit: longest wait to fill a batch.").def("2").range(0, 1000));
   add(row("runtime.commit_batch", vt::integer, "Group commit: largest batch of changes in one transaction.").def("512").range(1, 100000));
+  add(row("runtime.supervision", vt::object, "Restart policy of the root supervisor over the team actors (one_for_one, counted per team)."));
+  add(row("runtime.supervision.max_restarts", vt::integer, "Restarts of one team allowed within `within_ms`; past them the team stays `failed` until an operator `restart`.").def("3").range(0, 1000000));
+  add(row("runtime.supervision.within_ms", vt::integer, "Window of the root's restart budget.").def("60000").at_least(1));
   // --- providers
   add(row("providers", vt::map, "LLM providers by name.").def("{}"));
   add(row("providers.*", vt::object, "One provider; its keys depend on `kind`."));

@@ -38,7 +38,7 @@ TEST(team_actor, a_cancel_overtakes_ten_thousand_queued_submissions) {
   only.id = "only";
   only.agent = "a1";
   spec.team.workflow = {only};
-  spec.agents = {scripted_agent()};
+  spec.agents = std::make_shared<std::vector<agent_spec>>(std::vector<agent_spec>{scripted_agent()});
   spec.bus = std::make_shared<agents::event_bus>();
   spec.task_ids = std::make_shared<base::id_generator>("t");
   spec.stats = std::make_shared<team_stats>();
