@@ -67,8 +67,11 @@ TEST_F(runtime_supervision, a_team_that_throws_restarts_from_the_store_and_the_o
   EXPECT_EQ(log.wait_terminal((*again)["id"])["state"], "succeeded");
   auto teams = call(rt, "teams", json::object());
   ASSERT_TRUE(teams);
-  for (const auto& t : (*teams)["teams"])
-    if (t["name"] == "t") EXPECT_EQ(t["restarts"], 1);
+  for (const auto& t : (*teams)["teams"]) {
+    if (t["name"] == "t") {
+      EXPECT_EQ(t["restarts"], 1);
+    }
+  }
   rt.stop(1000);
 }
 
