@@ -1,7 +1,6 @@
 #include "troupe/actors/agent_actor.hpp"
 
 #include <chrono>
-#include <optional>
 #include <stdexcept>
 #include <unordered_map>
 
@@ -24,8 +23,11 @@ struct in_flight {
 
 struct agent_state {
   agent_spec spec;
-  std::optional<agents::scripted_model> scripted;
+  /// Built at the first scripted call, not at spawn: an idle agent costs no copy of
+  /// its provider's replies (memory per idle agent matters at 100,000 agents).
+  std::unique_ptr<agents::scripted_model> scripted;
   std::unordered_map<std::uint64_t, in_flight> calls;
+  const caf::actor& dispatcher() const { return spec.env->dispatcher; }
   static inline const char* name = "troupe.agent";
 };
 
@@ -33,9 +35,9 @@ struct agent_state {
 step_result base_result(const agent_state& st, const work_order& w) {
   step_result r;
   r.call_id = w.call_id;
-  r.agent = st.spec.agent.name;
-  r.provider = st.spec.provider.name;
-  r.model = st.spec.model.name;
+  r.agent = st.spec.agent->name;
+  r.provider = st.spec.provider->name;
+  r.model = st.spec.model->name;
   return r;
 }
 
@@ -49,14 +51,15 @@ void run_scripted(caf::stateful_actor<agent_state>* self, const work_order& w) {
       }
     return false;
   };
-  auto outcome = st.scripted->answer(st.spec.agent.system, w.prompt, lookup);
+  if (!st.scripted) st.scripted = std::make_unique<agents::scripted_model>(*st.spec.provider);
+  auto outcome = st.scripted->answer(st.spec.agent->system, w.prompt, lookup);
   auto r = base_result(st, w);
   r.tokens_in = outcome.tokens_in;
   r.latency_ms = outcome.latency_ms;
   switch (outcome.fault) {
     case config::scripted_fault::throw_:
       // A scripted crash: the exception ends this actor and its team restarts it.
-      throw std::runtime_error("scripted exception in agent '" + st.spec.agent.name + "': " + outcome.error);
+      throw std::runtime_error("scripted exception in agent '" + st.spec.agent->name + "': " + outcome.error);
     case config::scripted_fault::hang:
       st.calls[w.call_id] = in_flight{w.task_id, {}, caf::actor{}, std::chrono::steady_clock::now()};
       return;
@@ -73,7 +76,7 @@ void run_scripted(caf::stateful_actor<agent_state>* self, const work_order& w) {
       break;
   }
   if (outcome.latency_ms <= 0) {
-    self->send(st.spec.dispatcher, step_done_atom::value, std::move(r));
+    self->send(st.dispatcher(), step_done_atom::value, std::move(r));
     return;
   }
   auto id = w.call_id;
@@ -84,23 +87,24 @@ void run_scripted(caf::stateful_actor<agent_state>* self, const work_order& w) {
 void run_network(caf::stateful_actor<agent_state>* self, const work_order& w) {
   auto& st = self->state;
   base::llm_request req;
-  req.provider = st.spec.provider.name;
-  req.model = st.spec.model.api_name.empty() ? st.spec.model.name : st.spec.model.api_name;
-  req.system = st.spec.agent.system;
+  const auto& model = *st.spec.model;
+  req.provider = st.spec.provider->name;
+  req.model = model.api_name.empty() ? model.name : model.api_name;
+  req.system = st.spec.agent->system;
   req.messages.push_back({"user", w.prompt});
-  req.max_tokens = st.spec.model.max_tokens;
-  req.temperature = st.spec.model.temperature.value_or(-1);
-  req.stop = st.spec.model.stop;
-  req.stream = st.spec.model.stream;
-  req.timeout_ms = st.spec.provider.timeout_ms;
+  req.max_tokens = model.max_tokens;
+  req.temperature = model.temperature.value_or(-1);
+  req.stop = model.stop;
+  req.stream = model.stream;
+  req.timeout_ms = st.spec.provider->timeout_ms;
   req.priority = w.priority;
-  req.team = st.spec.team;
+  req.team = st.spec.env->team;
   req.task_id = w.task_id;
   auto id = w.call_id;
   base::llm_token_fn on_token;
-  if (st.spec.bus && req.stream) {
-    auto bus = st.spec.bus;
-    auto team = st.spec.team, agent = st.spec.agent.name, task = w.task_id, step = w.step_id;
+  if (st.spec.env->bus && req.stream) {
+    auto bus = st.spec.env->bus;
+    auto team = st.spec.env->team, agent = st.spec.agent->name, task = w.task_id, step = w.step_id;
     on_token = [bus, team, agent, task, step](std::string_view token) {
       if (!bus->active()) return;
       auto ev = agents::make_event("task.update", "tasks", team, agent, task);
@@ -108,7 +112,7 @@ void run_network(caf::stateful_actor<agent_state>* self, const work_order& w) {
       bus->publish(ev);
     };
   }
-  auto call = spawn_llm_call(self, id, st.spec.llm, std::move(req), std::move(on_token));
+  auto call = spawn_llm_call(self, id, st.spec.env->llm, std::move(req), std::move(on_token));
   st.calls[id] = in_flight{w.task_id, base_result(st, w), call, std::chrono::steady_clock::now()};
 }
 
@@ -134,28 +138,33 @@ caf::behavior agent_actor(caf::stateful_actor<agent_state>* self, agent_spec spe
       r.ok = false;
       r.error = base::make_error(base::errc::internal, "LLM call actor failed: " + self->system().render(dm.reason), true);
       self->state.calls.erase(id);
-      self->send(self->state.spec.dispatcher, step_done_atom::value, std::move(r));
+      self->send(self->state.dispatcher(), step_done_atom::value, std::move(r));
       return;
     }
   });
-  if (self->state.spec.provider.kind == config::provider_kind::scripted)
-    self->state.scripted.emplace(self->state.spec.provider);
   return {
       [=](assign_atom, const work_order& w) {
-        if (self->state.scripted) {
+        auto& st = self->state;
+        if (st.spec.provider->kind == config::provider_kind::scripted) {
           run_scripted(self, w);
-        } else if (self->state.spec.llm) {
+        } else if (st.spec.env->llm) {
           run_network(self, w);
         } else {
-          auto r = base_result(self->state, w);
-          r.error = base::make_error(base::errc::unavailable, "no client for provider '" + self->state.spec.provider.name + "'");
-          self->send(self->state.spec.dispatcher, step_done_atom::value, std::move(r));
+          auto r = base_result(st, w);
+          r.error = base::make_error(base::errc::unavailable, "no client for provider '" + st.spec.provider->name + "'");
+          self->send(st.dispatcher(), step_done_atom::value, std::move(r));
         }
+      },
+      [=](reconfigure_atom, agent_spec& next) {
+        auto& st = self->state;
+        // A new provider means new scripted replies (and fresh reply counters).
+        if (next.provider != st.spec.provider) st.scripted.reset();
+        st.spec = std::move(next);
       },
       [=](scripted_atom, std::uint64_t id) {
         auto it = self->state.calls.find(id);
         if (it == self->state.calls.end()) return;  // cancelled meanwhile
-        self->send(self->state.spec.dispatcher, step_done_atom::value, std::move(it->second.result));
+        self->send(self->state.dispatcher(), step_done_atom::value, std::move(it->second.result));
         self->state.calls.erase(it);
       },
       [=](llm_done_atom, std::uint64_t id, const llm_outcome& res) {
@@ -174,7 +183,7 @@ caf::behavior agent_actor(caf::stateful_actor<agent_state>* self, agent_spec spe
           r.ok = false;
           r.error = res->error();
         }
-        self->send(self->state.spec.dispatcher, step_done_atom::value, std::move(r));
+        self->send(self->state.dispatcher(), step_done_atom::value, std::move(r));
       },
       [=](cancel_atom, const std::string& task_id) {
         auto& calls = self->state.calls;

@@ -200,15 +200,26 @@ caf::behavior store_actor(caf::stateful_actor<store_state>* self, std::shared_pt
         return out;
       },
       [=](audit_atom, std::size_t limit, const reply_fn& reply) {
+        // Read your writes: audit rows queued before this request are committed first.
+        if (!self->state.retrying && !self->state.pending.empty()) flush(self);
         auto rows = self->state.store->load_audit(limit);
         if (!rows) return reply(base::fail(rows.error()));
         auto out = nlohmann::json::array();
         for (const auto& r : *rows) {
           auto detail = nlohmann::json::parse(r.detail, nullptr, false);
           out.push_back({{"ts_ms", r.ts_ms}, {"principal", r.principal}, {"action", r.action},
-                         {"target", r.target}, {"detail", detail.is_discarded() ? nlohmann::json(r.detail) : detail}});
+                         {"target", r.target}, {"outcome", r.outcome},
+                         {"detail", detail.is_discarded() ? nlohmann::json(r.detail) : detail}});
         }
         reply(nlohmann::json{{"entries", out}});
+      },
+      [=](entities_atom, const std::string& team) {
+        entities_reply out;
+        auto rows = self->state.store->load_entities(team);
+        out.ok = rows.has_value();
+        if (rows) out.rows = std::move(*rows);
+        else out.error = rows.error();
+        return out;
       },
       [=](ping_atom, const reply_fn& reply) {
         auto ok = self->state.store->ping();

@@ -15,12 +15,8 @@ using agents::task_state;
 
 caf::actor team_state::spawn_agent_slot(self_ptr self, std::size_t i) {
   auto& a = agents[i];
-  // The agent actor keeps its own copy of the spec; the slot only points at the shared one.
-  agent_spec copy = *a.spec;
-  copy.dispatcher = caf::actor_cast<caf::actor>(self);
-  copy.bus = spec.bus;
-  copy.team = spec.team.name;
-  a.handle = spawn_agent(self, copy);
+  a.spec.env = env;
+  a.handle = spawn_agent(self, a.spec);
   a.in_flight = 0;
   return a.handle;
 }
@@ -29,23 +25,25 @@ void team_state::init(self_ptr self, team_spec s) {
   spec = std::move(s);
   wf = agents::workflow::from_team(spec.team);
   spent_usd = spec.spent_usd;
+  env = std::make_shared<const agent_env>(agent_env{spec.team.name, caf::actor_cast<caf::actor>(self), spec.llm, spec.bus});
   init_supervisors(self);
   failed = spec.start_failed;
-  const auto& specs = *spec.agents;
-  agents.reserve(specs.size());
-  for (std::size_t i = 0; i < specs.size(); ++i) {
+  agents.reserve(spec.agents.size());
+  for (std::size_t i = 0; i < spec.agents.size(); ++i) {
     agent_slot a;
-    a.spec = &specs[i];
-    a.selectors.push_back("a:" + a.spec->agent.name);
-    for (const auto& c : a.spec->agent.capabilities) a.selectors.push_back("c:" + c);
+    a.spec = std::move(spec.agents[i]);
+    a.selectors.push_back("a:" + a.spec.agent->name);
+    for (const auto& c : a.spec.agent->capabilities) a.selectors.push_back("c:" + c);
     for (const auto& sel : a.selectors) selector_agents[sel].push_back(i);
-    agent_index[a.spec->agent.name] = i;
+    agent_index[a.spec.agent->name] = i;
     agents.push_back(std::move(a));
   }
+  spec.agents.clear();
+  spec.agents.shrink_to_fit();
   for (const auto& [agent_name, usd] : spec.agent_spent_usd)
     if (auto it = agent_index.find(agent_name); it != agent_index.end()) agents[it->second].spent_usd = usd;
   // A team the root gave up on keeps its agents stopped until an operator restart.
-  for (std::size_t i = 0; i < agents.size(); ++i) agent_sup.add(self, agents[i].spec->agent.name, !failed);
+  for (std::size_t i = 0; i < agents.size(); ++i) agent_sup.add(self, agents[i].spec.agent->name, !failed);
   for (std::size_t i = 0; i < agents.size(); ++i) emit_agent(i, failed ? "failed" : "idle");
   // Resume what the store handed back: completed steps stay completed.
   std::vector<std::string> to_start;
@@ -401,6 +399,7 @@ caf::behavior team_actor(detail::self_ptr self, team_spec spec) {
         self->state.on_decided(self, did, option, who, comment, reply);
       },
       [=](fault_atom, const std::string& target) { self->state.inject_fault(self, target); },
+      [=](reload_atom, team_update_ptr& u, const reply_fn& reply) { detail::on_reload(self, std::move(u), reply); },
       [=](drain_atom, const reply_fn& reply) {
         auto& st = self->state;
         st.draining = true;

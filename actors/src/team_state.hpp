@@ -16,13 +16,15 @@
 namespace troupe::actors::detail {
 
 struct agent_slot {
-  const agent_spec* spec = nullptr;  ///< into team_spec::agents (shared, not copied)
-  caf::actor handle;                 ///< invalid while stopped (restarting, or the team failed)
+  agent_spec spec;    ///< shared immutable parts; replaced by a reload
+  caf::actor handle;  ///< invalid while stopped (restarting, retired, or the team failed)
   int in_flight = 0;
   bool paused = false;
   int restarts = 0;
   double spent_usd = 0;
   std::vector<std::string> selectors;  ///< "a:NAME", "c:CAPABILITY"
+  bool retiring = false;  ///< removed by a reload: runs what only it can run, then stops (team_reload.cpp)
+  bool retired = false;   ///< stopped; the slot stays so that indexes stay valid
 };
 
 struct task_entry {
@@ -74,6 +76,12 @@ struct team_state {
   std::mt19937_64 rng{0x7e0b};
   supervision::supervisor agent_sup;     ///< agents, in config order, with the team's strategy
   supervision::supervisor decision_sup;  ///< one decision actor per pending human decision
+  std::shared_ptr<const agent_env> env;  ///< shared by every agent of the team
+  // Hot reload (team_reload.cpp).
+  bool retiring = false;                   ///< removed from the config: finishing its tasks
+  std::function<void()> on_retired;
+  bool reload_check_armed = false;
+  std::vector<std::string> legacy_selectors;  ///< needed only by tasks accepted before a reload
 
   // lifecycle (team_actor.cpp)
   void init(self_ptr self, team_spec s);
@@ -97,6 +105,8 @@ struct team_state {
                         std::vector<base::cost_row> costs = {});
   // supervision (team_supervision.cpp)
   void init_supervisors(self_ptr self);
+  /// The slot of a supervised agent by name (retiring agents included); agents.size() if none.
+  std::size_t slot_of(const std::string& agent) const;
   void on_child_down(self_ptr self, const caf::down_msg& msg);
   void agent_stopped(self_ptr self, std::size_t agent, const supervision::stop_info& info);
   /// Operator `restart`: a failed team starts its stopped children and dispatches again.
@@ -128,5 +138,9 @@ struct team_state {
   void check_drained();
   caf::actor spawn_agent_slot(self_ptr self, std::size_t i);
 };
+
+/// The team's reload message (team_reload.cpp): an update, or (null update) the
+/// periodic check that stops retired agents and a retired team.
+void on_reload(self_ptr self, team_update_ptr update, const reply_fn& reply);
 
 }  // namespace troupe::actors::detail

@@ -36,9 +36,9 @@ void team_state::emit_task(const task_entry& e, const char* what, std::optional<
 void team_state::emit_agent(std::size_t i, const std::string& state, const std::string& task) {
   if (!spec.bus || !spec.bus->active()) return;
   const auto& a = agents[i];
-  auto ev = agents::make_event("agent.status", "agents", spec.team.name, a.spec->agent.name, task);
-  ev->data = {{"agent", a.spec->agent.name}, {"team", spec.team.name}, {"state", state},
-              {"in_flight", a.in_flight}, {"max_concurrent", a.spec->agent.max_concurrent},
+  auto ev = agents::make_event("agent.status", "agents", spec.team.name, a.spec.agent->name, task);
+  ev->data = {{"agent", a.spec.agent->name}, {"team", spec.team.name}, {"state", state},
+              {"in_flight", a.in_flight}, {"max_concurrent", a.spec.agent->max_concurrent},
               {"restarts", a.restarts}, {"spent_usd", a.spent_usd}};
   if (!task.empty()) ev->data["task"] = task;
   spec.bus->publish(ev);
@@ -49,16 +49,17 @@ nlohmann::json team_state::agents_json() const {
   auto now = base::now_ms();
   for (std::size_t i = 0; i < agents.size(); ++i) {
     const auto& a = agents[i];
-    std::string state = !a.handle ? (failed ? "failed" : "restarting") : a.paused ? "paused" : a.in_flight > 0 ? "busy" : "idle";
+    if (a.retired) continue;  // removed by a reload and stopped
+    std::string state = !a.handle ? (failed ? "failed" : "restarting") : a.retiring ? "retiring" : a.paused ? "paused" : a.in_flight > 0 ? "busy" : "idle";
     auto in_flight = nlohmann::json::array();
     for (const auto& [id, c] : calls)
       if (c.agent == i)
         in_flight.push_back({{"task", c.task_id}, {"step", c.step}, {"attempt", c.attempt}, {"age_ms", now - c.started_ms}});
-    out.push_back({{"name", a.spec->agent.name}, {"team", spec.team.name}, {"state", state},
-                   {"model", a.spec->model.name}, {"provider", a.spec->provider.name},
-                   {"capabilities", a.spec->agent.capabilities}, {"max_concurrent", a.spec->agent.max_concurrent},
+    out.push_back({{"name", a.spec.agent->name}, {"team", spec.team.name}, {"state", state},
+                   {"model", a.spec.model->name}, {"provider", a.spec.provider->name},
+                   {"capabilities", a.spec.agent->capabilities}, {"max_concurrent", a.spec.agent->max_concurrent},
                    {"in_flight", std::move(in_flight)}, {"restarts", a.restarts}, {"spent_usd", a.spent_usd},
-                   {"budget_usd", a.spec->agent.budget_usd ? nlohmann::json(*a.spec->agent.budget_usd) : nlohmann::json()}});
+                   {"budget_usd", a.spec.agent->budget_usd ? nlohmann::json(*a.spec.agent->budget_usd) : nlohmann::json()}});
   }
   return out;
 }
@@ -74,7 +75,7 @@ nlohmann::json team_state::status_json() const {
     if (e.t.state == agents::task_state::running) ++running;
     if (e.t.state == agents::task_state::waiting_decision) ++waiting;
   }
-  std::string state = failed ? "failed" : draining ? "draining" : paused ? "paused" : "running";
+  std::string state = failed ? "failed" : draining ? "draining" : retiring ? "retiring" : paused ? "paused" : "running";
   return {{"name", spec.team.name}, {"state", state}, {"queued", queued}, {"running", running},
           {"waiting_decision", waiting}, {"queue_by_priority", depths}, {"in_flight_calls", calls.size()},
           {"spent_usd", spent_usd},

@@ -82,7 +82,7 @@ void team_state::pump_selector(self_ptr self, const std::string& selector) {
 void team_state::pump_agent(self_ptr self, std::size_t i) {
   if (failed || paused || draining) return;
   auto& a = agents[i];
-  while (a.handle && !a.paused && a.in_flight < a.spec->agent.max_concurrent) {
+  while (a.handle && !a.paused && a.in_flight < a.spec.agent->max_concurrent) {
     auto now = base::now_ms();
     agents::queue_key best;
     agents::work_queue<queued_step>* from = nullptr;
@@ -115,10 +115,10 @@ bool team_state::assign(self_ptr self, std::size_t i, const queued_step& q) {
                                                               std::to_string(*spec.team.budget_usd)));
     return false;
   }
-  if (a.spec->agent.budget_usd && a.spent_usd >= *a.spec->agent.budget_usd) {
+  if (a.spec.agent->budget_usd && a.spent_usd >= *a.spec.agent->budget_usd) {
     finish(self, e, task_state::failed,
-           base::make_error(base::errc::budget_exceeded, "agent '" + a.spec->agent.name + "' spent its budget of $" +
-                                                              std::to_string(*a.spec->agent.budget_usd)));
+           base::make_error(base::errc::budget_exceeded, "agent '" + a.spec.agent->name + "' spent its budget of $" +
+                                                              std::to_string(*a.spec.agent->budget_usd)));
     return false;
   }
   if (e.t.cost.calls >= spec.team.limits.max_llm_calls) {
@@ -141,7 +141,7 @@ bool team_state::assign(self_ptr self, std::size_t i, const queued_step& q) {
   w.attempt = q.attempt;
   w.priority = e.t.priority;
   w.vars.emplace_back("input", e.t.input);
-  w.vars.emplace_back("agent", a.spec->agent.name);
+  w.vars.emplace_back("agent", a.spec.agent->name);
   w.vars.emplace_back("attempt", std::to_string(q.attempt));
   for (std::size_t k = 0; k < e.t.steps.size(); ++k)
     // Outputs of steps reset by a decision loop stay visible (a writer sees the editor's verdict).
@@ -169,7 +169,7 @@ bool team_state::assign(self_ptr self, std::size_t i, const queued_step& q) {
   } else {
     w.prompt = agents::render_template(node.prompt, lookup);
   }
-  s.agent = a.spec->agent.name;
+  s.agent = a.spec.agent->name;
   s.started_ms = base::now_ms();
   calls[w.call_id] = call_info{e.t.id, q.step, q.attempt, i, s.started_ms};
   ++a.in_flight;
@@ -193,7 +193,7 @@ void team_state::on_step_done(self_ptr self, step_result r) {
   auto& a = agents[info.agent];
   --a.in_flight;
   // Account the call whatever became of its task: cancelled work still cost money.
-  const auto& model = a.spec->model;
+  const auto& model = *a.spec.model;
   double usd = (static_cast<double>(r.tokens_in) * model.usd_per_mtok_in +
                 static_cast<double>(r.tokens_out) * model.usd_per_mtok_out) / 1e6;
   spent_usd += usd;
@@ -212,7 +212,7 @@ void team_state::on_step_done(self_ptr self, step_result r) {
     base::cost_row row;
     row.task_id = info.task_id;
     row.step_id = step_id;
-    row.agent = a.spec->agent.name;
+    row.agent = a.spec.agent->name;
     row.team = spec.team.name;
     row.provider = r.provider;
     row.model = r.model;
@@ -225,8 +225,8 @@ void team_state::on_step_done(self_ptr self, step_result r) {
     costs.push_back(std::move(row));
   }
   if (spec.bus && spec.bus->active()) {
-    auto ev = agents::make_event("llm.call", "llm", spec.team.name, a.spec->agent.name, info.task_id);
-    ev->data = {{"provider", r.provider}, {"model", r.model}, {"agent", a.spec->agent.name},
+    auto ev = agents::make_event("llm.call", "llm", spec.team.name, a.spec.agent->name, info.task_id);
+    ev->data = {{"provider", r.provider}, {"model", r.model}, {"agent", a.spec.agent->name},
                 {"team", spec.team.name}, {"task", info.task_id}, {"step", step_id},
                 {"latency_ms", r.latency_ms}, {"tokens_in", r.tokens_in}, {"tokens_out", r.tokens_out},
                 {"cost_usd", usd}, {"outcome", r.ok ? "ok" : std::string(base::to_string(r.error.code))}};
@@ -269,7 +269,7 @@ void team_state::on_step_done(self_ptr self, step_result r) {
         option = node.decide.default_option;
       } else {
         step_failed(self, e, info.step,
-                    base::make_error(base::errc::provider_error, "agent '" + a.spec->agent.name +
+                    base::make_error(base::errc::provider_error, "agent '" + a.spec.agent->name +
                                          "' answered none of the options: \"" + r.text.substr(0, 200) + "\"", true));
         if (!costs.empty()) persist(self, e, {}, {}, std::move(costs), [] {});
         free_agent();
@@ -279,10 +279,10 @@ void team_state::on_step_done(self_ptr self, step_result r) {
     agents::decision_record d;
     d.id = next_decision_id(e.t);
     d.step = node.id;
-    d.by = "agent:" + a.spec->agent.name;
+    d.by = "agent:" + a.spec.agent->name;
     d.options = node.decide.options;
     d.chosen = option;
-    d.decided_by = a.spec->agent.name;
+    d.decided_by = a.spec.agent->name;
     d.comment = r.text;
     d.pending = false;
     d.created_ms = s.started_ms;
@@ -290,7 +290,7 @@ void team_state::on_step_done(self_ptr self, step_result r) {
     e.t.decisions.push_back(std::move(d));
     // The call's cost row and the verdict commit together: after a crash either both are
     // there (the call is not repeated) or neither (it is, and paid once).
-    resolve_decision(self, e, e.t.decisions.size() - 1, option, a.spec->agent.name, r.text, nullptr,
+    resolve_decision(self, e, e.t.decisions.size() - 1, option, a.spec.agent->name, r.text, nullptr,
                      std::move(costs));
   } else {
     s.output = std::move(r.text);
@@ -344,7 +344,7 @@ void team_state::tick(self_ptr self) {
   std::vector<std::uint64_t> stalled;
   for (const auto& [id, c] : calls) {
     const auto& a = agents[c.agent];
-    auto limit = a.spec->provider.timeout_ms + 1000;
+    auto limit = a.spec.provider->timeout_ms + 1000;
     if (now - c.started_ms > limit) stalled.push_back(id);
   }
   for (auto id : stalled) {
@@ -353,11 +353,11 @@ void team_state::tick(self_ptr self) {
       caf::anon_send<caf::message_priority::high>(agents[c.agent].handle, cancel_atom::value, c.task_id);
     step_result r;
     r.call_id = id;
-    r.agent = agents[c.agent].spec->agent.name;
-    r.provider = agents[c.agent].spec->provider.name;
-    r.model = agents[c.agent].spec->model.name;
+    r.agent = agents[c.agent].spec.agent->name;
+    r.provider = agents[c.agent].spec.provider->name;
+    r.model = agents[c.agent].spec.model->name;
     r.error = base::make_error(base::errc::timeout, "no answer from agent '" + r.agent + "' within " +
-                                   std::to_string(agents[c.agent].spec->provider.timeout_ms) + " ms", true);
+                                   std::to_string(agents[c.agent].spec.provider->timeout_ms) + " ms", true);
     emit_agent(c.agent, "stalled", c.task_id);
     on_step_done(self, std::move(r));
   }

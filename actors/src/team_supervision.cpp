@@ -11,14 +11,27 @@ namespace troupe::actors::detail {
 
 using agents::task_state;
 
+std::size_t team_state::slot_of(const std::string& agent) const {
+  if (auto it = agent_index.find(agent); it != agent_index.end()) return it->second;
+  // A retiring agent is no longer indexed by name (team_reload.cpp) but is still supervised.
+  for (std::size_t i = 0; i < agents.size(); ++i)
+    if (!agents[i].retired && agents[i].spec.agent->name == agent) return i;
+  return agents.size();
+}
+
 void team_state::init_supervisors(self_ptr self) {
   using namespace supervision;
   child_hooks agent_hooks;
-  agent_hooks.start = [this, self](const std::string& agent) { return spawn_agent_slot(self, agent_index.at(agent)); };
-  agent_hooks.stopped = [this, self](const std::string& agent, const stop_info& info) {
-    agent_stopped(self, agent_index.at(agent), info);
+  agent_hooks.start = [this, self](const std::string& agent) {
+    auto i = slot_of(agent);
+    return i < agents.size() ? spawn_agent_slot(self, i) : caf::actor{};
   };
-  agent_hooks.restarted = [this](const std::string& agent) { emit_agent(agent_index.at(agent), "idle"); };
+  agent_hooks.stopped = [this, self](const std::string& agent, const stop_info& info) {
+    if (auto i = slot_of(agent); i < agents.size()) agent_stopped(self, i, info);
+  };
+  agent_hooks.restarted = [this](const std::string& agent) {
+    if (auto i = slot_of(agent); i < agents.size()) emit_agent(i, "idle");
+  };
   agent_hooks.escalated = [this](const std::string& agent, const std::string& reason) {
     // Restart intensity exceeded: every agent is stopped; the queue stays for an operator restart.
     spdlog::error("team failed: restart intensity exceeded team={} agent={} max_restarts={} within_ms={} reason=\"{}\"",
@@ -74,7 +87,7 @@ void team_state::agent_stopped(self_ptr self, std::size_t i, const supervision::
     emit_agent(i, info.restarting ? "restarting" : "failed");
     return;
   }
-  spdlog::warn("agent crashed agent={} team={} reason=\"{}\"", a.spec->agent.name, spec.team.name, info.reason);
+  spdlog::warn("agent crashed agent={} team={} reason=\"{}\"", a.spec.agent->name, spec.team.name, info.reason);
   ++a.restarts;
   spec.stats->restarts.fetch_add(1, std::memory_order_relaxed);
   // The calls it had in flight fail as retryable errors: their tasks retry per attempts.
@@ -96,7 +109,7 @@ void team_state::agent_stopped(self_ptr self, std::size_t i, const supervision::
     --e.active_calls;
     if (agents::is_terminal(e.t.state)) continue;
     step_failed(self, e, step,
-                base::make_error(base::errc::internal, "agent '" + a.spec->agent.name + "' crashed: " + info.reason, true));
+                base::make_error(base::errc::internal, "agent '" + a.spec.agent->name + "' crashed: " + info.reason, true));
   }
 }
 
@@ -166,7 +179,7 @@ void team_state::save_leftovers() {
     if (!agents::is_terminal(e.t.state)) box.tasks.push_back(e.t);
   box.spent_usd = spent_usd;
   box.agent_spent_usd.clear();
-  for (const auto& a : agents) box.agent_spent_usd.emplace_back(a.spec->agent.name, a.spent_usd);
+  for (const auto& a : agents) box.agent_spent_usd.emplace_back(a.spec.agent->name, a.spent_usd);
 }
 
 }  // namespace troupe::actors::detail

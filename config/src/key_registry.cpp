@@ -179,6 +179,20 @@ std::vector<key_info> build_table() {
   add(row("teams[].workflow[].decision.timeout_ms", vt::integer, "Time a human decision waits (0: forever).").def("0").at_least(0));
   add(row("teams[].workflow[].decision.prompt", vt::string, "Prompt of an agent decision (templated like a step prompt).").def("\"\""));
   // clang-format on
+  // Read once at start, so a reload cannot apply them (restart_needed() reports
+  // them): the control server's settings, the store writer's, and the network
+  // providers' connection pools. Scripted providers, models, agents and teams apply.
+  for (auto& k : t) {
+    const bool control = k.path.rfind("control.", 0) == 0 && k.type != vt::object;
+    const bool store_writer = k.path == "runtime.retention_days" || k.path == "runtime.commit_interval_ms" ||
+                              k.path == "runtime.commit_batch";
+    const bool network = k.path.rfind("providers.*.", 0) == 0 && k.type != vt::object &&
+                         (!k.kinds.empty() ? k.kinds != std::vector<std::string>{"scripted"}
+                                           : k.path.find(".limits.") != std::string::npos ||
+                                                 k.path.find(".retry.") != std::string::npos ||
+                                                 k.path.find(".breaker.") != std::string::npos);
+    if (control || store_writer || network) k.needs_restart = true;
+  }
   return t;
 }
 

@@ -140,16 +140,6 @@ std::string check_report(const load_result& r) {
   return out;
 }
 
-std::vector<std::string> restart_needed(const config& running, const config& next) {
-  // These are the keys declared with needs_restart in key_registry.cpp (a test
-  // checks the two lists agree).
-  std::vector<std::string> out;
-  if (running.store != next.store) out.emplace_back("store");
-  if (running.ctl.listen != next.ctl.listen) out.emplace_back("control.listen");
-  if (running.rt.threads != next.rt.threads) out.emplace_back("runtime.threads");
-  return out;
-}
-
 std::string to_string(provider_kind k) {
   switch (k) {
     case provider_kind::scripted:

@@ -15,14 +15,20 @@ struct testing_config : caf::actor_system_config {
 };
 
 agent_spec scripted_agent() {
+  config::agent agent;
+  agent.name = "a1";
+  agent.max_concurrent = 1;
+  config::model model;
+  model.name = "m";
+  model.provider = "p";
+  config::provider provider;
+  provider.name = "p";
+  provider.kind = config::provider_kind::scripted;
+  provider.latency = {1000, 1000};  // calls stay in flight until virtual time moves
   agent_spec a;
-  a.agent.name = "a1";
-  a.agent.max_concurrent = 1;
-  a.model.name = "m";
-  a.model.provider = "p";
-  a.provider.name = "p";
-  a.provider.kind = config::provider_kind::scripted;
-  a.provider.latency = {1000, 1000};  // calls stay in flight until virtual time moves
+  a.agent = std::make_shared<const config::agent>(agent);
+  a.model = std::make_shared<const config::model>(model);
+  a.provider = std::make_shared<const config::provider>(provider);
   return a;
 }
 
@@ -38,7 +44,7 @@ TEST(team_actor, a_cancel_overtakes_ten_thousand_queued_submissions) {
   only.id = "only";
   only.agent = "a1";
   spec.team.workflow = {only};
-  spec.agents = std::make_shared<std::vector<agent_spec>>(std::vector<agent_spec>{scripted_agent()});
+  spec.agents = {scripted_agent()};
   spec.bus = std::make_shared<agents::event_bus>();
   spec.task_ids = std::make_shared<base::id_generator>("t");
   spec.stats = std::make_shared<team_stats>();

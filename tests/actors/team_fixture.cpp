@@ -31,16 +31,13 @@ team_spec spec_of(const json& cfg_json, const std::string& team_name) {
   if (!loaded.cfg) return spec;
   const auto& c = *loaded.cfg;
   spec.team = *c.find_team(team_name);
-  auto specs = std::make_shared<std::vector<agent_spec>>();
   for (const auto& name : spec.team.agents) {
     agent_spec a;
-    a.agent = *c.find_agent(name);
-    a.model = *c.find_model(a.agent.model);
-    a.provider = *c.find_provider(a.model.provider);
-    a.team = team_name;
-    specs->push_back(std::move(a));
+    a.agent = std::make_shared<const config::agent>(*c.find_agent(name));
+    a.model = std::make_shared<const config::model>(*c.find_model(a.agent->model));
+    a.provider = std::make_shared<const config::provider>(*c.find_provider(a.model->provider));
+    spec.agents.push_back(std::move(a));
   }
-  spec.agents = std::move(specs);
   spec.task_ids = std::make_shared<base::id_generator>("t");
   spec.stats = std::make_shared<team_stats>();
   spec.tick_ms = 50;

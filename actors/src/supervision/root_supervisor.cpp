@@ -8,6 +8,7 @@
 
 #include "troupe/actors/messages.hpp"
 #include "troupe/actors/supervision/supervisor.hpp"
+#include "troupe/base/result.hpp"
 
 namespace troupe::actors::supervision {
 namespace {
@@ -23,7 +24,9 @@ struct team_slot {
   double carry_spent = 0;
   std::vector<std::pair<std::string, double>> carry_agent_spent;
   bool start_failed = false;
+  bool removed = false;        ///< stopped for good by a reload
   int incarnation = 0;
+  team_update_ptr retire;      ///< a pending retirement, repeated to a restarted incarnation
 };
 
 struct root_state {
@@ -37,8 +40,12 @@ struct root_state {
 using self_ptr = caf::stateful_actor<root_state>*;
 
 caf::actor launch(self_ptr self, const std::string& name, team_spec s) {
+  auto restarted = self->state.teams[self->state.index.at(name)].incarnation > 1;
   auto h = spawn_team(self->system(), std::move(s));
   self->state.spec.directory->set(name, h);
+  // A team removed by a reload and still finishing its tasks stays on its way out.
+  if (auto& retire = self->state.teams[self->state.index.at(name)].retire; restarted && retire)
+    self->send(h, reload_atom::value, retire, reply_fn{[](base::result<nlohmann::json>) {}});
   return h;
 }
 
@@ -76,6 +83,7 @@ caf::actor start_team(self_ptr self, const std::string& name) {
   self->request(st.spec.store, recover_timeout, recover_atom::value, name)
       .then(
           [self, name, s, fallback](recovered_tasks& r) mutable {
+            if (!self->state.index.count(name)) return;  // removed by a reload meanwhile
             if (r.ok) {
               spdlog::info("team restarted from its last committed state team={} tasks={}", name, r.tasks.size());
               s.recovered = std::move(r.tasks);
@@ -86,6 +94,7 @@ caf::actor start_team(self_ptr self, const std::string& name) {
             self->state.sup.adopt(self, name, launch(self, name, std::move(s)));
           },
           [self, name, s, fallback](caf::error& err) mutable {
+            if (!self->state.index.count(name)) return;
             fallback(s, self->system().render(err));
             self->state.sup.adopt(self, name, launch(self, name, std::move(s)));
           });
@@ -137,6 +146,47 @@ caf::behavior root_supervisor(self_ptr self, root_spec spec) {
   });
   return {
       [self](ready_atom) { return static_cast<int>(self->state.teams.size()); },
+      [self](adopt_team_atom, team_spec_ptr& added, caf::actor& handle) {
+        auto& rs = self->state;
+        auto name = added->team.name;
+        if (auto it = rs.index.find(name); it != rs.index.end()) {
+          // Re-added after it was stopped: the old slot is done with.
+          if (auto old = rs.sup.release(self, name)) self->send_exit(old, caf::exit_reason::user_shutdown);
+          rs.index.erase(it);
+        }
+        team_slot slot;
+        slot.tmpl = std::move(*added);
+        slot.tmpl.recovered.clear();
+        slot.box = slot.tmpl.leftovers;
+        slot.incarnation = 1;
+        rs.index[name] = rs.teams.size();
+        rs.teams.push_back(std::move(slot));
+        rs.sup.add(self, name, false);
+        rs.sup.adopt(self, name, std::move(handle));
+      },
+      [self](reload_atom, const std::string& name, team_update_ptr& u) {
+        auto& rs = self->state;
+        auto it = rs.index.find(name);
+        if (it == rs.index.end() || !u) return;
+        auto& t = rs.teams[it->second];
+        if (u->retire) {
+          t.retire = std::move(u);
+          return;
+        }
+        t.retire = nullptr;
+        t.tmpl.team = u->team;
+        t.tmpl.agents = u->agents;
+        t.tmpl.snapshot_every = u->snapshot_every;
+      },
+      [self](stop_team_atom, const std::string& name) {
+        auto& rs = self->state;
+        auto it = rs.index.find(name);
+        if (it == rs.index.end()) return;
+        rs.teams[it->second].removed = true;
+        if (auto h = rs.sup.release(self, name)) self->send_exit(h, caf::exit_reason::user_shutdown);
+        rs.spec.directory->erase(name);
+        rs.index.erase(it);
+      },
   };
 }
 

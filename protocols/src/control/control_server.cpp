@@ -4,6 +4,8 @@
 // next to this one; here are only sockets, strands and queues.
 #include "troupe/protocols/control/control_server.hpp"
 
+#include <pthread.h>
+
 #include <atomic>
 #include <charconv>
 #include <condition_variable>
@@ -26,7 +28,9 @@
 #include <boost/beast/websocket.hpp>
 #include <spdlog/spdlog.h>
 
+#include "event_log.hpp"
 #include "server_metrics.hpp"
+#include "session_outbox.hpp"
 #include "troupe/base/clock.hpp"
 #include "troupe/protocols/control/access.hpp"
 #include "troupe/protocols/control/http_routes.hpp"
@@ -54,7 +58,7 @@ class http_session;
 // State shared by the server and every session. Sessions hold it by
 // shared_ptr, so it (and the io_context it owns, declared first so it is
 // destroyed last) outlives any session that a late port reply keeps alive.
-struct core {
+struct core : std::enable_shared_from_this<core> {
   core(server_options o, control_port& p)
       : ioc(std::make_shared<asio::io_context>()), opts(std::move(o)), port(p) {}
 
@@ -93,8 +97,8 @@ struct core {
     asio::post(ex, std::forward<F>(f));
   }
 
-  // Copy-on-write list: the event fan-out grabs the current vector with one
-  // atomic increment and iterates it without any lock.
+  // Copy-on-write list: housekeeping passes grab the current vector with one
+  // atomic increment and iterate it without any lock.
   void add_ws(std::weak_ptr<ws_session> w) {
     std::lock_guard lock(reg_mu);
     auto next = std::make_shared<std::vector<std::weak_ptr<ws_session>>>();
@@ -113,6 +117,24 @@ struct core {
     std::erase_if(http_list, [](const auto& x) { return x.expired(); });
     http_list.push_back(std::move(h));
   }
+
+  // Event fan-out (see event_log.hpp and session_outbox.hpp). Publishing an
+  // event appends it to the log; sessions busy writing pick it up when their
+  // write completes; sessions with nothing to write are "parked" and woken by
+  // one pass over the parked ones, not by a post per event and subscriber.
+  event_log log;
+  std::atomic<std::size_t> subscribed{0};  // sessions with a subscription
+  std::mutex park_mu;
+  std::vector<std::weak_ptr<ws_session>> parked;
+  std::atomic<std::size_t> parked_count{0};
+  std::atomic<bool> wake_posted{false};
+  std::atomic<bool> bound_posted{false};
+
+  void publish(const std::shared_ptr<const event>& ev);
+  void park(const std::shared_ptr<ws_session>& s);
+  void request_wake();
+  void wake_pass();
+  void bound_pass();
 };
 
 // ---------------------------------------------------------------------------
@@ -125,6 +147,7 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
         executor_(ws_.get_executor()),
         who_(std::move(who)),
         queue_cap_(static_cast<std::size_t>(std::max(1, core_->opts.settings.send_queue))),
+        out_(core_->log, queue_cap_, batch_bytes),
         bucket_(core_->opts.settings.requests_per_sec, core_->opts.settings.requests_per_sec) {}
 
   ~ws_session() { finish(); }
@@ -138,6 +161,9 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
                                            : websocket::stream_base::none();
     t.keep_alive_pings = true;
     ws_.set_option(t);
+    // One frame per write: a batch of events goes out in one syscall instead
+    // of 4 KB fragments.
+    ws_.auto_fragment(false);
     ws_.set_option(websocket::stream_base::decorator(
         [](websocket::response_type& res) { res.set(http::field::server, "troupe"); }));
     // Our own check (on_read) closes with a reason; this is only a backstop for
@@ -146,36 +172,62 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
     ws_.async_accept(req_, [self = shared_from_this()](beast::error_code ec) { self->on_accept(ec); });
   }
 
-  /// Any thread, while holding core::post_mu shared: queue an event if one of
-  /// our subscriptions wants it; drop the oldest when the queue is full.
-  void offer(const std::shared_ptr<const prepared_event>& ev) {
+  /// Wake pass (core::park_mu held): true when there is something to write.
+  bool wake_check() {
+    std::lock_guard lock(mu_);
+    return !closed_ && out_.ready();
+  }
+
+  /// Any thread: applies the send-queue bound to a session that fell far
+  /// behind the log (e.g. a stalled client whose write never completes), so
+  /// it cannot pin the log's memory.
+  void bound_lag(std::uint64_t head) {
+    if (out_.behind(head) <= 2 * queue_cap_) return;  // spill() leaves up to 2x (see there)
+    std::uint64_t drops = 0;
     {
       std::lock_guard lock(mu_);
-      if (closed_ || subs_.empty()) return;
-      bool wanted = false;
-      for (const auto& [id, f] : subs_)
-        if (f.matches(*ev->source)) {
-          wanted = true;
-          break;
-        }
-      if (!wanted) return;
-      if (events_.size() >= queue_cap_) {
-        events_.pop_front();
-        ++dropped_;
-        core_->metrics.count_dropped(1);
-      }
-      events_.push_back(ev);
-      if (flush_posted_) return;
-      flush_posted_ = true;
+      if (closed_) return;
+      out_.spill();
+      drops = out_.take_drops();
     }
-    asio::post(executor_, [self = shared_from_this()] {
-      {
-        std::lock_guard lock(self->mu_);
-        self->flush_posted_ = false;
-      }
-      self->do_write();
-    });
+    if (drops > 0) core_->metrics.count_dropped(drops);
   }
+
+  /// Strand only: writes the next frame unless a write is in flight.
+  void do_write() {
+    if (writing_ || closing_ || !accepted_) return;
+    bool have = false, subscribed = false;
+    std::uint64_t drops = 0;
+    {
+      std::lock_guard lock(mu_);
+      if (closed_) return;
+      have = out_.next_frame(current_, base::now_ms());
+      drops = out_.take_drops();
+      subscribed = out_.subscribed();
+    }
+    if (drops > 0) core_->metrics.count_dropped(drops);
+    if (!have) {
+      if (subscribed) core_->park(shared_from_this());
+      return;
+    }
+    writing_ = true;
+    ws_.text(true);
+    ws_.async_write(asio::buffer(current_),
+                    [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                      self->writing_ = false;
+                      if (ec) return self->on_closed();
+                      if (self->read_paused_ && self->reply_backlog() < self->reply_cap_ / 2) {
+                        self->read_paused_ = false;
+                        self->do_read();
+                      }
+                      self->do_write();
+                    });
+  }
+
+  /// Log position this session has read up to (lock-free estimate).
+  std::uint64_t behind(std::uint64_t head) const { return out_.behind(head); }
+
+  bool parked_ = false;  // guarded by core::park_mu
 
   /// On the strand: close with 1001 going away (server stop).
   void begin_shutdown() {
@@ -252,7 +304,7 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
   // Replies queued plus port calls still out (strand only).
   std::size_t reply_backlog() {
     std::lock_guard lock(mu_);
-    return replies_.size() + inflight_;
+    return out_.queued_replies() + inflight_;
   }
 
   // Every frame, well-formed or not, takes a token; true (and an overloaded
@@ -318,9 +370,9 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
     std::uint64_t sub = 0;
     {
       std::lock_guard lock(mu_);
-      sub = next_sub_++;
-      subs_[sub] = *filter;
-      ++pending_snapshots_;  // live events wait until the snapshot went out
+      if (closed_) return;
+      if (!out_.subscribed()) core_->subscribed.fetch_add(1);
+      sub = out_.subscribe(*filter);  // live events wait until the snapshot went out
     }
     enqueue_reply(render_ok(req.id, json{{"subscription", sub}}));
 
@@ -370,8 +422,7 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
   void finish_snapshot(json data) {
     {
       std::lock_guard lock(mu_);
-      snapshots_.push_back(std::move(data));
-      --pending_snapshots_;
+      out_.add_snapshot(std::move(data));
     }
     do_write();
   }
@@ -386,7 +437,8 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
     bool found = false;
     {
       std::lock_guard lock(mu_);
-      found = sub > 0 && subs_.erase(static_cast<std::uint64_t>(sub)) > 0;
+      found = sub > 0 && out_.unsubscribe(static_cast<std::uint64_t>(sub));
+      if (found && !out_.subscribed()) core_->subscribed.fetch_sub(1);
     }
     if (!found)
       return enqueue_reply(render_error(
@@ -400,59 +452,9 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
     {
       std::lock_guard lock(mu_);
       if (closed_) return;
-      replies_.push_back(std::move(frame));
+      out_.add_reply(std::move(frame));
     }
     do_write();
-  }
-
-  // Strand only. One write in flight; replies first, then snapshots, then
-  // (unless a snapshot is still being gathered) the gap notice and events.
-  void do_write() {
-    if (writing_ || closing_ || !accepted_) return;
-    std::shared_ptr<const prepared_event> ev;
-    std::optional<json> snapshot;
-    std::uint64_t gap = 0;
-    bool have = false;
-    {
-      std::lock_guard lock(mu_);
-      if (!replies_.empty()) {
-        current_ = std::move(replies_.front());
-        replies_.pop_front();
-        have = true;
-      } else if (!snapshots_.empty()) {
-        snapshot = std::move(snapshots_.front());
-        snapshots_.pop_front();
-      } else if (pending_snapshots_ == 0) {
-        if (dropped_ > 0) {
-          gap = dropped_;
-          dropped_ = 0;
-        } else if (!events_.empty()) {
-          ev = std::move(events_.front());
-          events_.pop_front();
-        }
-      }
-    }
-    if (snapshot) {
-      current_ = render_snapshot(++seq_, *snapshot, base::now_ms());
-    } else if (gap > 0) {
-      current_ = render_gap(++seq_, gap, base::now_ms());
-    } else if (ev) {
-      current_ = render_event(*ev, ++seq_);
-    } else if (!have) {
-      return;
-    }
-    writing_ = true;
-    ws_.text(true);
-    ws_.async_write(asio::buffer(current_),
-                    [self = shared_from_this()](beast::error_code ec, std::size_t) {
-                      self->writing_ = false;
-                      if (ec) return self->on_closed();
-                      if (self->read_paused_ && self->reply_backlog() < self->reply_cap_ / 2) {
-                        self->read_paused_ = false;
-                        self->do_read();
-                      }
-                      self->do_write();
-                    });
   }
 
   void close_with(websocket::close_code code, const std::string& reason) {
@@ -470,10 +472,8 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
     {
       std::lock_guard lock(mu_);
       closed_ = true;
-      subs_.clear();
-      events_.clear();
-      replies_.clear();
-      snapshots_.clear();
+      if (out_.subscribed()) core_->subscribed.fetch_sub(1);
+      out_.clear();
     }
     finish();
   }
@@ -491,23 +491,19 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
   beast::flat_buffer rbuf_;
   const std::size_t queue_cap_;
   const std::size_t reply_cap_ = 1024;  // unread replies before we stop reading requests
+  // A batched frame stops growing here: big enough that a busy subscriber
+  // costs one write per many events, small enough that a thousand writes in
+  // flight stay within tens of megabytes.
+  static constexpr std::size_t batch_bytes = 64 * 1024;
 
-  // Shared with the event fan-out threads.
+  // Shared with the housekeeping passes of other threads.
   std::mutex mu_;
-  std::deque<std::string> replies_;
-  std::deque<json> snapshots_;
-  std::deque<std::shared_ptr<const prepared_event>> events_;
-  std::map<std::uint64_t, subscription_filter> subs_;
-  std::uint64_t next_sub_ = 1;
-  std::uint64_t dropped_ = 0;
-  int pending_snapshots_ = 0;
-  bool flush_posted_ = false;
+  session_outbox out_;
   bool closed_ = false;
 
   // Strand only.
   token_bucket bucket_;
-  std::string current_;
-  std::uint64_t seq_ = 0;
+  std::string current_;  // the frame being written (its capacity is reused)
   bool writing_ = false;
   bool closing_ = false;
   bool accepted_ = false;
@@ -515,6 +511,72 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
   std::size_t inflight_ = 0;
   std::atomic<bool> finished_{false};
 };
+
+// ---------------------------------------------------------------------------
+// Event fan-out (core methods that need the session type).
+
+// A runtime thread: serialise once, append, wake parked sessions.
+void core::publish(const std::shared_ptr<const event>& ev) {
+  if (stopping || subscribed.load() == 0) return;  // nobody listens: do not serialise
+  const auto position = log.append(prepare_event(ev));
+  if (parked_count.load() > 0) request_wake();
+  // Once per chunk, bound how far behind any session may fall.
+  if (event_log::starts_chunk(position) && !bound_posted.exchange(true)) {
+    std::weak_ptr<core> weak = weak_from_this();
+    post(ioc->get_executor(), [weak] {
+      if (auto c = weak.lock()) c->bound_pass();
+    });
+  }
+}
+
+// Strand of `s`: it had nothing to write. The seq_cst pair (parked_count here,
+// the log head in publish) makes sure an event appended meanwhile is not
+// missed: either publish sees the session parked, or the session sees the event.
+void core::park(const std::shared_ptr<ws_session>& s) {
+  {
+    std::lock_guard lock(park_mu);
+    if (s->parked_) return;
+    s->parked_ = true;
+    parked.push_back(s);
+    parked_count.fetch_add(1);
+  }
+  if (s->behind(log.head()) > 0) request_wake();
+}
+
+void core::request_wake() {
+  if (wake_posted.exchange(true)) return;
+  std::weak_ptr<core> weak = weak_from_this();
+  post(ioc->get_executor(), [weak] {
+    if (auto c = weak.lock()) c->wake_pass();
+  });
+}
+
+// Any I/O thread: wakes the parked sessions that have something to write.
+void core::wake_pass() {
+  wake_posted.store(false);  // events appended from now on ask for another pass
+  std::vector<std::shared_ptr<ws_session>> ready;
+  {
+    std::lock_guard lock(park_mu);
+    std::erase_if(parked, [&](const std::weak_ptr<ws_session>& w) {
+      auto s = w.lock();
+      if (s && !s->wake_check()) return false;
+      if (s) {
+        s->parked_ = false;
+        ready.push_back(std::move(s));
+      }
+      parked_count.fetch_sub(1);
+      return true;
+    });
+  }
+  for (auto& s : ready) post(s->executor(), [s] { s->do_write(); });
+}
+
+void core::bound_pass() {
+  bound_posted.store(false);
+  const auto head = log.head();
+  for (const auto& w : *ws_snapshot())
+    if (auto s = w.lock()) s->bound_lag(head);
+}
 
 // ---------------------------------------------------------------------------
 // HTTP session: one per TCP connection until it upgrades or closes. Requests
@@ -801,6 +863,7 @@ struct control_server::impl {
   }
 
   void run_thread() {
+    pthread_setname_np(pthread_self(), "troupe-ctl-io");  // visible in top -H and perf
     for (;;) {
       try {
         c->ioc->run();
@@ -847,15 +910,7 @@ base::result<void> control_server::start() {
 
   std::weak_ptr<core> weak = m.c;
   m.listen_token = m.c->port.listen([weak](const std::shared_ptr<const event>& ev) {
-    auto c = weak.lock();
-    if (!c || c->stopping || !ev) return;
-    auto list = c->ws_snapshot();
-    if (list->empty()) return;  // nobody listens: do not serialise
-    auto prepared = prepare_event(ev);  // serialised once for every subscriber
-    std::shared_lock post_lock(c->post_mu);
-    if (!c->io_alive) return;
-    for (const auto& w : *list)
-      if (auto s = w.lock()) s->offer(prepared);
+    if (auto c = weak.lock(); c && ev) c->publish(ev);
   });
 
   m.work.emplace(m.c->ioc->get_executor());
@@ -925,6 +980,10 @@ void control_server::stop() {
     std::lock_guard reg(c.reg_mu);
     for (const auto& w : c.http_list)
       if (auto h = w.lock()) h->force_close();
+  }
+  {
+    std::lock_guard park(c.park_mu);
+    c.parked.clear();
   }
   beast::error_code ec;
   if (m.acceptor) m.acceptor->close(ec);

@@ -1,6 +1,7 @@
 #include "troupe/protocols/control/ws_protocol.hpp"
 
 #include <algorithm>
+#include <charconv>
 
 #include "troupe/base/clock.hpp"
 
@@ -67,22 +68,30 @@ std::string render_error(const json& id, const base::error& e) {
 
 std::shared_ptr<const prepared_event> prepare_event(std::shared_ptr<const event> ev) {
   auto p = std::make_shared<prepared_event>();
-  p->head = R"({"event":)" + dump(json(ev->name)) + R"(,"seq":)";
+  p->text = R"({"event":)" + dump(json(ev->name)) + R"(,"seq":)";
+  p->seq_at = static_cast<std::uint32_t>(p->text.size());
   const auto ts = ev->ts_ms > 0 ? ev->ts_ms : base::now_ms();
-  p->tail = R"(,"ts":")" + base::format_rfc3339(ts) + R"(","data":)" +
-            (ev->data.is_null() ? std::string("{}") : dump(ev->data)) + "}";
+  p->text += R"(,"ts":")" + base::format_rfc3339(ts) + R"(","data":)" +
+             (ev->data.is_null() ? std::string("{}") : dump(ev->data)) + "}";
+  p->topic = topic_bit(ev->topic);
   p->source = std::move(ev);
   return p;
 }
 
 std::string render_event(const prepared_event& ev, std::uint64_t seq) {
   std::string out;
-  const auto n = std::to_string(seq);
-  out.reserve(ev.head.size() + n.size() + ev.tail.size());
-  out += ev.head;
-  out += n;
-  out += ev.tail;
+  out.reserve(ev.text.size() + 20);
+  append_event(out, ev, seq);
   return out;
+}
+
+void append_event(std::string& out, const prepared_event& ev, std::uint64_t seq) {
+  char digits[24];
+  const auto r = std::to_chars(digits, digits + sizeof digits, seq);
+  const std::string_view text(ev.text);
+  out.append(text.substr(0, ev.seq_at));
+  out.append(digits, r.ptr);
+  out.append(text.substr(ev.seq_at));
 }
 
 std::string render_gap(std::uint64_t seq, std::uint64_t dropped, std::int64_t ts_ms) {
@@ -100,13 +109,38 @@ bool is_topic(std::string_view topic) {
          topic == "system";
 }
 
+std::uint8_t topic_bit(std::string_view topic) {
+  if (topic == "agents") return 1;
+  if (topic == "tasks") return 2;
+  if (topic == "decisions") return 4;
+  if (topic == "llm") return 8;
+  if (topic == "system") return 16;
+  return 0;
+}
+
+namespace {
+bool fields_match(const subscription_filter& f, const event& ev) {
+  if (!f.team.empty() && ev.team != f.team) return false;
+  if (!f.agent.empty() && ev.agent != f.agent) return false;
+  if (!f.task.empty() && ev.task != f.task) return false;
+  return true;
+}
+}  // namespace
+
 bool subscription_filter::matches(const event& ev) const {
   if (topics.count(ev.topic) == 0) return false;
-  if (ev.topic == "system") return true;
-  if (!team.empty() && ev.team != team) return false;
-  if (!agent.empty() && ev.agent != agent) return false;
-  if (!task.empty() && ev.task != task) return false;
-  return true;
+  return ev.topic == "system" || fields_match(*this, ev);
+}
+
+bool subscription_filter::matches(const prepared_event& ev) const {
+  if ((topic_mask() & ev.topic) == 0) return false;
+  return ev.topic == topic_bit("system") || fields_match(*this, *ev.source);
+}
+
+std::uint8_t subscription_filter::topic_mask() const {
+  std::uint8_t m = 0;
+  for (const auto& t : topics) m = static_cast<std::uint8_t>(m | topic_bit(t));
+  return m;
 }
 
 base::result<subscription_filter> parse_subscription(const json& args) {
@@ -132,6 +166,12 @@ base::result<subscription_filter> parse_subscription(const json& args) {
         return base::fail(base::errc::bad_request, "'filter." + key + "' must be a string");
       (key == "team" ? f.team : key == "agent" ? f.agent : f.task) = value.get<std::string>();
     }
+  }
+  if (auto batch = args.find("batch"); batch != args.end()) {
+    if (!batch->is_boolean())
+      return base::fail(base::errc::bad_request,
+                        std::string("'batch' must be true or false, got ") + batch->type_name());
+    f.batch = batch->get<bool>();
   }
   return f;
 }

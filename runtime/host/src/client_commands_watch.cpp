@@ -134,6 +134,10 @@ void watch_model::apply_task(const json& task) {
 }
 
 void watch_model::apply(const json& frame) {
+  if (frame.is_object() && frame.contains("events") && frame["events"].is_array()) {
+    for (const auto& ev : frame["events"]) apply(ev);  // a batched frame (troupe.v1 "batch")
+    return;
+  }
   const auto event = str(frame, "event");
   const json data = frame.contains("data") ? frame["data"] : json::object();
   if (event == "snapshot") {
@@ -277,7 +281,10 @@ int run_watch(const std::vector<std::string>& args, client_io& io) {
   if (auto ok = ws.connect(conn.url, conn.token); !ok) return fail(io, ok.error());
   auto hello = ws.request("hello");
   if (!hello) return fail(io, hello.error());
-  auto sub = ws.request("subscribe", json{{"topics", {"agents", "tasks", "decisions", "llm", "system"}}});
+  // Batched frames: under a burst of events the view takes one frame per
+  // burst instead of one per event, and never falls behind for long.
+  auto sub = ws.request("subscribe",
+                        json{{"topics", {"agents", "tasks", "decisions", "llm", "system"}}, {"batch", true}});
   if (!sub) return fail(io, sub.error());
 
   auto stopped = [&] { return io.stop != nullptr && io.stop->load(); };
@@ -288,7 +295,13 @@ int run_watch(const std::vector<std::string>& args, client_io& io) {
         if (frame.error().code == base::errc::timeout) continue;
         return fail(io, frame.error());
       }
-      io.out << frame->dump() << "\n" << std::flush;
+      // One event per line, batched frames flattened, so scripts see events.
+      if (frame->contains("events") && (*frame)["events"].is_array()) {
+        for (const auto& ev : (*frame)["events"]) io.out << ev.dump() << "\n";
+        io.out << std::flush;
+      } else {
+        io.out << frame->dump() << "\n" << std::flush;
+      }
     }
     ws.close();
     return 0;

@@ -2,6 +2,8 @@
 // the actors and the network-facing control_port.
 #include "troupe/host/runtime.hpp"
 
+#include "runtime_impl.hpp"
+
 #include <chrono>
 #include <future>
 #include <mutex>
@@ -13,8 +15,8 @@
 
 #include "troupe/actors/messages.hpp"
 #include "troupe/actors/store_actor.hpp"
-#include "troupe/actors/team_actor.hpp"
 #include "troupe/actors/supervision/root_supervisor.hpp"
+#include "troupe/actors/team_actor.hpp"
 #include "troupe/agents/recovery.hpp"
 #include "troupe/agents/task_json.hpp"
 #include "troupe/base/clock.hpp"
@@ -27,36 +29,7 @@ namespace {
 
 using nlohmann::json;
 using protocols::reply_fn;
-
-/// Collects the replies of n parallel requests and calls `done` once with all of them.
-class fan_in {
- public:
-  using results = std::vector<base::result<json>>;
-  fan_in(std::size_t n, std::function<void(results)> done) : left_(n), done_(std::move(done)) {
-    all_.reserve(n);
-    if (n == 0) done_({});
-  }
-  reply_fn slot(const std::shared_ptr<fan_in>& self) {
-    return [self](base::result<json> r) {
-      std::function<void(results)> done;
-      results all;
-      {
-        std::lock_guard guard{self->mutex_};
-        self->all_.push_back(std::move(r));
-        if (--self->left_ != 0) return;
-        done = std::move(self->done_);
-        all = std::move(self->all_);
-      }
-      done(std::move(all));
-    };
-  }
-
- private:
-  std::mutex mutex_;
-  std::size_t left_;
-  std::function<void(results)> done_;
-  results all_;
-};
+using detail::fan_in;
 
 /// First success among the replies, else the most specific error (not_found last).
 base::result<json> first_success(fan_in::results& all, const std::string& what) {
@@ -89,52 +62,18 @@ struct caf_config : caf::actor_system_config {
 
 }  // namespace
 
-struct runtime::impl {
-  config::config cfg;
-  runtime_options opts;
-  std::shared_ptr<agents::event_bus> bus = std::make_shared<agents::event_bus>();
-  std::shared_ptr<base::id_generator> ids = std::make_shared<base::id_generator>("t");
-  std::shared_ptr<actors::store_stats> store_stats = std::make_shared<actors::store_stats>();
-  std::shared_ptr<base::snapshot_store> store;
-  std::shared_ptr<protocols::llm::llm_pool> llm;  ///< network providers; null when all are scripted
-  std::unique_ptr<caf_config> sys_cfg;
-  std::unique_ptr<caf::actor_system> sys;
-  caf::actor store_actor;
-  std::vector<std::string> team_names;
-  caf::actor root;  ///< root supervisor, parent of every team actor
-  /// Current incarnation of each team (the root updates it on restarts).
-  std::shared_ptr<actors::supervision::team_directory> directory =
-      std::make_shared<actors::supervision::team_directory>();
-  std::unordered_map<std::string, std::shared_ptr<actors::team_stats>> stats;
-  std::unordered_map<std::string, std::string> agent_team;  ///< agent -> first team listing it
-  std::function<void()> shutdown_fn;
-  std::mutex mutex;
-  bool started = false;
-  bool stopped = false;
+namespace {
 
-  void audit(const protocols::principal& who, const std::string& action, const std::string& target, const json& detail) {
-    if (!store_actor) return;
-    auto batch = std::make_shared<base::write_batch>();
-    batch->audit.push_back({base::now_ms(), who.name, action, target, detail.dump()});
-    caf::anon_send(store_actor, actors::write_atom::value, batch);
-  }
+/// Sends to every team (through `send(name, slot)`) and answers with the first success.
+template <class Send>
+void broadcast(const detail::routes& table, reply_fn reply, const std::string& missing, Send send) {
+  auto f = std::make_shared<fan_in>(table.team_names.size(), [reply, missing](fan_in::results all) {
+    reply(first_success(all, missing));
+  });
+  for (const auto& name : table.team_names) send(name, f->slot(f));
+}
 
-  /// Sends to the current incarnation of a team; a team being restarted answers
-  /// `unavailable` at once instead of the request being lost.
-  template <caf::message_priority P = caf::message_priority::normal, class... Ts>
-  void send_team(const std::string& name, const reply_fn& reply, Ts&&... xs) {
-    if (auto h = directory->get(name)) return caf::anon_send<P>(h, std::forward<Ts>(xs)..., reply);
-    reply(base::fail(base::errc::unavailable, "team '" + name + "' is restarting; retry in a moment"));
-  }
-
-  template <class... Ts>
-  void broadcast(reply_fn reply, const std::string& missing, Ts... xs) {
-    auto f = std::make_shared<fan_in>(team_names.size(), [reply, missing](fan_in::results all) {
-      reply(first_success(all, missing));
-    });
-    for (const auto& name : team_names) send_team<caf::message_priority::high>(name, f->slot(f), xs...);
-  }
-};
+}  // namespace
 
 runtime::runtime(config::config cfg, runtime_options opts) : impl_(std::make_unique<impl>()) {
   impl_->cfg = std::move(cfg);
@@ -144,6 +83,7 @@ runtime::runtime(config::config cfg, runtime_options opts) : impl_(std::make_uni
 runtime::~runtime() { stop(0); }
 
 const config::config& runtime::cfg() const { return impl_->cfg; }
+void runtime::set_config_source(std::function<config::load_result()> fn) { impl_->config_source = std::move(fn); }
 std::shared_ptr<agents::event_bus> runtime::bus() const { return impl_->bus; }
 void runtime::on_shutdown_request(std::function<void()> fn) { impl_->shutdown_fn = std::move(fn); }
 
@@ -151,6 +91,7 @@ base::result<startup_report> runtime::start() {
   auto& d = *impl_;
   startup_report report;
   std::unordered_map<std::string, std::vector<agents::task>> recovered;
+  std::unordered_map<std::string, std::vector<base::entity_row>> entities;  ///< by team
   if (d.opts.persistent) {
     auto url = d.opts.store_override.empty() ? d.cfg.store : d.opts.store_override;
     auto opened = persistence::open_store(url);
@@ -176,6 +117,7 @@ base::result<startup_report> runtime::start() {
       ++report.recovered_tasks;
     }
     report.pending_decisions = state->pending_decisions.size();
+    for (auto& e : state->entities) entities[e.team].push_back(std::move(e));
     report.recovery_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   } else {
     report.store = "none (in-memory)";
@@ -189,51 +131,50 @@ base::result<startup_report> runtime::start() {
     actors::store_options so;
     so.max_batch = static_cast<std::size_t>(d.cfg.rt.commit_batch);
     so.retention_ms = static_cast<std::int64_t>(d.cfg.rt.retention_days) * 24 * 3600 * 1000;
+    // PostgreSQL: more connections, so that commits overlap their WAL flushes.
+    auto url = d.opts.store_override.empty() ? d.cfg.store : d.opts.store_override;
+    for (std::size_t i = 0, n = persistence::overlapped_writers(url); i < n; ++i) {
+      auto writer = persistence::open_store(url);
+      if (!writer) return base::fail(writer.error());
+      so.extra_writers.push_back(std::shared_ptr<base::snapshot_store>(std::move(*writer)));
+    }
     d.store_actor = actors::spawn_store(*d.sys, d.store, d.store_stats, so);
   }
+  detail::shared_parts parts;
+  auto table = std::make_shared<detail::routes>();
   actors::supervision::root_spec root;
   root.intensity = d.cfg.rt.teams_sup;
   root.store = d.store_actor;
   root.directory = d.directory;
   for (const auto& team : d.cfg.teams) {
-    actors::team_spec spec;
-    spec.team = team;
-    auto specs = std::make_shared<std::vector<actors::agent_spec>>();
-    for (const auto& agent_name : team.agents) {
-      const auto* agent = d.cfg.find_agent(agent_name);
-      const auto* model = agent ? d.cfg.find_model(agent->model) : nullptr;
-      const auto* provider = model ? d.cfg.find_provider(model->provider) : nullptr;
-      if (!provider) return base::fail(base::errc::invalid_config, "agent '" + agent_name + "' has no usable model/provider");
-      actors::agent_spec as;
-      as.agent = *agent;
-      as.model = *model;
-      as.provider = *provider;
-      as.llm = d.llm;
-      as.team = team.name;
-      as.bus = d.bus;
-      specs->push_back(std::move(as));
-      d.agent_team.emplace(agent_name, team.name);
-    }
-    spec.agents = std::move(specs);
-    spec.store = d.store_actor;
-    spec.bus = d.bus;
-    spec.task_ids = d.ids;
-    spec.stats = std::make_shared<actors::team_stats>();
-    spec.snapshot_every = d.cfg.rt.snapshot_every;
-    spec.tick_ms = d.opts.team_tick_ms;
-    spec.recovered = std::move(recovered[team.name]);
-    d.stats[team.name] = spec.stats;
-    root.teams.push_back(std::move(spec));
-    d.team_names.push_back(team.name);
+    auto spec = d.team_spec_of(d.cfg, team, parts);
+    if (!spec) return base::fail(spec.error());
+    for (const auto& agent_name : team.agents) table->agent_team.emplace(agent_name, team.name);
+    spec->recovered = std::move(recovered[team.name]);
+    spec->recovered_entities = std::move(entities[team.name]);
+    table->stats[team.name] = spec->stats;
+    table->team_names.push_back(team.name);
+    root.teams.push_back(std::move(*spec));
   }
+  // The root supervisor spawns the teams and keeps the directory of their current incarnations.
   d.root = actors::supervision::spawn_root_supervisor(*d.sys, std::move(root));
   {
-    // The root starts every team before answering: after this, every team has a handle.
     caf::scoped_actor self{*d.sys};
     bool ready = false;
     self->request(d.root, std::chrono::seconds(30), actors::ready_atom::value)
         .receive([&](int) { ready = true; }, [](caf::error&) {});
     if (!ready) return base::fail(base::errc::internal, "the root supervisor did not start the teams");
+  }
+  {
+    std::lock_guard guard{d.mutex};
+    d.table = std::move(table);
+  }
+  if (!d.config_source) {
+    auto path = d.cfg.source_path;
+    d.config_source = [path] {
+      if (path.empty()) return config::load_result{std::nullopt, {{"", "the running config was not loaded from a file; nothing to reload"}}, {}};
+      return config::load_config_file(path);
+    };
   }
   d.started = true;
   return report;
@@ -246,17 +187,18 @@ void runtime::stop(std::int64_t grace_ms) {
     if (!d.started || d.stopped) return;
     d.stopped = true;
   }
+  auto routes = d.routes();
   // Drain: no new tasks, let in-flight calls finish and commit.
   if (grace_ms > 0) {
     auto all = std::make_shared<std::promise<void>>();
     auto fut = all->get_future();
-    auto f = std::make_shared<fan_in>(d.team_names.size(), [all](fan_in::results) { all->set_value(); });
-    for (const auto& name : d.team_names)
+    auto f = std::make_shared<fan_in>(routes->team_names.size(), [all](fan_in::results) { all->set_value(); });
+    for (const auto& name : routes->team_names)
       d.send_team<caf::message_priority::high>(name, f->slot(f), actors::drain_atom::value);
     if (fut.wait_for(std::chrono::milliseconds(grace_ms)) != std::future_status::ready)
       spdlog::warn("drain timed out after {} ms; unfinished calls resume after restart", grace_ms);
   }
-  // The teams are linked to the root: they end with it.
+  // The teams are linked to the root supervisor: they end with it.
   caf::anon_send_exit(d.root, caf::exit_reason::user_shutdown);
   // Network calls still in flight are aborted; their callbacks must not outlive the actor system.
   if (d.llm) d.llm->shutdown();
@@ -272,6 +214,11 @@ void runtime::stop(std::int64_t grace_ms) {
   d.store_actor = nullptr;
   d.root = nullptr;
   d.directory->clear();
+  routes.reset();
+  {
+    std::lock_guard guard{d.mutex};
+    d.table = std::make_shared<detail::routes>();
+  }
   d.sys.reset();  // waits for every actor
 }
 
@@ -302,12 +249,20 @@ struct pending_reply {
   ~pending_reply() {
     if (answered.exchange(true)) return;
     try {
-      reply(base::fail(base::errc::unavailable, "the request was dropped unanswered (its team restarted or the daemon is stopping); retry"));
+      reply(base::fail(base::errc::unavailable,
+                       "the request was dropped unanswered (its team restarted or the daemon is stopping); retry"));
     } catch (...) {  // a destructor must not throw; the session is gone anyway
     }
   }
 };
 }  // namespace
+
+bool runtime::inject_fault_for_tests(const std::string& team, const std::string& target) {
+  auto h = impl_->directory->get(team);
+  if (!h) return false;
+  caf::anon_send(h, actors::fault_atom::value, target);
+  return true;
+}
 
 void runtime::call(const protocols::principal& who, const std::string& op, json args, reply_fn reply) {
   auto pending = std::make_shared<pending_reply>(std::move(reply));
@@ -322,28 +277,27 @@ void runtime::call(const protocols::principal& who, const std::string& op, json 
   }
 }
 
-bool runtime::inject_fault_for_tests(const std::string& team, const std::string& target) {
-  auto h = impl_->directory->get(team);
-  if (!h) return false;
-  caf::anon_send(h, actors::fault_atom::value, target);
-  return true;
-}
-
 void runtime::dispatch(const protocols::principal& who, const std::string& op, json args, reply_fn reply) {
   auto& d = *impl_;
   using base::errc;
   if (!d.started || d.stopped) return reply(base::fail(errc::unavailable, "the runtime is not running"));
   if (!args.is_object()) args = json::object();
+  const auto routes = d.routes();  // this request's view, whatever a reload does meanwhile
+  const auto& table = *routes;
   if (op == "submit") {
+    reply = d.audited(who, "submit", "", args, std::move(reply));  // target: the new task's id
     auto spec = protocols::wire::parse_submit(args);
     if (!spec) return reply(base::fail(spec.error()));
     std::string team = spec->team;
     if (team.empty()) {
-      auto it = d.agent_team.find(spec->agent);
-      if (it == d.agent_team.end()) return reply(base::fail(errc::not_found, "no agent '" + spec->agent + "' in any team"));
+      auto it = table.agent_team.find(spec->agent);
+      if (it == table.agent_team.end()) return reply(base::fail(errc::not_found, "no agent '" + spec->agent + "' in any team"));
       team = it->second;
     }
-    if (!d.cfg.find_team(team)) return reply(base::fail(errc::not_found, "no team '" + team + "'"));
+    if (table.retiring.count(team))
+      return reply(base::fail(errc::not_found, "team '" + team +
+                                                   "' was removed from the config; it finishes its tasks but takes no new ones"));
+    if (!table.stats.count(team)) return reply(base::fail(errc::not_found, "no team '" + team + "'"));
     if (!d.store_stats->healthy.load(std::memory_order_relaxed) && d.store_actor) {
       // Do not even try: nothing is acknowledged without a commit.
       return reply(base::fail(errc::unavailable, "the store cannot commit right now; retry later"));
@@ -365,12 +319,12 @@ void runtime::dispatch(const protocols::principal& who, const std::string& op, j
     }
     if (id.empty()) return reply(base::fail(errc::bad_request, "field 'id' (task id) is required"));
     auto store = d.store_actor;
-    auto f = std::make_shared<fan_in>(d.team_names.size(), [reply, id, store](fan_in::results all) {
+    auto f = std::make_shared<fan_in>(table.team_names.size(), [reply, id, store](fan_in::results all) {
       auto r = first_success(all, "no task '" + id + "'");
       if (r || r.error().code != errc::not_found || !store) return reply(std::move(r));
       caf::anon_send(store, actors::load_atom::value, id, reply);  // finished long ago: ask the store
     });
-    for (const auto& name : d.team_names) d.send_team(name, f->slot(f), actors::task_atom::value, id);
+    for (const auto& name : table.team_names) d.send_team(name, f->slot(f), actors::task_atom::value, id);
     return;
   }
   if (op == "tasks") {
@@ -380,7 +334,7 @@ void runtime::dispatch(const protocols::principal& who, const std::string& op, j
       filter.limit = static_cast<std::size_t>(std::clamp<long long>(it->get<long long>(), 1, 10000));
     auto team = str_arg(args, "team");
     std::vector<std::string> targets;
-    for (const auto& name : d.team_names)
+    for (const auto& name : table.team_names)
       if (team.empty() || team == name) targets.push_back(name);
     auto limit = filter.limit;
     auto f = std::make_shared<fan_in>(targets.size(), [reply, limit](fan_in::results all) {
@@ -397,9 +351,11 @@ void runtime::dispatch(const protocols::principal& who, const std::string& op, j
   if (op == "cancel") {
     auto id = str_arg(args, "id");
     if (id.empty()) id = str_arg(args, "task");
+    reply = d.audited(who, "cancel", id, args, std::move(reply));
     if (id.empty()) return reply(base::fail(errc::bad_request, "field 'id' (task id) is required"));
-    d.audit(who, "cancel", id, args);
-    d.broadcast(reply, "no task '" + id + "'", actors::cancel_atom::value, id);
+    broadcast(table, reply, "no task '" + id + "'", [&d, id](const std::string& name, reply_fn slot) {
+      d.send_team<caf::message_priority::high>(name, slot, actors::cancel_atom::value, id);
+    });
     return;
   }
   if (op == "decide") {
@@ -409,17 +365,19 @@ void runtime::dispatch(const protocols::principal& who, const std::string& op, j
     cmd.option = str_arg(args, "option");
     cmd.comment = str_arg(args, "comment");
     cmd.who = who.name;
+    reply = d.audited(who, "decide", cmd.decision_id, args, std::move(reply));
     if (cmd.decision_id.empty()) return reply(base::fail(errc::bad_request, "field 'decision_id' is required"));
     if (cmd.option.empty()) return reply(base::fail(errc::bad_request, "field 'option' is required"));
-    d.audit(who, "decide", cmd.decision_id, args);
-    d.broadcast(reply, "no pending decision '" + cmd.decision_id + "'", actors::decide_atom::value, cmd);
+    broadcast(table, reply, "no pending decision '" + cmd.decision_id + "'", [&d, cmd](const std::string& name, reply_fn slot) {
+      d.send_team<caf::message_priority::high>(name, slot, actors::decide_atom::value, cmd);
+    });
     return;
   }
   if (op == "decisions" || op == "agents" || op == "teams") {
     bool decisions = op == "decisions";
     auto team = str_arg(args, "team");
     std::vector<std::string> targets;
-    for (const auto& name : d.team_names)
+    for (const auto& name : table.team_names)
       if (team.empty() || team == name) targets.push_back(name);
     auto f = std::make_shared<fan_in>(targets.size(), [reply, op, decisions](fan_in::results all) {
       auto out = json::array();
@@ -446,11 +404,11 @@ void runtime::dispatch(const protocols::principal& who, const std::string& op, j
     auto team = str_arg(args, "team");
     auto agent = str_arg(args, "agent");
     if (team.empty() && !agent.empty())
-      if (auto it = d.agent_team.find(agent); it != d.agent_team.end()) team = it->second;
-    if (!d.cfg.find_team(team))
+      if (auto it = table.agent_team.find(agent); it != table.agent_team.end()) team = it->second;
+    reply = d.audited(who, op, agent.empty() ? team : agent, args, std::move(reply));
+    if (!table.stats.count(team))
       return reply(base::fail(team.empty() ? errc::bad_request : errc::not_found,
                               team.empty() ? "field 'team' or 'agent' is required" : "no team '" + team + "'"));
-    d.audit(who, op, agent.empty() ? team : agent, args);
     constexpr auto high = caf::message_priority::high;
     if (op == "pause")
       d.send_team<high>(team, reply, actors::pause_atom::value, agent, flag(args, "abort"));
@@ -461,8 +419,8 @@ void runtime::dispatch(const protocols::principal& who, const std::string& op, j
     return;
   }
   if (op == "ready") {
-    if (!d.store_actor) return reply(json{{"status", "ready"}, {"store", "none"}, {"teams", d.team_names.size()}});
-    auto teams = d.team_names.size();
+    if (!d.store_actor) return reply(json{{"status", "ready"}, {"store", "none"}, {"teams", table.team_names.size()}});
+    auto teams = table.team_names.size();
     auto stats = d.store_stats;
     caf::anon_send(d.store_actor, actors::ping_atom::value, reply_fn([reply, teams, stats](base::result<json> r) {
       if (!r) return reply(base::fail(base::errc::unavailable, "store unreachable: " + r.error().message));
@@ -483,7 +441,7 @@ void runtime::dispatch(const protocols::principal& who, const std::string& op, j
   }
   if (op == "metrics") {
     json teams = json::object();
-    for (const auto& [name, s] : d.stats)
+    for (const auto& [name, s] : table.stats)
       teams[name] = {{"submitted", s->submitted.load()}, {"succeeded", s->succeeded.load()},
                      {"failed", s->failed.load()}, {"cancelled", s->cancelled.load()},
                      {"rejected", s->rejected.load()}, {"queued", s->queued.load()},
@@ -497,27 +455,26 @@ void runtime::dispatch(const protocols::principal& who, const std::string& op, j
                       {"events_published", d.bus->published()}});
   }
   if (op == "shutdown") {
-    d.audit(who, "shutdown", "daemon", args);
+    reply = d.audited(who, "shutdown", "daemon", args, std::move(reply));
     if (!d.shutdown_fn) return reply(base::fail(errc::unavailable, "shutdown is not available in this process"));
     reply(json{{"shutting_down", true}});
     d.shutdown_fn();
     return;
   }
-  if (op == "reload") {
-    d.audit(who, "reload", "config", args);
-    return reply(base::fail(errc::unavailable, "hot reload is not implemented yet; restart the daemon to apply a new config"));
-  }
+  if (op == "reload") return reload(who, std::move(reply));
   reply(base::fail(errc::bad_request, "unknown op '" + op + "'"));
 }
 
 std::string runtime::metrics_text() {
   auto& d = *impl_;
+  const auto routes = d.routes();
+  const auto& stats = routes->stats;
   std::ostringstream out;
   auto family = [&](const char* name, const char* type, const char* help) {
     out << "# HELP " << name << ' ' << help << "\n# TYPE " << name << ' ' << type << '\n';
   };
   family("troupe_tasks_total", "counter", "Tasks by team and outcome.");
-  for (const auto& [team, s] : d.stats) {
+  for (const auto& [team, s] : stats) {
     out << "troupe_tasks_total{team=\"" << team << "\",outcome=\"submitted\"} " << s->submitted.load() << '\n';
     out << "troupe_tasks_total{team=\"" << team << "\",outcome=\"succeeded\"} " << s->succeeded.load() << '\n';
     out << "troupe_tasks_total{team=\"" << team << "\",outcome=\"failed\"} " << s->failed.load() << '\n';
@@ -525,20 +482,20 @@ std::string runtime::metrics_text() {
     out << "troupe_tasks_total{team=\"" << team << "\",outcome=\"rejected\"} " << s->rejected.load() << '\n';
   }
   family("troupe_queue_depth", "gauge", "Queued tasks per team.");
-  for (const auto& [team, s] : d.stats) out << "troupe_queue_depth{team=\"" << team << "\"} " << s->queued.load() << '\n';
+  for (const auto& [team, s] : stats) out << "troupe_queue_depth{team=\"" << team << "\"} " << s->queued.load() << '\n';
   family("troupe_agent_restarts_total", "counter", "Agent restarts per team.");
-  for (const auto& [team, s] : d.stats) out << "troupe_agent_restarts_total{team=\"" << team << "\"} " << s->restarts.load() << '\n';
+  for (const auto& [team, s] : stats) out << "troupe_agent_restarts_total{team=\"" << team << "\"} " << s->restarts.load() << '\n';
   family("troupe_team_restarts_total", "counter", "Restarts of the team actor by the root supervisor.");
-  for (const auto& [team, s] : d.stats) out << "troupe_team_restarts_total{team=\"" << team << "\"} " << s->team_restarts.load() << '\n';
+  for (const auto& [team, s] : stats) out << "troupe_team_restarts_total{team=\"" << team << "\"} " << s->team_restarts.load() << '\n';
   family("troupe_llm_calls_total", "counter", "LLM calls per team.");
-  for (const auto& [team, s] : d.stats) out << "troupe_llm_calls_total{team=\"" << team << "\"} " << s->llm_calls.load() << '\n';
+  for (const auto& [team, s] : stats) out << "troupe_llm_calls_total{team=\"" << team << "\"} " << s->llm_calls.load() << '\n';
   family("troupe_llm_tokens_total", "counter", "Tokens per team and direction.");
-  for (const auto& [team, s] : d.stats) {
+  for (const auto& [team, s] : stats) {
     out << "troupe_llm_tokens_total{team=\"" << team << "\",direction=\"in\"} " << s->tokens_in.load() << '\n';
     out << "troupe_llm_tokens_total{team=\"" << team << "\",direction=\"out\"} " << s->tokens_out.load() << '\n';
   }
   family("troupe_cost_usd_total", "counter", "Cost in USD per team.");
-  for (const auto& [team, s] : d.stats)
+  for (const auto& [team, s] : stats)
     out << "troupe_cost_usd_total{team=\"" << team << "\"} " << static_cast<double>(s->cost_micro_usd.load()) / 1e6 << '\n';
   if (d.llm) {
     auto providers = d.llm->stats();

@@ -7,6 +7,34 @@
 namespace troupe::persistence::detail {
 namespace {
 
+// Version 2: agent and team state across restarts, and audit outcomes.
+//
+// - entity_state replaces v1's untyped `entities` (kind, name, JSON state),
+//   which no daemon wrote: paused, failed and spent_usd become columns keyed by
+//   (team, agent), agent '' being the team itself, because an agent listed by
+//   two teams runs one instance per team with its own spend. Rows of the old
+//   table are carried over into `detail` (a team row as (name, ''), an agent
+//   row as ('', name)) so an upgrade loses nothing.
+// - audit.outcome records how a command ended ("ok" or the error code).
+constexpr const char* v2_sql = R"sql(
+CREATE TABLE entity_state (
+  team TEXT NOT NULL,
+  agent TEXT NOT NULL,
+  paused INTEGER NOT NULL DEFAULT 0,
+  failed INTEGER NOT NULL DEFAULT 0,
+  spent_usd DOUBLE PRECISION NOT NULL DEFAULT 0,
+  detail TEXT NOT NULL DEFAULT '{}',
+  updated_ms BIGINT NOT NULL DEFAULT 0,
+  PRIMARY KEY (team, agent)
+);
+INSERT INTO entity_state (team, agent, detail)
+  SELECT CASE WHEN kind = 'team' THEN name ELSE '' END,
+         CASE WHEN kind = 'team' THEN '' ELSE name END, state
+  FROM entities WHERE true ON CONFLICT DO NOTHING;
+DROP TABLE entities;
+ALTER TABLE audit ADD COLUMN outcome TEXT NOT NULL DEFAULT '';
+)sql";
+
 // Version 1: the initial schema. The two dialects keep the same tables and
 // columns so the conformance suite can hold both to one contract.
 //
@@ -18,7 +46,7 @@ namespace {
 //   only the small key goes into the index, about twice as fast for journal
 //   appends spread over many tasks as WITHOUT ROWID (measured).
 // - audit: the autoincrement id keeps insertion order for "newest first".
-constexpr std::array<migration, 1> all_migrations{{
+constexpr std::array<migration, 2> all_migrations{{
     {1, "initial schema",
      R"sql(
 CREATE TABLE tasks (
@@ -150,6 +178,9 @@ CREATE TABLE decisions (
 CREATE INDEX decisions_state ON decisions (state);
 CREATE INDEX decisions_task ON decisions (task_id);
 )sql"},
+    // One text for both dialects: SQLite maps BIGINT and DOUBLE PRECISION to
+    // its integer and real affinities; paused/failed are 0/1 integers on both.
+    {2, "entity_state table, audit outcome", v2_sql, v2_sql},
 }};
 
 static_assert(all_migrations.back().version == base::store_schema_version,

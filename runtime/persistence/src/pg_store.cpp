@@ -54,14 +54,18 @@ constexpr const char* insert_costs_sql =
     "$12::float8[])";
 // ORDER BY the ordinality so the serial ids keep the batch's audit order.
 constexpr const char* insert_audit_sql =
-    "INSERT INTO audit (ts_ms, principal, action, target, detail) "
-    "SELECT ts_ms, principal, action, target, detail FROM unnest($1::bigint[], $2::text[], "
-    "$3::text[], $4::text[], $5::text[]) WITH ORDINALITY "
-    "AS u(ts_ms, principal, action, target, detail, ord) ORDER BY ord";
+    "INSERT INTO audit (ts_ms, principal, action, target, detail, outcome) "
+    "SELECT ts_ms, principal, action, target, detail, outcome FROM unnest($1::bigint[], "
+    "$2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) WITH ORDINALITY "
+    "AS u(ts_ms, principal, action, target, detail, outcome, ord) ORDER BY ord";
 constexpr const char* upsert_entities_sql =
-    "INSERT INTO entities (kind, name, state) "
-    "SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) "
-    "ON CONFLICT (kind, name) DO UPDATE SET state = excluded.state";
+    "INSERT INTO entity_state (team, agent, paused, failed, spent_usd, detail, updated_ms) "
+    "SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::float8[], "
+    "$6::text[], $7::bigint[]) ON CONFLICT (team, agent) DO UPDATE SET "
+    "paused = excluded.paused, failed = excluded.failed, spent_usd = excluded.spent_usd, "
+    "detail = excluded.detail, updated_ms = excluded.updated_ms";
+constexpr const char* select_entities =
+    "SELECT team, agent, paused, failed, spent_usd, detail, updated_ms FROM entity_state";
 constexpr const char* upsert_decisions_sql =
     "INSERT INTO decisions (id, task_id, step_id, state, record, deadline_ms) "
     "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "
@@ -156,23 +160,15 @@ class pg_store final : public base::snapshot_store {
       if (!batch.costs.empty()) insert_costs(w, batch.costs);
       if (!batch.audit.empty()) {
         int_array ts;
-        text_array principal, action, target, detail;
+        text_array principal, action, target, detail, result;
         for (const auto& a : batch.audit) {
           ts.add(a.ts_ms), principal.add(a.principal), action.add(a.action), target.add(a.target),
-              detail.add(a.detail);
+              detail.add(a.detail), result.add(a.outcome);
         }
         w.exec_prepared("audit", ts.str(), principal.str(), action.str(), target.str(),
-                        detail.str());
+                        detail.str(), result.str());
       }
-      if (!batch.entities.empty()) {
-        text_array kind, name, state;
-        for (std::size_t i :
-             last_of_each(batch.entities, [](const auto& e) { return e.kind + '\x1f' + e.name; })) {
-          const auto& e = batch.entities[i];
-          kind.add(e.kind), name.add(e.name), state.add(e.state);
-        }
-        w.exec_prepared("entities", kind.str(), name.str(), state.str());
-      }
+      if (!batch.entities.empty()) upsert_entities(w, batch.entities);
       if (!batch.decisions.empty()) {
         text_array id, task_id, step_id, state, record;
         int_array deadline;
@@ -213,10 +209,9 @@ class pg_store final : public base::snapshot_store {
                                          row[2].as<std::string>(), row[3].as<std::string>(),
                                          row[4].as<std::string>(), row[5].as<std::int64_t>()});
       }
-      for (const auto& row : r.exec("SELECT kind, name, state FROM entities "
-                                    "ORDER BY kind COLLATE \"C\", name COLLATE \"C\"")) {
-        out.entities.push_back(
-            {row[0].as<std::string>(), row[1].as<std::string>(), row[2].as<std::string>()});
+      for (const auto& row : r.exec(std::string(select_entities) +
+                                    " ORDER BY team COLLATE \"C\", agent COLLATE \"C\"")) {
+        out.entities.push_back(read_entity(row));
       }
       r.commit();
       return out;
@@ -257,6 +252,18 @@ class pg_store final : public base::snapshot_store {
     });
   }
 
+  base::result<std::vector<base::entity_row>> load_entities(const std::string& team) override {
+    return guarded("load_entities",
+                   [&](pqxx::connection& c) -> base::result<std::vector<base::entity_row>> {
+                     pqxx::read_transaction r{c};
+                     std::vector<base::entity_row> out;
+                     for (const auto& row : r.exec_prepared("load_entities", team)) {
+                       out.push_back(read_entity(row));
+                     }
+                     return out;
+                   });
+  }
+
   base::result<std::vector<base::audit_row>> load_audit(std::size_t limit) override {
     return guarded("load_audit",
                    [&](pqxx::connection& c) -> base::result<std::vector<base::audit_row>> {
@@ -265,7 +272,7 @@ class pg_store final : public base::snapshot_store {
                      for (const auto& row : r.exec_prepared("load_audit", clamp(limit))) {
                        out.push_back({row[0].as<std::int64_t>(), row[1].as<std::string>(),
                                       row[2].as<std::string>(), row[3].as<std::string>(),
-                                      row[4].as<std::string>()});
+                                      row[4].as<std::string>(), row[5].as<std::string>()});
                      }
                      return out;
                    });
@@ -303,8 +310,10 @@ class pg_store final : public base::snapshot_store {
               "SELECT task_id, seq, kind, payload, ts_ms FROM journal "
               "WHERE task_id = $1 AND seq > $2 ORDER BY seq");
     c.prepare("load_audit",
-              "SELECT ts_ms, principal, action, target, detail FROM audit "
+              "SELECT ts_ms, principal, action, target, detail, outcome FROM audit "
               "ORDER BY id DESC LIMIT $1");
+    c.prepare("load_entities",
+              std::string(select_entities) + " WHERE team = $1 ORDER BY agent COLLATE \"C\"");
     c.prepare("prune", std::string("WITH victims AS (SELECT id FROM tasks WHERE state IN ") +
                            terminal_states_sql +
                            " AND updated_ms < $1 ORDER BY updated_ms LIMIT $2 "
@@ -430,6 +439,27 @@ class pg_store final : public base::snapshot_store {
     t.created_ms = row[8].as<std::int64_t>();
     t.updated_ms = row[9].as<std::int64_t>();
     return t;
+  }
+
+  void upsert_entities(pqxx::work& w, const std::vector<base::entity_row>& entities) {
+    text_array team, agent, detail;
+    int_array paused, failed, updated;
+    float_array spent;
+    for (std::size_t i :
+         last_of_each(entities, [](const auto& e) { return e.team + '\x1f' + e.agent; })) {
+      const auto& e = entities[i];
+      team.add(e.team), agent.add(e.agent), paused.add(e.paused ? 1 : 0);
+      failed.add(e.failed ? 1 : 0), spent.add(e.spent_usd), detail.add(e.detail);
+      updated.add(e.updated_ms);
+    }
+    w.exec_prepared("entities", team.str(), agent.str(), paused.str(), failed.str(), spent.str(),
+                    detail.str(), updated.str());
+  }
+
+  static base::entity_row read_entity(const pqxx::row& row) {
+    return {row[0].as<std::string>(), row[1].as<std::string>(), row[2].as<int>() != 0,
+            row[3].as<int>() != 0,    row[4].as<double>(),      row[5].as<std::string>(),
+            row[6].as<std::int64_t>()};
   }
 
   static base::journal_row read_journal(const pqxx::row& row) {

@@ -53,6 +53,12 @@ class sqlite_db {
     return s;
   }
 
+  /// Resets every cached statement. A statement left on a row counts as a
+  /// reader of its table, and SQLite refuses DROP TABLE while one is active.
+  void reset_all() noexcept {
+    for (auto& [sql, s] : cache_) sqlite3_reset(s);
+  }
+
   /// Binds the arguments to ?1, ?2, ... in order. Text is bound without a
   /// copy, so the arguments must outlive the next step.
   template <class... Args>

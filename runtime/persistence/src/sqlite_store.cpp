@@ -56,10 +56,15 @@ constexpr const char* insert_cost_sql =
     "tokens_out, latency_ms, ts_ms, usd) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, "
     "?12)";
 constexpr const char* insert_audit_sql =
-    "INSERT INTO audit (ts_ms, principal, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)";
+    "INSERT INTO audit (ts_ms, principal, action, target, detail, outcome) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 constexpr const char* upsert_entity_sql =
-    "INSERT INTO entities (kind, name, state) VALUES (?1, ?2, ?3) "
-    "ON CONFLICT (kind, name) DO UPDATE SET state = excluded.state";
+    "INSERT INTO entity_state (team, agent, paused, failed, spent_usd, detail, updated_ms) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (team, agent) DO UPDATE SET "
+    "paused = excluded.paused, failed = excluded.failed, spent_usd = excluded.spent_usd, "
+    "detail = excluded.detail, updated_ms = excluded.updated_ms";
+constexpr const char* select_entities =
+    "SELECT team, agent, paused, failed, spent_usd, detail, updated_ms FROM entity_state";
 constexpr const char* upsert_decision_sql =
     "INSERT INTO decisions (id, task_id, step_id, state, record, deadline_ms) "
     "VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO UPDATE SET task_id = excluded.task_id, "
@@ -79,6 +84,7 @@ class sqlite_store final : public base::snapshot_store {
 
   base::result<int> migrate() override {
     return guarded("migrate", [&]() -> base::result<int> {
+      db_.reset_all();  // a migration step may drop a table an idle statement still reads
       db_.exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)");
       for (const migration& step : migrations()) {
         sqlite_db::transaction tx{db_};
@@ -104,8 +110,9 @@ class sqlite_store final : public base::snapshot_store {
       sqlite3_stmt* s = db_.stmt(
           "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'");
       db_.step_row(s);
-      if (sqlite3_column_int64(s, 0) == 0) return 0;
-      return read_version();
+      const bool exists = sqlite3_column_int64(s, 0) != 0;
+      sqlite3_reset(s);
+      return exists ? read_version() : 0;
     });
   }
 
@@ -144,10 +151,13 @@ class sqlite_store final : public base::snapshot_store {
       }
       sqlite3_stmt* insert_audit = db_.stmt(insert_audit_sql);
       for (const auto& a : batch.audit) {
-        db_.run(insert_audit, a.ts_ms, a.principal, a.action, a.target, a.detail);
+        db_.run(insert_audit, a.ts_ms, a.principal, a.action, a.target, a.detail, a.outcome);
       }
       sqlite3_stmt* upsert_entity = db_.stmt(upsert_entity_sql);
-      for (const auto& e : batch.entities) db_.run(upsert_entity, e.kind, e.name, e.state);
+      for (const auto& e : batch.entities) {
+        db_.run(upsert_entity, e.team, e.agent, int{e.paused}, int{e.failed}, e.spent_usd, e.detail,
+                e.updated_ms);
+      }
       sqlite3_stmt* upsert_decision = db_.stmt(upsert_decision_sql);
       for (const auto& d : batch.decisions) {
         db_.run(upsert_decision, d.id, d.task_id, d.step_id, d.state, d.record, d.deadline_ms);
@@ -180,11 +190,8 @@ class sqlite_store final : public base::snapshot_store {
                                          sqlite_db::text(s, 2), sqlite_db::text(s, 3),
                                          sqlite_db::text(s, 4), sqlite3_column_int64(s, 5)});
       }
-      s = db_.stmt("SELECT kind, name, state FROM entities ORDER BY kind, name");
-      while (db_.step_row(s)) {
-        out.entities.push_back(
-            {sqlite_db::text(s, 0), sqlite_db::text(s, 1), sqlite_db::text(s, 2)});
-      }
+      s = db_.stmt(std::string(select_entities) + " ORDER BY team, agent");
+      while (db_.step_row(s)) out.entities.push_back(read_entity(s));
       guard.release();
       db_.exec("COMMIT");
       return out;
@@ -236,15 +243,27 @@ class sqlite_store final : public base::snapshot_store {
     });
   }
 
+  base::result<std::vector<base::entity_row>> load_entities(const std::string& team) override {
+    return guarded("load_entities", [&]() -> base::result<std::vector<base::entity_row>> {
+      sqlite3_stmt* s =
+          db_.stmt(std::string(select_entities) + " WHERE team = ?1 ORDER BY agent");
+      db_.bind_all(s, team);
+      std::vector<base::entity_row> rows;
+      while (db_.step_row(s)) rows.push_back(read_entity(s));
+      return rows;
+    });
+  }
+
   base::result<std::vector<base::audit_row>> load_audit(std::size_t limit) override {
     return guarded("load_audit", [&]() -> base::result<std::vector<base::audit_row>> {
       sqlite3_stmt* s = db_.stmt(
-          "SELECT ts_ms, principal, action, target, detail FROM audit ORDER BY id DESC LIMIT ?1");
+          "SELECT ts_ms, principal, action, target, detail, outcome FROM audit "
+          "ORDER BY id DESC LIMIT ?1");
       db_.bind_all(s, clamp_limit(limit));
       std::vector<base::audit_row> rows;
       while (db_.step_row(s)) {
         rows.push_back({sqlite3_column_int64(s, 0), sqlite_db::text(s, 1), sqlite_db::text(s, 2),
-                        sqlite_db::text(s, 3), sqlite_db::text(s, 4)});
+                        sqlite_db::text(s, 3), sqlite_db::text(s, 4), sqlite_db::text(s, 5)});
       }
       return rows;
     });
@@ -284,6 +303,13 @@ class sqlite_store final : public base::snapshot_store {
     t.created_ms = sqlite3_column_int64(s, 8);
     t.updated_ms = sqlite3_column_int64(s, 9);
     return t;
+  }
+
+  static base::entity_row read_entity(sqlite3_stmt* s) {
+    return {sqlite_db::text(s, 0),          sqlite_db::text(s, 1),
+            sqlite3_column_int(s, 2) != 0,  sqlite3_column_int(s, 3) != 0,
+            sqlite3_column_double(s, 4),    sqlite_db::text(s, 5),
+            sqlite3_column_int64(s, 6)};
   }
 
   static base::journal_row read_journal(sqlite3_stmt* s) {

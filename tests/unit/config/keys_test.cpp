@@ -34,24 +34,97 @@ TEST(config_keys, each_key_is_declared_once_with_help) {
   EXPECT_GE(declared_keys().size(), 90u);
 }
 
-TEST(config_keys, only_store_listen_and_threads_need_a_restart) {
+TEST(config_keys, restart_keys_are_the_ones_read_once_at_start) {
   std::set<std::string> restart;
   for (const auto& k : declared_keys())
     if (k.needs_restart) restart.insert(k.path);
-  EXPECT_EQ(restart, (std::set<std::string>{"store", "control.listen", "runtime.threads"}));
+  const std::set<std::string> expected{
+      "store", "control.listen", "control.tokens", "control.tokens[].name", "control.tokens[].token_env",
+      "control.tokens[].role", "control.max_body_bytes", "control.max_clients", "control.max_frame_bytes",
+      "control.requests_per_sec", "control.send_queue", "control.idle_timeout_ms", "runtime.threads",
+      "runtime.retention_days", "runtime.commit_interval_ms", "runtime.commit_batch", "providers.*.base_url",
+      "providers.*.api_key_env", "providers.*.anthropic_version", "providers.*.ca_file",
+      "providers.*.max_concurrency", "providers.*.limits.requests_per_min", "providers.*.limits.tokens_per_min",
+      "providers.*.connect_timeout_ms", "providers.*.timeout_ms", "providers.*.retry.max_attempts",
+      "providers.*.retry.base_ms", "providers.*.retry.max_ms", "providers.*.breaker.failures",
+      "providers.*.breaker.open_ms"};
+  EXPECT_EQ(restart, expected);
+}
+
+/// "providers.x.timeout_ms" -> "providers.*.timeout_ms", "control.tokens[0].name" -> "control.tokens[].name".
+std::string pattern_of(std::string path) {
+  if (path.rfind("providers.", 0) == 0) {
+    auto dot = path.find('.', 10);
+    path = "providers.*" + (dot == std::string::npos ? std::string() : path.substr(dot));
+  }
+  if (auto open = path.find('['); open != std::string::npos) path.erase(open + 1, path.find(']') - open - 1);
+  return path;
 }
 
 TEST(config_keys, restart_needed_covers_every_restart_key) {
   config a;
-  config b;
+  provider net;
+  net.name = "x";
+  net.kind = provider_kind::openai;
+  a.providers["x"] = net;
+  a.ctl.tokens.push_back({"ops", "OPS", "secret", role::operator_});
+  config b = a;
   b.store = "sqlite:other.db";
   b.ctl.listen = "127.0.0.1:1";
+  b.ctl.tokens[0] = {"ops2", "OPS2", "secret2", role::admin};
+  b.ctl.max_body_bytes += 1;
+  b.ctl.max_clients += 1;
+  b.ctl.max_frame_bytes += 1;
+  b.ctl.requests_per_sec += 1;
+  b.ctl.send_queue += 1;
+  b.ctl.idle_timeout_ms += 1;
   b.rt.threads = a.rt.threads + 1;
-  const auto changed = restart_needed(a, b);
+  b.rt.retention_days += 1;
+  b.rt.commit_interval_ms += 1;
+  b.rt.commit_batch += 1;
+  auto& p = b.providers["x"];
+  p.base_url = "http://127.0.0.1:1";
+  p.api_key_env = "K";
+  p.anthropic_version = "v";
+  p.ca_file = "ca.pem";
+  p.max_concurrency += 1;
+  p.limits.requests_per_min += 1;
+  p.limits.tokens_per_min += 1;
+  p.connect_timeout_ms += 1;
+  p.timeout_ms += 1;
+  p.retry.max_attempts += 1;
+  p.retry.base_ms += 1;
+  p.retry.max_ms += 1;
+  p.breaker.failures += 1;
+  p.breaker.open_ms += 1;
+  std::set<std::string> changed;
+  for (const auto& path : restart_needed(a, b)) changed.insert(pattern_of(path));
   std::set<std::string> declared;
   for (const auto& k : declared_keys())
     if (k.needs_restart) declared.insert(k.path);
-  EXPECT_EQ(std::set<std::string>(changed.begin(), changed.end()), declared);
+  declared.erase("control.tokens");  // reported when the number of tokens changes
+  EXPECT_EQ(changed, declared);
+  config c = a;
+  c.ctl.tokens.clear();
+  EXPECT_EQ(restart_needed(a, c), std::vector<std::string>{"control.tokens"});
+}
+
+TEST(config_keys, scripted_providers_apply_but_network_ones_need_a_restart) {
+  config a;
+  provider s;
+  s.name = "s";
+  a.providers["s"] = s;
+  config b = a;
+  b.providers["s"].replies.push_back({});
+  b.providers["s"].latency = {5, 10};
+  EXPECT_TRUE(restart_needed(a, b).empty());
+  provider n;
+  n.name = "n";
+  n.kind = provider_kind::anthropic;
+  b.providers["n"] = n;
+  EXPECT_EQ(restart_needed(a, b), std::vector<std::string>{"providers.n"});
+  b.providers["s"].kind = provider_kind::openai;
+  EXPECT_EQ(restart_needed(a, b), (std::vector<std::string>{"providers.s.kind", "providers.n"}));
 }
 
 TEST(config_keys, declared_defaults_match_the_structs) {

@@ -57,13 +57,30 @@ TEST(protocol_doc, every_json_example_parses) {
 TEST(protocol_doc, documents_every_op_event_and_error_code) {
   auto doc = load_examples();
   std::set<std::string> ops, events, codes;
+  std::size_t batches = 0;
   for (const auto& e : doc.examples) {
     if (!e.is_object()) continue;
+    // A batched frame: events in order, each a full event frame, seqs without holes.
+    if (e.contains("events")) {
+      ++batches;
+      ASSERT_TRUE(e["events"].is_array());
+      ASSERT_FALSE(e["events"].empty());
+      std::int64_t prev = -1;
+      for (const auto& ev : e["events"]) {
+        ASSERT_TRUE(ev.contains("event") && ev.contains("seq") && ev.contains("ts") && ev.contains("data")) << ev;
+        if (prev >= 0) {
+          EXPECT_EQ(ev["seq"].get<std::int64_t>(), prev + 1) << e;
+        }
+        prev = ev["seq"].get<std::int64_t>();
+        events.insert(ev["event"].get<std::string>());
+      }
+    }
     if (e.contains("op") && e["op"].is_string()) ops.insert(e["op"].get<std::string>());
     if (e.contains("event") && e["event"].is_string()) events.insert(e["event"].get<std::string>());
     if (e.contains("error") && e["error"].is_object() && e["error"].contains("code"))
       codes.insert(e["error"]["code"].get<std::string>());
   }
+  EXPECT_GE(batches, 1u) << "the batched event frame has no example";
   for (const auto& rule : op_table())
     EXPECT_TRUE(ops.count(std::string(rule.op))) << "op '" << rule.op << "' has no example request";
   for (const char* ev : {"snapshot", "task.update", "agent.status", "decision.pending", "decision.resolved",

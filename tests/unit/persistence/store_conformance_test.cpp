@@ -1,5 +1,6 @@
 // The snapshot_store conformance suite, part 1: schema, row kinds, idempotency,
 // journal trimming, recovery, pruning, audit. Instantiated for both stores here.
+#include "migrations.hpp"  // private: the version 1 schema text, to build an old database
 #include "store_conformance.hpp"
 
 namespace troupe::persistence::conformance {
@@ -28,8 +29,8 @@ TEST_P(store_conformance, migrate_refuses_a_newer_schema) {
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, errc::invalid_config);
   EXPECT_NE(
-      r.error().message.find("database schema version 99 is newer than this build understands (1); "
-                             "upgrade troupe"),
+      r.error().message.find("database schema version 99 is newer than this build understands (" +
+                             std::to_string(base::store_schema_version) + "); upgrade troupe"),
       std::string::npos)
       << r.error().message;
   EXPECT_EQ(store_->schema_version().value(), 99);
@@ -43,9 +44,9 @@ TEST_P(store_conformance, commit_and_recover_round_trip_every_row_kind) {
   b.journal = {delta("t1", 1), delta("t1", 2)};
   b.costs.push_back({"t1", "research", "researcher", "newsroom", "offline", "haiku", "ok", 120, 45,
                      33, 5000, 0.000123456789});
-  b.audit.push_back({5000, "ops", "submit", "t1", R"({"team":"newsroom"})"});
-  b.entities.push_back({"agent", "researcher", R"({"paused":true})"});
-  b.entities.push_back({"team", "newsroom", R"({"spent_usd":1.5})"});
+  b.audit.push_back({5000, "ops", "submit", "t1", R"({"team":"newsroom"})", "ok"});
+  b.entities.push_back({"newsroom", "researcher", true, false, 0.25, R"({"why":"ops"})", 5000});
+  b.entities.push_back({"newsroom", "", false, true, 1.5, "{}", 5001});
   b.decisions.push_back({"d1", "t1", "publish", "pending", R"({"options":["a","b"]})", 90000});
   auto outcome = commit_ok(b);
   EXPECT_TRUE(outcome.conflicts.empty());
@@ -73,15 +74,30 @@ TEST_P(store_conformance, commit_and_recover_round_trip_every_row_kind) {
   EXPECT_EQ(d.record, R"({"options":["a","b"]})");
   EXPECT_EQ(d.deadline_ms, 90000);
   ASSERT_EQ(rec.entities.size(), 2u);
-  EXPECT_EQ(rec.entities[0].kind, "agent");
-  EXPECT_EQ(rec.entities[0].state, R"({"paused":true})");
-  EXPECT_EQ(rec.entities[1].name, "newsroom");
+  // Ordered by (team, agent): the team's own row (agent "") first.
+  const auto& team_row = rec.entities[0];
+  EXPECT_EQ(team_row.team, "newsroom");
+  EXPECT_EQ(team_row.agent, "");
+  EXPECT_FALSE(team_row.paused);
+  EXPECT_TRUE(team_row.failed);
+  EXPECT_DOUBLE_EQ(team_row.spent_usd, 1.5);
+  EXPECT_EQ(team_row.updated_ms, 5001);
+  const auto& agent_row = rec.entities[1];
+  EXPECT_EQ(agent_row.agent, "researcher");
+  EXPECT_TRUE(agent_row.paused);
+  EXPECT_FALSE(agent_row.failed);
+  EXPECT_DOUBLE_EQ(agent_row.spent_usd, 0.25);
+  EXPECT_EQ(agent_row.detail, R"({"why":"ops"})");
+  EXPECT_EQ(agent_row.updated_ms, 5000);
 
   auto audit = store_->load_audit(10);
   ASSERT_TRUE(audit);
   ASSERT_EQ(audit->size(), 1u);
   EXPECT_EQ((*audit)[0].principal, "ops");
   EXPECT_EQ((*audit)[0].detail, R"({"team":"newsroom"})");
+  EXPECT_EQ((*audit)[0].outcome, "ok");
+  EXPECT_EQ((*audit)[0].action, "submit");
+  EXPECT_EQ((*audit)[0].ts_ms, 5000);
 
   EXPECT_EQ(count("SELECT count(*) FROM costs WHERE task_id = 't1' AND tokens_in = 120 AND "
                   "tokens_out = 45 AND latency_ms = 33 AND model = 'haiku'"),
@@ -91,18 +107,22 @@ TEST_P(store_conformance, commit_and_recover_round_trip_every_row_kind) {
 
 TEST_P(store_conformance, entities_and_decisions_are_upserted) {
   base::write_batch b;
-  b.entities.push_back({"agent", "a", R"({"v":1})"});
+  b.entities.push_back({"t", "a", true, false, 1.0, R"({"v":1})", 1});
   b.decisions.push_back({"d1", "t1", "s", "pending", "{}", 0});
   b.decisions.push_back({"d2", "t1", "s", "pending", "{}", 0});
   commit_ok(b);
   base::write_batch b2;
-  b2.entities.push_back({"agent", "a", R"({"v":2})"});
-  b2.entities.push_back({"agent", "a", R"({"v":3})"});  // the last one in a batch wins
+  b2.entities.push_back({"t", "a", false, true, 2.0, R"({"v":2})", 2});
+  b2.entities.push_back({"t", "a", false, false, 3.5, R"({"v":3})", 3});  // the last one wins
   b2.decisions.push_back({"d1", "t1", "s", "resolved", R"({"by":"ops"})", 0});
   commit_ok(b2);
   auto rec = recover_ok();
   ASSERT_EQ(rec.entities.size(), 1u);
-  EXPECT_EQ(rec.entities[0].state, R"({"v":3})");
+  EXPECT_EQ(rec.entities[0].detail, R"({"v":3})");
+  EXPECT_FALSE(rec.entities[0].paused);
+  EXPECT_FALSE(rec.entities[0].failed);
+  EXPECT_DOUBLE_EQ(rec.entities[0].spent_usd, 3.5);
+  EXPECT_EQ(rec.entities[0].updated_ms, 3);
   ASSERT_EQ(rec.pending_decisions.size(), 1u);
   EXPECT_EQ(rec.pending_decisions[0].id, "d2");
   EXPECT_EQ(count("SELECT count(*) FROM decisions WHERE id = 'd1' AND state = 'resolved'"), 1);
@@ -199,7 +219,7 @@ TEST_P(store_conformance, recover_returns_active_tasks_with_their_newer_journal)
   late.journal.push_back(delta("t_running", 1));
   late.decisions.push_back({"d_pending", "t_waiting_decision", "s", "pending", "{}", 5});
   late.decisions.push_back({"d_done", "t_running", "s", "resolved", "{}", 5});
-  late.entities.push_back({"team", "newsroom", "{}"});
+  late.entities.push_back({"newsroom", "", true, false, 0, "{}", 9});
   commit_ok(late);
 
   auto rec = recover_ok();
@@ -262,7 +282,7 @@ TEST_P(store_conformance, audit_is_returned_newest_first) {
     for (int i = 0; i < 4; ++i) {
       const int n = batch * 4 + i;
       // Same timestamp on purpose: order comes from insertion, not from ts_ms.
-      b.audit.push_back({7000, "ops", "cancel", "t" + std::to_string(n), "{}"});
+      b.audit.push_back({7000, "ops", "cancel", "t" + std::to_string(n), "{}", "ok"});
     }
     commit_ok(b);
   }
@@ -272,6 +292,90 @@ TEST_P(store_conformance, audit_is_returned_newest_first) {
   for (const auto& a : *audit) targets.push_back(a.target);
   EXPECT_EQ(targets, (std::vector<std::string>{"t11", "t10", "t9", "t8", "t7"}));
   EXPECT_EQ(store_->load_audit(100).value().size(), 12u);
+}
+
+TEST_P(store_conformance, entity_state_is_kept_per_team_and_loaded_by_team) {
+  base::write_batch b;
+  // The same agent in two teams: one row per team, each with its own spend.
+  b.entities.push_back({"alpha", "", true, false, 4.0, "{}", 10});
+  b.entities.push_back({"alpha", "writer", false, false, 1.25, "{}", 11});
+  b.entities.push_back({"beta", "writer", true, false, 0.5, "{}", 12});
+  b.entities.push_back({"beta", "", false, true, 0, R"({"reason":"restart intensity"})", 13});
+  commit_ok(b);
+  auto alpha = store_->load_entities("alpha");
+  ASSERT_TRUE(alpha) << alpha.error().message;
+  ASSERT_EQ(alpha->size(), 2u);
+  EXPECT_EQ((*alpha)[0].agent, "");
+  EXPECT_TRUE((*alpha)[0].paused);
+  EXPECT_DOUBLE_EQ((*alpha)[0].spent_usd, 4.0);
+  EXPECT_EQ((*alpha)[1].agent, "writer");
+  EXPECT_DOUBLE_EQ((*alpha)[1].spent_usd, 1.25);
+  auto beta = store_->load_entities("beta");
+  ASSERT_TRUE(beta) << beta.error().message;
+  ASSERT_EQ(beta->size(), 2u);
+  EXPECT_TRUE((*beta)[0].failed);
+  EXPECT_EQ((*beta)[0].detail, R"({"reason":"restart intensity"})");
+  EXPECT_TRUE((*beta)[1].paused);
+  EXPECT_DOUBLE_EQ((*beta)[1].spent_usd, 0.5);
+  EXPECT_TRUE(store_->load_entities("gamma").value().empty());
+  // Entity rows are state, not history: pruning terminal tasks keeps them.
+  EXPECT_EQ(store_->prune_terminal(1 << 30, 100).value(), 0u);
+  EXPECT_EQ(recover_ok().entities.size(), 4u);
+}
+
+TEST_P(store_conformance, migrate_upgrades_a_version_1_database_and_keeps_its_rows) {
+  // A fresh database, built as a build of schema version 1 left it.
+  store_.reset();
+  if (GetParam() == "sqlite") {
+    backend_ = test::make_sqlite_backend();
+  } else {
+    std::string why_not;
+    backend_ = test::make_pg_backend(why_not);
+    ASSERT_NE(backend_, nullptr) << why_not;
+  }
+  const detail::migration& v1 = detail::migrations()[0];
+  ASSERT_EQ(v1.version, 1);
+  backend_->exec("CREATE TABLE schema_version (version INTEGER NOT NULL)");
+  backend_->exec(GetParam() == "sqlite" ? v1.sqlite_sql : v1.postgres_sql);
+  backend_->exec("INSERT INTO schema_version (version) VALUES (1)");
+  backend_->exec(
+      "INSERT INTO tasks (id, team, agent, priority, state, snapshot, seq, created_ms, "
+      "updated_ms) VALUES ('old', 'newsroom', '', 5, 'running', '{}', 0, 1, 1)");
+  backend_->exec("INSERT INTO audit (ts_ms, principal, action, target, detail) "
+                 "VALUES (1, 'ops', 'cancel', 'old', '{}')");
+  backend_->exec("INSERT INTO entities (kind, name, state) VALUES ('team', 'newsroom', "
+                 "'{\"v\":1}'), ('agent', 'writer', '{\"v\":2}')");
+  store_ = open();
+  ASSERT_NE(store_, nullptr);
+  EXPECT_EQ(store_->schema_version().value(), 1);
+  auto migrated = store_->migrate();
+  ASSERT_TRUE(migrated) << migrated.error().message;
+  EXPECT_EQ(*migrated, 2);
+  EXPECT_EQ(store_->schema_version().value(), 2);
+
+  auto rec = recover_ok();
+  ASSERT_EQ(rec.active_tasks.size(), 1u);
+  EXPECT_EQ(rec.active_tasks[0].id, "old");
+  ASSERT_EQ(rec.entities.size(), 2u);
+  EXPECT_EQ(rec.entities[0].team, "");  // a v1 agent row had no team
+  EXPECT_EQ(rec.entities[0].agent, "writer");
+  EXPECT_EQ(rec.entities[0].detail, R"({"v":2})");
+  EXPECT_EQ(rec.entities[1].team, "newsroom");
+  EXPECT_EQ(rec.entities[1].agent, "");
+  EXPECT_EQ(rec.entities[1].detail, R"({"v":1})");
+  auto audit = store_->load_audit(10).value();
+  ASSERT_EQ(audit.size(), 1u);
+  EXPECT_EQ(audit[0].outcome, "");  // unknown for entries written before v2
+  EXPECT_EQ(audit[0].target, "old");
+
+  // The upgraded database takes v2 rows.
+  base::write_batch b;
+  b.entities.push_back({"newsroom", "", true, false, 2.5, "{}", 3});
+  b.audit.push_back({2, "ops", "pause", "newsroom", "{}", "ok"});
+  commit_ok(b);
+  EXPECT_TRUE(store_->load_entities("newsroom").value().at(0).paused);
+  EXPECT_EQ(store_->load_audit(1).value().at(0).outcome, "ok");
+  EXPECT_EQ(count("SELECT count(*) FROM schema_version"), 1);
 }
 
 INSTANTIATE_TEST_SUITE_P(backends, store_conformance, testing::Values("sqlite", "postgres"),

@@ -21,7 +21,7 @@ TEST_P(store_conformance, unicode_and_large_payloads_round_trip) {
   base::write_batch b;
   b.new_tasks.push_back(t);
   b.journal.push_back(delta(t.id, 2, "\"\xf0\x9f\x8e\x89 \\\" , } {\""));
-  b.audit.push_back({1, "\xc3\xa9quipe", "submit", t.id, big});
+  b.audit.push_back({1, "\xc3\xa9quipe", "submit", t.id, big, "ok"});
   commit_ok(b);
 
   auto loaded = task_of(t.id);

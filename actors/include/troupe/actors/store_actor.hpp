@@ -15,12 +15,27 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include <caf/all.hpp>
+#include <nlohmann/json.hpp>
 
+#include "troupe/actors/messages.hpp"
 #include "troupe/base/store_port.hpp"
 
 namespace troupe::actors {
+
+/// Request to the store actor: `(entities_atom, team)` answers an
+/// `entities_reply` with the team's own entity row and its agents' rows as
+/// committed (what a team restarted by its supervisor reloads; at daemon start
+/// the runtime hands them over in `team_spec::recovered_entities` instead).
+using entities_atom = caf::atom_constant<caf::atom("entities")>;
+struct entities_reply {
+  bool ok = false;
+  base::error error;
+  std::vector<base::entity_row> rows;
+};
 
 /// Counters shared with the host (readyz, metrics). Written by the store thread.
 struct store_stats {
@@ -48,8 +63,27 @@ struct store_options {
   std::size_t prune_batch = 500;
 };
 
+/// The arguments of a control-plane command as the audit log keeps them: a JSON
+/// text with every value under a key that names a secret (token, password,
+/// secret, api key, authorization, credential) replaced by "***" and strings
+/// longer than 256 bytes cut (their full length noted), so a large task input
+/// costs the log a few hundred bytes at most.
+std::string audit_args(const nlohmann::json& args);
+
+/// Wraps a command's reply so that, when the command is answered, its audit row
+/// (time, principal, action, target, arguments, outcome "ok" or the error code)
+/// goes to the store actor. The row joins the next group commit; nothing waits
+/// for it, so auditing costs the command no latency. `args_json` comes from
+/// audit_args (computed by the caller, off the actor threads). For an empty
+/// `target` the reply's "id" (the new task of a submit) is used. Without a
+/// store actor the reply is returned unchanged.
+reply_fn audited(const caf::actor& store, std::string principal, std::string action,
+                 std::string target, std::string args_json, reply_fn reply);
+
 /// Spawns the store actor on its own thread.
 caf::actor spawn_store(caf::actor_system& sys, std::shared_ptr<base::snapshot_store> store,
                        std::shared_ptr<store_stats> stats, store_options opts);
 
 }  // namespace troupe::actors
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::entities_reply)

@@ -15,6 +15,7 @@
 /// The team itself is a child of the root supervisor (supervision/root_supervisor.hpp).
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -27,6 +28,7 @@
 #include "troupe/agents/event.hpp"
 #include "troupe/agents/task.hpp"
 #include "troupe/base/ids.hpp"
+#include "troupe/base/store_port.hpp"
 #include "troupe/config/config.hpp"
 
 namespace troupe::actors {
@@ -55,10 +57,7 @@ struct team_leftovers {
 
 struct team_spec {
   config::team team;
-  /// Resolved agent + model + provider, in config order; shared with the root
-  /// supervisor's template so a restartable team costs no extra copy per agent.
-  /// `team` and `bus` of each entry are filled by whoever builds the spec.
-  std::shared_ptr<const std::vector<agent_spec>> agents;
+  std::vector<agent_spec> agents;  ///< resolved agent + model + provider (shared parts), config order
   caf::actor store;                ///< invalid: no persistence (benchmarks)
   std::shared_ptr<agents::event_bus> bus;
   std::shared_ptr<base::id_generator> task_ids;
@@ -74,9 +73,35 @@ struct team_spec {
   bool start_failed = false;
   /// Filled if this incarnation dies of an exception; may be null.
   std::shared_ptr<team_leftovers> leftovers;
+  /// The team's committed entity state at start: its own row (agent "") and
+  /// one per agent (paused, failed, spent_usd); empty without a store or on a
+  /// first start. See docs/durability.md, "Agent and team state".
+  std::vector<base::entity_row> recovered_entities;
+  std::shared_ptr<base::llm_client> llm;  ///< network providers; may be null
 };
+
+/// A hot reload of one team (sent with high priority, answered at once with a
+/// summary of what the team changed). The team takes the new settings and
+/// workflow for new work; tasks already accepted keep the workflow they started
+/// with. Agents missing from `agents` retire: they finish the work only they can
+/// run (their in-flight calls and steps queued for them by older tasks), then
+/// stop. With `retire` set the whole team was removed from the config: it keeps
+/// running its accepted tasks and calls `retired` (on its own thread) once none
+/// is left; the runtime then stops it. A later update without `retire` cancels
+/// the retirement.
+struct team_update {
+  config::team team;
+  std::vector<agent_spec> agents;  ///< the new members, resolved
+  int snapshot_every = 16;
+  bool retire = false;
+  std::function<void()> retired;
+};
+using team_update_ptr = std::shared_ptr<team_update>;
+using reload_atom = caf::atom_constant<caf::atom("reload")>;
 
 /// Spawns a team actor (unlinked; the root supervisor links and monitors it).
 caf::actor spawn_team(caf::actor_system& sys, team_spec spec);
 
 }  // namespace troupe::actors
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::team_update_ptr)

@@ -22,6 +22,7 @@ enum class role { viewer, operator_, admin };
 struct millis_range {
   std::int64_t min_ms = 0;
   std::int64_t max_ms = 0;
+  bool operator==(const millis_range&) const = default;
 };
 
 /// What a scripted reply does instead of (or before) answering.
@@ -43,12 +44,14 @@ struct scripted_reply {
   std::string error;   ///< message for fault error/fatal/throw
   int every = 0;       ///< fault only on every Nth matching call (0: every call)
   int times = 0;       ///< this entry applies to its first N matches only (0: unlimited)
+  bool operator==(const scripted_reply&) const = default;
 };
 
 /// Token-bucket limits of a provider.
 struct rate_limits {
   std::int64_t requests_per_min = 0;  ///< 0: unlimited
   std::int64_t tokens_per_min = 0;    ///< 0: unlimited
+  bool operator==(const rate_limits&) const = default;
 };
 
 /// Retries of one LLM call on 429, 5xx and network errors.
@@ -56,12 +59,14 @@ struct retry_policy {
   int max_attempts = 4;          ///< per LLM call, including the first
   std::int64_t base_ms = 200;    ///< first backoff
   std::int64_t max_ms = 10000;   ///< backoff cap
+  bool operator==(const retry_policy&) const = default;
 };
 
 /// Circuit breaker of a provider: fail fast while it is down, probe to recover.
 struct breaker_policy {
   int failures = 5;                    ///< consecutive failures that open the breaker
   std::int64_t open_ms = 5000;         ///< time open before a half-open probe
+  bool operator==(const breaker_policy&) const = default;
 };
 
 /// An LLM provider (key in "providers"). Fields of other kinds keep their defaults.
@@ -84,6 +89,7 @@ struct provider {
   std::int64_t timeout_ms = 60000;  ///< whole call, per attempt
   retry_policy retry;
   breaker_policy breaker;
+  bool operator==(const provider&) const = default;
 };
 
 /// A model of a provider with its price table (key in "models").
@@ -97,6 +103,7 @@ struct model {
   std::optional<double> temperature;
   std::vector<std::string> stop;
   bool stream = false;
+  bool operator==(const model&) const = default;
 };
 
 /// A named worker (item of "agents").
@@ -107,6 +114,7 @@ struct agent {
   std::vector<std::string> capabilities;
   int max_concurrent = 1;
   std::optional<double> budget_usd;
+  bool operator==(const agent&) const = default;
 };
 
 /// Restart policy of a team: at most max_restarts within within_ms, then escalate.
@@ -114,6 +122,7 @@ struct supervision {
   supervision_strategy strategy = supervision_strategy::one_for_one;
   int max_restarts = 5;
   std::int64_t within_ms = 60000;
+  bool operator==(const supervision&) const = default;
 };
 
 /// A choice point of a workflow, decided by a human or an agent.
@@ -125,6 +134,7 @@ struct decision {
   std::string default_option;            ///< "default"; required for human decisions
   std::int64_t timeout_ms = 0;           ///< human decisions: 0 = wait forever
   std::string prompt;                    ///< agent decisions; templated
+  bool operator==(const decision&) const = default;
 };
 
 /// One node of a team workflow: an agent call (by name or capability) or a decision.
@@ -136,12 +146,14 @@ struct step {
   std::optional<std::vector<std::string>> after;  ///< absent: the previous step
   std::optional<decision> decide;                 ///< "decision" key: a decision step
   std::optional<int> max_attempts;                ///< overrides the team's
+  bool operator==(const step&) const = default;
 };
 
 /// Per-task limits of a team.
 struct task_limits {
   int max_llm_calls = 100;
   double max_cost_usd = 0;  ///< 0: unlimited
+  bool operator==(const task_limits&) const = default;
 };
 
 /// A team: members, workflow, queue bound, retry and supervision policy (item of "teams").
@@ -158,6 +170,7 @@ struct team {
   supervision sup;
   task_limits limits;
   std::vector<step> workflow;
+  bool operator==(const team&) const = default;
 };
 
 /// A control-plane bearer token; the secret comes from the token_env variable.
@@ -166,6 +179,7 @@ struct token {
   std::string token_env;
   std::string value;  ///< resolved at load; never logged
   role granted = role::viewer;
+  bool operator==(const token&) const = default;
 };
 
 /// The control plane (HTTP + WebSocket) settings.
@@ -178,6 +192,7 @@ struct control {
   int requests_per_sec = 100;     ///< per WebSocket connection
   int send_queue = 4096;          ///< events per WebSocket subscriber before dropping
   std::int64_t idle_timeout_ms = 60000;
+  bool operator==(const control&) const = default;
 };
 
 /// Actor runtime and store writer settings.
@@ -190,6 +205,7 @@ struct runtime {
   /// The root supervisor's restart intensity, counted per team: a team that crashes
   /// more often than this is left `failed` (strategy is always one_for_one).
   supervision teams_sup{supervision_strategy::one_for_one, 3, 60000};
+  bool operator==(const runtime&) const = default;
 };
 
 /// The whole validated config. Valid references between its parts are guaranteed

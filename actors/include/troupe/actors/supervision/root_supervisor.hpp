@@ -32,4 +32,17 @@ struct root_spec {
 /// with the number of teams once they all have a handle in the directory.
 caf::actor spawn_root_supervisor(caf::actor_system& sys, root_spec spec);
 
+/// Hot reload, sent to the root by the runtime:
+/// - (adopt_team_atom, team_spec_ptr, caf::actor): supervise a team the runtime just
+///   spawned (and put in the directory); the spec is the template for restarts and
+///   should carry the `leftovers` box the team was spawned with;
+/// - (reload_atom, name, team_update_ptr): the update the team got, so that a restart
+///   uses the new settings (and a team being retired is retired again after a restart);
+/// - (stop_team_atom, name): the team was removed and has finished: stop it for good.
+using adopt_team_atom = caf::atom_constant<caf::atom("adoptteam")>;
+using stop_team_atom = caf::atom_constant<caf::atom("stopteam")>;
+using team_spec_ptr = std::shared_ptr<team_spec>;
+
 }  // namespace troupe::actors::supervision
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::supervision::team_spec_ptr)

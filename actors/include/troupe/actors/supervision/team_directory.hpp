@@ -24,6 +24,10 @@ class team_directory {
     auto it = teams_.find(team);
     return it == teams_.end() ? caf::actor{} : it->second;
   }
+  void erase(const std::string& team) {
+    std::lock_guard guard{mutex_};
+    teams_.erase(team);
+  }
   void clear() {
     std::lock_guard guard{mutex_};
     teams_.clear();

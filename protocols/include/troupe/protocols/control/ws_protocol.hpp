@@ -48,14 +48,20 @@ std::string render_error(const nlohmann::json& id, const base::error& e);
 /// serialised once; each connection only splices in its own seq.
 struct prepared_event {
   std::shared_ptr<const event> source;
-  std::string head;  ///< {"event":"NAME","seq":
-  std::string tail;  ///< ,"ts":"...","data":{...}}
+  /// {"event":"NAME","seq":,"ts":"...","data":{...}} with the seq left out at
+  /// `seq_at` (one buffer: a subscriber renders it with two copies).
+  std::string text;
+  std::uint32_t seq_at = 0;
+  std::uint8_t topic = 0;  ///< topic_bit(source->topic)
 };
 
 /// Serialises `ev` once (called on the runtime's listener thread).
 std::shared_ptr<const prepared_event> prepare_event(std::shared_ptr<const event> ev);
 /// The frame of a prepared event for one connection.
 std::string render_event(const prepared_event& ev, std::uint64_t seq);
+/// Appends the frame of `ev` with `seq` to `out` (no allocation once `out`
+/// has grown to its working size).
+void append_event(std::string& out, const prepared_event& ev, std::uint64_t seq);
 /// {"event":"stream.gap","seq":N,"ts":...,"data":{"dropped":K}}
 std::string render_gap(std::uint64_t seq, std::uint64_t dropped, std::int64_t ts_ms);
 /// {"event":"snapshot","seq":N,"ts":...,"data":{...}}
@@ -63,6 +69,9 @@ std::string render_snapshot(std::uint64_t seq, const nlohmann::json& data, std::
 
 /// Topics a client may subscribe to.
 bool is_topic(std::string_view topic);
+/// One bit per topic (agents 1, tasks 2, decisions 4, llm 8, system 16); 0 for
+/// anything else. Lets a session test a topic without comparing strings.
+std::uint8_t topic_bit(std::string_view topic);
 
 /// One subscription: a set of topics and an optional filter. A filter field that
 /// is set matches only events carrying the same value; "system" events ignore
@@ -70,11 +79,16 @@ bool is_topic(std::string_view topic);
 struct subscription_filter {
   std::set<std::string> topics;
   std::string team, agent, task;
+  bool batch = false;  ///< "batch": true asks for several events per frame
   bool matches(const event& ev) const;
+  /// Same as matches(*ev.source), with the topic tested as a bit.
+  bool matches(const prepared_event& ev) const;
+  /// The topic_bit()s of `topics`, or-ed.
+  std::uint8_t topic_mask() const;
 };
 
-/// Reads the args of a subscribe op: {"topics":[...], "filter":{"team","agent","task"}}.
-/// errc::bad_request names the offending field.
+/// Reads the args of a subscribe op: {"topics":[...], "filter":{"team","agent","task"},
+/// "batch": bool}. errc::bad_request names the offending field.
 base::result<subscription_filter> parse_subscription(const nlohmann::json& args);
 
 /// Token bucket: `rate` tokens per second, at most `burst` stored. Owned by one

@@ -21,7 +21,9 @@
 namespace troupe::base {
 
 /// The schema version this build writes and understands.
-inline constexpr int store_schema_version = 1;
+/// 1: initial schema; 2: typed entity_state table (paused, failed, spent per
+/// team and per agent of a team), audit outcome column.
+inline constexpr int store_schema_version = 2;
 
 struct task_row {
   std::string id;
@@ -55,14 +57,22 @@ struct audit_row {
   std::string principal;  ///< token name or "system"
   std::string action;     ///< e.g. "submit", "cancel", "decide", "reload"
   std::string target;     ///< task / decision / agent / team id
-  std::string detail;     ///< JSON
+  std::string detail;     ///< JSON: the command's arguments, secrets removed
+  std::string outcome;    ///< "ok", or the error code ("not_found", "unavailable", ...)
 };
 
-/// State of an agent or team that matters across restarts (paused, failed, spent).
+/// State of a team, or of one agent within a team, that matters across
+/// restarts. Keyed by (team, agent); agent is empty for the team's own row. An
+/// agent listed by two teams has one row per team (each team runs its own
+/// instance of it and keeps its own spend).
 struct entity_row {
-  std::string kind;  ///< "agent" | "team"
-  std::string name;
-  std::string state;  ///< JSON
+  std::string team;
+  std::string agent;         ///< empty: the team itself
+  bool paused = false;       ///< paused by an operator; stays paused after a restart
+  bool failed = false;       ///< gave up (restart intensity exceeded) until an operator restart
+  double spent_usd = 0;      ///< cumulative spend counted against budget_usd
+  std::string detail = "{}"; ///< JSON object for anything else worth keeping (free form)
+  std::int64_t updated_ms = 0;
 };
 
 struct decision_row {
@@ -81,7 +91,7 @@ struct write_batch {
   std::vector<journal_row> journal;      ///< appended
   std::vector<cost_row> costs;           ///< appended
   std::vector<audit_row> audit;          ///< appended
-  std::vector<entity_row> entities;      ///< upserted by (kind, name)
+  std::vector<entity_row> entities;      ///< upserted by (team, agent), whole row
   std::vector<decision_row> decisions;   ///< upserted by id
   bool empty() const noexcept {
     return new_tasks.empty() && snapshots.empty() && journal.empty() && costs.empty() &&
@@ -109,7 +119,7 @@ struct recovered_state {
   std::vector<task_row> active_tasks;    ///< non-terminal tasks (snapshot as of row.seq)
   std::vector<journal_row> journal;      ///< their deltas with seq > snapshot seq, ordered by (task_id, seq)
   std::vector<decision_row> pending_decisions;
-  std::vector<entity_row> entities;
+  std::vector<entity_row> entities;      ///< every entity row, ordered by (team, agent)
 };
 
 class snapshot_store {
@@ -133,6 +143,9 @@ class snapshot_store {
   /// before `before_ms`; returns how many were deleted.
   [[nodiscard]] virtual result<std::size_t> prune_terminal(std::int64_t before_ms,
                                                            std::size_t limit) = 0;
+  /// Entity rows of one team (its own row and its agents'), ordered by agent;
+  /// what a team restarted by its supervisor reloads.
+  [[nodiscard]] virtual result<std::vector<entity_row>> load_entities(const std::string& team) = 0;
   /// Newest audit entries first, at most `limit`.
   [[nodiscard]] virtual result<std::vector<audit_row>> load_audit(std::size_t limit) = 0;
   /// Cheap liveness probe (reconnects if needed).

@@ -13,7 +13,7 @@ struct run_options {
 };
 
 /// Runs until SIGTERM/SIGINT (graceful drain, exit 0) or a second signal (exit
-/// at once). SIGHUP re-reads and validates the config. Returns the exit code.
+/// at once). SIGHUP reloads the config (runtime::reload). Returns the exit code.
 int run_daemon(const run_options& opts);
 
 /// `troupe migrate`: creates or upgrades the store schema. Returns the exit code.

@@ -58,6 +58,18 @@ class runtime : public protocols::control_port {
   /// Called when an admin asks for shutdown over the control plane.
   void on_shutdown_request(std::function<void()> fn);
 
+  /// Where reload() reads the next config; default: the file the running config
+  /// was loaded from (config::source_path). The daemon applies its command-line
+  /// overrides here. Set before start().
+  void set_config_source(std::function<config::load_result()> fn);
+  /// Hot reload (the admin `reload` op and SIGHUP): reads and validates the next
+  /// config and applies the difference without a restart. Replies with what
+  /// changed once every team took its update; refuses (changing nothing) a config
+  /// with problems (bad_request, every problem listed) or one that changes keys
+  /// needing a restart (conflict, naming them). Audited under `who`; announced
+  /// with a `system.reload` event. One reload at a time (conflict otherwise).
+  void reload(const protocols::principal& who, protocols::reply_fn reply);
+
  private:
   void dispatch(const protocols::principal& who, const std::string& op, nlohmann::json args,
                 protocols::reply_fn reply);
