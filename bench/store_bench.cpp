@@ -1,6 +1,7 @@
 // store_bench: write throughput of the snapshot stores through commit() with
-// batches of 512, next to a raw batched multi-row INSERT into a plain table of
-// the same database, and the time recover() takes for 100,000 active tasks.
+// batches of 512, each next to a raw batched multi-row INSERT of the same rows
+// (same columns, same payload sizes) into a plain table of the same database,
+// and the time recover() takes for 100,000 active tasks.
 //
 //   store_bench [POSTGRES_URL]      (or TROUPE_BENCH_PG=postgresql://...)
 //
@@ -93,70 +94,121 @@ void bench_snapshots(snapshot_store& store, const char* backend) {
   row(backend, "snapshots (1 KiB) via commit()", long(batches) * batch_size, seconds_since(start));
 }
 
-/// The floor: one multi-row INSERT of 512 rows (220 bytes) per transaction.
-void bench_raw_sqlite(const std::string& path) {
+/// The floor the store is held to: the same rows, one multi-row INSERT of 512
+/// rows per transaction into a plain table (no key, no index, no upsert). Each
+/// row is a vector of column values; integers travel as text on PostgreSQL and
+/// are bound as integers on SQLite (columns marked in `int_cols`).
+struct raw_table {
+  const char* name;
+  const char* sqlite_ddl;
+  const char* pg_ddl;
+  std::vector<bool> int_cols;
+};
+
+/// Journal rows as commit() writes them: (task_id, seq, kind, payload 220 B, ts_ms).
+const raw_table raw_journal{"raw_journal",
+                            "CREATE TABLE raw_journal (task_id TEXT, seq INTEGER, kind TEXT, "
+                            "payload TEXT, ts_ms INTEGER)",
+                            "CREATE TABLE raw_journal (task_id TEXT, seq BIGINT, kind TEXT, "
+                            "payload TEXT, ts_ms BIGINT)",
+                            {false, true, false, false, true}};
+/// Task rows as a snapshot writes them: the ten task columns, snapshot 1 KiB.
+const raw_table raw_tasks{
+    "raw_tasks",
+    "CREATE TABLE raw_tasks (id TEXT, team TEXT, agent TEXT, priority INTEGER, state TEXT, "
+    "idempotency_key TEXT, snapshot TEXT, seq INTEGER, created_ms INTEGER, updated_ms INTEGER)",
+    "CREATE TABLE raw_tasks (id TEXT, team TEXT, agent TEXT, priority INTEGER, state TEXT, "
+    "idempotency_key TEXT, snapshot TEXT, seq BIGINT, created_ms BIGINT, updated_ms BIGINT)",
+    {false, false, false, true, false, false, false, true, true, true}};
+
+using raw_row = std::vector<std::string>;
+
+raw_row journal_values(int b, int i) {
+  const long seq = long(b) * batch_size + i;
+  return {"jt_" + std::to_string(seq % 64), std::to_string(seq), "step_finished", payload(220, i),
+          std::to_string(1700000000000 + seq)};
+}
+
+raw_row task_values(int b, int i) {
+  return {"st_" + std::to_string((b * batch_size + i) % 4096), "bench", "", "5", "running", "",
+          payload(1024, i), std::to_string(b), std::to_string(1700000000000 + b),
+          std::to_string(1700000000000 + b)};
+}
+
+void bench_raw_sqlite(const std::string& path, const raw_table& table,
+                      raw_row (*values)(int, int), const char* label) {
   sqlite3* db = nullptr;
   if (sqlite3_open(path.c_str(), &db) != SQLITE_OK) die("cannot open " + path);
   sqlite3_exec(db, "PRAGMA synchronous=NORMAL", nullptr, nullptr, nullptr);
-  sqlite3_exec(db, "CREATE TABLE raw_rows (k TEXT, seq INTEGER, payload TEXT)", nullptr, nullptr,
+  sqlite3_exec(db, (std::string("DROP TABLE IF EXISTS ") + table.name).c_str(), nullptr, nullptr,
                nullptr);
-  std::string sql = "INSERT INTO raw_rows (k, seq, payload) VALUES ";
-  for (int i = 0; i < batch_size; ++i) sql += i == 0 ? "(?,?,?)" : ",(?,?,?)";
+  sqlite3_exec(db, table.sqlite_ddl, nullptr, nullptr, nullptr);
+  const std::size_t cols = table.int_cols.size();
+  std::string tuple = "(";
+  for (std::size_t c = 0; c < cols; ++c) tuple += c == 0 ? "?" : ",?";
+  tuple += ")";
+  std::string sql = std::string("INSERT INTO ") + table.name + " VALUES ";
+  for (int i = 0; i < batch_size; ++i) sql += (i == 0 ? "" : ",") + tuple;
   sqlite3_stmt* s = nullptr;
   if (sqlite3_prepare_v2(db, sql.c_str(), -1, &s, nullptr) != SQLITE_OK) die(sqlite3_errmsg(db));
-  std::vector<std::string> keys, payloads;
-  for (int i = 0; i < batch_size; ++i) {
-    keys.push_back("rt_" + std::to_string(i % 64));
-    payloads.push_back(payload(220, i));
-  }
   const auto start = std::chrono::steady_clock::now();
   for (int b = 0; b < batches; ++b) {
+    std::vector<raw_row> rows;
+    rows.reserve(batch_size);
+    for (int i = 0; i < batch_size; ++i) rows.push_back(values(b, i));
     sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr);
     for (int i = 0; i < batch_size; ++i) {
-      sqlite3_bind_text(s, 3 * i + 1, keys[i].c_str(), -1, SQLITE_STATIC);
-      sqlite3_bind_int64(s, 3 * i + 2, b * batch_size + i);
-      sqlite3_bind_text(s, 3 * i + 3, payloads[i].c_str(), -1, SQLITE_STATIC);
+      for (std::size_t c = 0; c < cols; ++c) {
+        const int at = static_cast<int>(std::size_t(i) * cols + c + 1);
+        if (table.int_cols[c]) {
+          sqlite3_bind_int64(s, at, std::stoll(rows[i][c]));
+        } else {
+          sqlite3_bind_text(s, at, rows[i][c].c_str(), -1, SQLITE_STATIC);
+        }
+      }
     }
     if (sqlite3_step(s) != SQLITE_DONE) die(sqlite3_errmsg(db));
     sqlite3_reset(s);
     sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
   }
-  row("sqlite", "raw multi-row INSERT (plain table)", long(batches) * batch_size,
-      seconds_since(start));
+  row("sqlite", label, long(batches) * batch_size, seconds_since(start));
   sqlite3_finalize(s);
   sqlite3_close(db);
 }
 
-void bench_raw_pg(const std::string& url) {
+void bench_raw_pg(const std::string& url, const raw_table& table, raw_row (*values)(int, int),
+                  const char* label) {
   try {
     pqxx::connection c{url};
     {
       pqxx::nontransaction n{c};
-      n.exec("DROP TABLE IF EXISTS raw_rows");
-      n.exec("CREATE TABLE raw_rows (k TEXT, seq BIGINT, payload TEXT)");
+      n.exec(std::string("DROP TABLE IF EXISTS ") + table.name);
+      n.exec(table.pg_ddl);
     }
-    std::string sql = "INSERT INTO raw_rows (k, seq, payload) VALUES ";
+    const std::size_t cols = table.int_cols.size();
+    std::string sql = std::string("INSERT INTO ") + table.name + " VALUES ";
     for (int i = 0; i < batch_size; ++i) {
-      sql += (i == 0 ? "($" : ",($") + std::to_string(3 * i + 1) + ",$" +
-             std::to_string(3 * i + 2) + "::bigint,$" + std::to_string(3 * i + 3) + ")";
+      sql += i == 0 ? "(" : ",(";
+      for (std::size_t col = 0; col < cols; ++col) {
+        sql += (col == 0 ? "$" : ",$") + std::to_string(std::size_t(i) * cols + col + 1);
+        if (table.int_cols[col]) sql += "::bigint";
+      }
+      sql += ")";
     }
-    c.prepare("raw_insert", sql);
+    c.prepare(std::string("raw_") + table.name, sql);
     const auto start = std::chrono::steady_clock::now();
     for (int b = 0; b < batches; ++b) {
       std::vector<std::string> params;
-      params.reserve(3 * batch_size);
+      params.reserve(cols * batch_size);
       for (int i = 0; i < batch_size; ++i) {
-        params.push_back("rt_" + std::to_string(i % 64));
-        params.push_back(std::to_string(b * batch_size + i));
-        params.push_back(payload(220, i));
+        for (auto& v : values(b, i)) params.push_back(std::move(v));
       }
       pqxx::work w{c};
-      w.exec_prepared("raw_insert",
+      w.exec_prepared(std::string("raw_") + table.name,
                       pqxx::prepare::make_dynamic_params(params.begin(), params.end()));
       w.commit();
     }
-    row("postgres", "raw multi-row INSERT (plain table)", long(batches) * batch_size,
-        seconds_since(start));
+    row("postgres", label, long(batches) * batch_size, seconds_since(start));
   } catch (const std::exception& e) {
     die(std::string("raw postgres insert: ") + e.what());
   }
@@ -212,8 +264,11 @@ int main(int argc, char** argv) {
   {
     auto store = open_migrated("sqlite:" + (dir / "bench.db").string());
     bench_journal(*store, "sqlite");
+    bench_raw_sqlite((dir / "bench.db").string(), raw_journal, journal_values,
+                     "raw INSERT of the same journal rows");
     bench_snapshots(*store, "sqlite");
-    bench_raw_sqlite((dir / "bench.db").string());
+    bench_raw_sqlite((dir / "bench.db").string(), raw_tasks, task_values,
+                     "raw INSERT of the same snapshot rows");
   }
   {
     auto store = open_migrated("sqlite:" + (dir / "recover.db").string());
@@ -222,8 +277,9 @@ int main(int argc, char** argv) {
   if (!pg_url.empty()) {
     auto store = open_migrated(pg_url);
     bench_journal(*store, "postgres");
+    bench_raw_pg(pg_url, raw_journal, journal_values, "raw INSERT of the same journal rows");
     bench_snapshots(*store, "postgres");
-    bench_raw_pg(pg_url);
+    bench_raw_pg(pg_url, raw_tasks, task_values, "raw INSERT of the same snapshot rows");
     bench_recover(*store, "postgres");
   } else {
     std::printf("(postgres skipped: pass a postgresql:// URL or set TROUPE_BENCH_PG)\n");

@@ -10,6 +10,7 @@ packages=(
   libsqlite3-dev libssl-dev libexpected-dev
   googletest libgtest-dev libgmock-dev
   postgresql curl
+  tmux  # tests/integration/watch_test.cpp runs `troupe watch` in a terminal
 )
 
 missing=()

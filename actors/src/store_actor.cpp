@@ -1,6 +1,10 @@
 #include "troupe/actors/store_actor.hpp"
 
+#include <algorithm>
 #include <chrono>
+#include <deque>
+#include <functional>
+#include <optional>
 #include <vector>
 
 #include <spdlog/spdlog.h>
@@ -14,11 +18,22 @@ namespace troupe::actors {
 namespace {
 
 using prune_atom = caf::atom_constant<caf::atom("prune")>;
+using commit_atom = caf::atom_constant<caf::atom("commit")>;
 
 struct waiter {
   caf::response_promise rp;
   std::size_t first_new_task = 0;  ///< offset of its new_tasks in the merged batch
   std::size_t new_tasks = 0;
+};
+
+/// One group commit handed to a committer (overlapped mode).
+struct job {
+  std::shared_ptr<base::write_batch> batch;
+  std::vector<waiter> waiters;
+  bool alone = false;  ///< holds entities or decisions: runs with no other job in flight
+  std::uint64_t last_piece = 0;  ///< number of the last piece merged into it
+  std::optional<base::result<base::commit_outcome>> result;  ///< set when the committer answered
+  std::uint64_t us = 0;
 };
 
 struct store_state {
@@ -30,6 +45,16 @@ struct store_state {
   bool flush_queued = false;
   bool retrying = false;
   std::int64_t retry_delay_ms = 0;
+  // Overlapped mode (opts.extra_writers): commits run on committer actors, each
+  // with its own connection, while this actor keeps merging the next batch.
+  std::vector<caf::actor> idle_committers;
+  std::deque<std::shared_ptr<job>> in_flight;  ///< in dispatch order; answered in that order
+  bool overlapped = false;
+  // Read-your-writes for the audit log in overlapped mode: pieces are numbered
+  // as they arrive; a read waits until every piece before it is settled.
+  std::uint64_t received = 0;
+  std::uint64_t settled = 0;
+  std::vector<std::pair<std::uint64_t, std::function<void()>>> deferred_reads;
   static inline const char* name = "troupe.store";
 };
 
@@ -53,62 +78,168 @@ void merge(base::write_batch& into, base::write_batch& piece) {
   append(into.decisions, piece.decisions);
 }
 
-void flush(caf::stateful_actor<store_state>* self) {
+using self_ptr = caf::stateful_actor<store_state>*;
+
+void record_success(self_ptr self, std::size_t rows, std::uint64_t us) {
   auto& st = self->state;
-  if (st.waiters.empty() && st.pending.empty()) return;
-  auto started = std::chrono::steady_clock::now();
-  auto outcome = st.store->commit(st.pending);
-  auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started).count();
-  if (outcome) {
-    auto rows = st.pending.size();
-    st.stats->commits.fetch_add(1, std::memory_order_relaxed);
-    st.stats->rows.fetch_add(rows, std::memory_order_relaxed);
-    st.stats->last_batch_rows.store(rows, std::memory_order_relaxed);
-    st.stats->last_commit_us.store(static_cast<std::uint64_t>(us), std::memory_order_relaxed);
-    st.stats->total_commit_us.fetch_add(static_cast<std::uint64_t>(us), std::memory_order_relaxed);
-    st.stats->backlog_rows.store(0, std::memory_order_relaxed);
-    if (!st.stats->healthy.exchange(true)) spdlog::info("store recovered store={}", st.store->describe());
-    st.retry_delay_ms = 0;
-    for (auto& w : st.waiters) {
-      commit_reply reply;
-      reply.ok = true;
-      for (const auto& c : outcome->conflicts)
-        if (c.index >= w.first_new_task && c.index < w.first_new_task + w.new_tasks)
-          reply.conflicts.push_back({c.index - w.first_new_task, c.existing_id});
-      w.rp.deliver(std::move(reply));
-    }
-    st.waiters.clear();
-    st.pending = base::write_batch{};
-    return;
+  st.stats->commits.fetch_add(1, std::memory_order_relaxed);
+  st.stats->rows.fetch_add(rows, std::memory_order_relaxed);
+  st.stats->last_batch_rows.store(rows, std::memory_order_relaxed);
+  st.stats->last_commit_us.store(us, std::memory_order_relaxed);
+  st.stats->commit_seconds.observe(static_cast<double>(us) / 1e6);
+  st.stats->batch_rows.observe(static_cast<double>(rows));
+  st.stats->total_commit_us.fetch_add(us, std::memory_order_relaxed);
+  if (!st.stats->healthy.exchange(true)) spdlog::info("store recovered store={}", st.store->describe());
+  st.retry_delay_ms = 0;
+}
+
+void answer(std::vector<waiter>& waiters, const base::commit_outcome& outcome) {
+  for (auto& w : waiters) {
+    commit_reply reply;
+    reply.ok = true;
+    for (const auto& c : outcome.conflicts)
+      if (c.index >= w.first_new_task && c.index < w.first_new_task + w.new_tasks)
+        reply.conflicts.push_back({c.index - w.first_new_task, c.existing_id});
+    w.rp.deliver(std::move(reply));
   }
-  // Failed: refuse the submits now, keep everything else for the retry.
+  waiters.clear();
+}
+
+/// A failed commit: refuses the submits in it at once (never acknowledged
+/// without a commit), drops their rows, and keeps the other waiters for the
+/// retry, which the backoff timer starts.
+std::vector<waiter> refuse_new_tasks(self_ptr self, std::vector<waiter>& waiters, base::write_batch& batch,
+                                     const base::error& err) {
+  auto& st = self->state;
   st.stats->failures.fetch_add(1, std::memory_order_relaxed);
   if (st.stats->healthy.exchange(false))
-    spdlog::error("store commit failed, retrying with backoff store={} error=\"{}\"",
-                  st.store->describe(), outcome.error().message);
+    spdlog::error("store commit failed, retrying with backoff store={} error=\"{}\"", st.store->describe(),
+                  err.message);
   std::vector<waiter> kept;
-  for (auto& w : st.waiters) {
+  for (auto& w : waiters) {
     if (w.new_tasks > 0) {
       commit_reply reply;
       reply.ok = false;
-      reply.error = base::make_error(base::errc::unavailable,
-                                     "the store cannot commit right now: " + outcome.error().message, true);
+      reply.error = base::make_error(base::errc::unavailable, "the store cannot commit right now: " + err.message, true);
       w.rp.deliver(std::move(reply));
     } else {
-      w.new_tasks = 0;
+      w.first_new_task = 0;
       kept.push_back(std::move(w));
     }
   }
-  st.waiters = std::move(kept);
-  st.pending.new_tasks.clear();
-  for (auto& w : st.waiters) w.first_new_task = 0;
-  st.stats->backlog_rows.store(st.pending.size(), std::memory_order_relaxed);
-  st.retry_delay_ms = st.retry_delay_ms == 0 ? st.opts.retry_ms
-                                             : std::min(st.retry_delay_ms * 2, st.opts.retry_max_ms);
+  batch.new_tasks.clear();
+  st.retry_delay_ms = st.retry_delay_ms == 0 ? st.opts.retry_ms : std::min(st.retry_delay_ms * 2, st.opts.retry_max_ms);
   if (!st.retrying) {
     st.retrying = true;
     self->delayed_send(self, std::chrono::milliseconds(st.retry_delay_ms), flush_atom::value, true);
   }
+  return kept;
+}
+
+/// Synchronous mode (one connection): commit everything pending on this thread.
+void commit_here(self_ptr self) {
+  auto& st = self->state;
+  if (st.waiters.empty() && st.pending.empty()) return;
+  auto started = std::chrono::steady_clock::now();
+  auto outcome = st.store->commit(st.pending);
+  auto us = static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started).count());
+  if (outcome) {
+    record_success(self, st.pending.size(), us);
+    st.stats->backlog_rows.store(0, std::memory_order_relaxed);
+    answer(st.waiters, *outcome);
+    st.pending = base::write_batch{};
+    return;
+  }
+  st.waiters = refuse_new_tasks(self, st.waiters, st.pending, outcome.error());
+  st.stats->backlog_rows.store(st.pending.size(), std::memory_order_relaxed);
+}
+
+void dispatch(self_ptr self);
+
+/// Answers finished jobs in dispatch order, so a reply never overtakes the
+/// answer to an earlier write (the runtime's last empty write at stop relies on it).
+void settle(self_ptr self) {
+  auto& st = self->state;
+  while (!st.in_flight.empty() && st.in_flight.front()->result) {
+    auto j = std::move(st.in_flight.front());
+    st.in_flight.pop_front();
+    auto& r = *j->result;
+    if (r) {
+      record_success(self, j->batch->size(), j->us);
+      answer(j->waiters, *r);
+      st.settled = std::max(st.settled, j->last_piece);
+      continue;
+    }
+    // The failed rows go back in front of what arrived since, so upserts keep
+    // their order (the last row of a key wins).
+    auto kept = refuse_new_tasks(self, j->waiters, *j->batch, r.error());
+    merge(*j->batch, st.pending);
+    st.pending = std::move(*j->batch);
+    for (auto& w : st.waiters) kept.push_back(std::move(w));
+    st.waiters = std::move(kept);
+  }
+  st.stats->backlog_rows.store(st.pending.size(), std::memory_order_relaxed);
+  auto ready = std::partition(st.deferred_reads.begin(), st.deferred_reads.end(),
+                              [&](const auto& r) { return r.first > st.settled; });
+  std::vector<std::function<void()>> run;
+  for (auto it = ready; it != st.deferred_reads.end(); ++it) run.push_back(std::move(it->second));
+  st.deferred_reads.erase(ready, st.deferred_reads.end());
+  for (auto& f : run) f();
+}
+
+/// Overlapped mode: hands everything pending to an idle committer. Upserts of
+/// entities and decisions must not be reordered by two commits racing, so a
+/// batch holding any runs alone; tasks, journal, costs and audit rows are safe
+/// in any commit order (snapshots never move a task back, journal rows are
+/// keyed by seq, new tasks depend on nothing in flight).
+void dispatch(self_ptr self) {
+  auto& st = self->state;
+  if (st.retrying || st.idle_committers.empty() || (st.waiters.empty() && st.pending.empty())) return;
+  const bool alone = !st.pending.entities.empty() || !st.pending.decisions.empty();
+  for (const auto& j : st.in_flight)
+    if (j->alone) return;
+  if (alone && !st.in_flight.empty()) return;
+  auto j = std::make_shared<job>();
+  j->batch = std::make_shared<base::write_batch>(std::move(st.pending));
+  j->waiters = std::move(st.waiters);
+  j->alone = alone;
+  j->last_piece = st.received;
+  st.pending = base::write_batch{};
+  st.waiters.clear();
+  auto committer = st.idle_committers.back();
+  st.idle_committers.pop_back();
+  st.in_flight.push_back(j);
+  self->request(committer, caf::infinite, commit_atom::value, j->batch)
+      .then(
+          [=](base::result<base::commit_outcome>& r, std::uint64_t us) {
+            j->result = std::move(r);
+            j->us = us;
+            self->state.idle_committers.push_back(committer);
+            settle(self);
+            dispatch(self);
+          },
+          [=](caf::error& err) {
+            j->result = base::fail(base::errc::unavailable, "store committer failed: " + self->system().render(err));
+            settle(self);
+          });
+}
+
+void flush(self_ptr self) {
+  if (!self->state.overlapped) commit_here(self);
+  else dispatch(self);
+}
+
+/// A committer owns one extra connection and runs whole commits on its own thread.
+caf::behavior committer(caf::event_based_actor*, std::shared_ptr<base::snapshot_store> store) {
+  return {
+      [store](commit_atom, const batch_ptr& batch) {
+        auto started = std::chrono::steady_clock::now();
+        auto r = store->commit(*batch);
+        auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started);
+        return caf::make_message(std::move(r), static_cast<std::uint64_t>(us.count()));
+      },
+  };
 }
 
 caf::behavior store_actor(caf::stateful_actor<store_state>* self, std::shared_ptr<base::snapshot_store> store,
@@ -116,6 +247,14 @@ caf::behavior store_actor(caf::stateful_actor<store_state>* self, std::shared_pt
   self->state.store = std::move(store);
   self->state.stats = std::move(stats);
   self->state.opts = opts;
+  for (const auto& writer : opts.extra_writers) {
+    auto c = self->system().spawn<caf::detached>(committer, writer);
+    self->link_to(c);  // they end with the store actor
+    self->state.idle_committers.push_back(c);
+  }
+  self->state.overlapped = !opts.extra_writers.empty();
+  self->state.opts.extra_writers.clear();  // the committers own them now
+  self->state.opts.extra_writers.shrink_to_fit();
   if (opts.retention_ms > 0)
     self->delayed_send(self, std::chrono::milliseconds(opts.prune_every_ms), prune_atom::value);
   return {
@@ -147,6 +286,7 @@ caf::behavior store_actor(caf::stateful_actor<store_state>* self, std::shared_pt
         w.new_tasks = piece->new_tasks.size();
         merge(st.pending, *piece);
         st.waiters.push_back(std::move(w));
+        ++st.received;
         if (st.retrying) return;  // the retry timer flushes everything
         if (st.pending.size() >= st.opts.max_batch) {
           flush(self);
@@ -200,18 +340,25 @@ caf::behavior store_actor(caf::stateful_actor<store_state>* self, std::shared_pt
         return out;
       },
       [=](audit_atom, std::size_t limit, const reply_fn& reply) {
-        // Read your writes: audit rows queued before this request are committed first.
-        if (!self->state.retrying && !self->state.pending.empty()) flush(self);
-        auto rows = self->state.store->load_audit(limit);
-        if (!rows) return reply(base::fail(rows.error()));
-        auto out = nlohmann::json::array();
-        for (const auto& r : *rows) {
-          auto detail = nlohmann::json::parse(r.detail, nullptr, false);
-          out.push_back({{"ts_ms", r.ts_ms}, {"principal", r.principal}, {"action", r.action},
-                         {"target", r.target}, {"outcome", r.outcome},
-                         {"detail", detail.is_discarded() ? nlohmann::json(r.detail) : detail}});
-        }
-        reply(nlohmann::json{{"entries", out}});
+        auto read = [self, limit, reply] {
+          auto rows = self->state.store->load_audit(limit);
+          if (!rows) return reply(base::fail(rows.error()));
+          auto out = nlohmann::json::array();
+          for (const auto& r : *rows) {
+            auto detail = nlohmann::json::parse(r.detail, nullptr, false);
+            out.push_back({{"ts_ms", r.ts_ms}, {"principal", r.principal}, {"action", r.action},
+                           {"target", r.target}, {"outcome", r.outcome},
+                           {"detail", detail.is_discarded() ? nlohmann::json(r.detail) : detail}});
+          }
+          reply(nlohmann::json{{"entries", out}});
+        };
+        // Read your writes: audit rows queued before this request are committed
+        // first (during an outage the read goes ahead with what is committed).
+        auto& st = self->state;
+        if (st.retrying) return read();
+        if (!st.pending.empty() || !st.waiters.empty()) flush(self);
+        if (!st.overlapped || st.settled >= st.received) return read();
+        st.deferred_reads.emplace_back(st.received, std::move(read));
       },
       [=](entities_atom, const std::string& team) {
         entities_reply out;
@@ -240,3 +387,5 @@ caf::actor spawn_store(caf::actor_system& sys, std::shared_ptr<base::snapshot_st
 }
 
 }  // namespace troupe::actors
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::base::result<troupe::base::commit_outcome>)

@@ -248,6 +248,7 @@ void team_state::finish(self_ptr self, task_entry& e, task_state state, std::opt
     case task_state::failed: spec.stats->failed.fetch_add(1, std::memory_order_relaxed); break;
     default: spec.stats->cancelled.fetch_add(1, std::memory_order_relaxed); break;
   }
+  if (e.t.created_ms > 0) spec.stats->task_seconds.observe(static_cast<double>(base::now_ms() - e.t.created_ms) / 1000.0);
   persist(self, e, {}, {}, {}, [] {});
   emit_task(e, "finished");
   if (e.t.error)

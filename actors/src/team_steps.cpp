@@ -205,6 +205,7 @@ void team_state::on_step_done(self_ptr self, step_result r) {
   stats.tokens_out.fetch_add(static_cast<std::uint64_t>(r.tokens_out), std::memory_order_relaxed);
   stats.cost_micro_usd.fetch_add(static_cast<std::uint64_t>(usd * 1e6), std::memory_order_relaxed);
   stats.step_latency_ms_total.fetch_add(static_cast<std::uint64_t>(r.latency_ms), std::memory_order_relaxed);
+  stats.llm_seconds.at(r.provider, r.model).observe(static_cast<double>(r.latency_ms) / 1000.0);
   std::vector<base::cost_row> costs;
   auto it = tasks.find(info.task_id);
   const std::string step_id = it != tasks.end() ? it->second.t.steps[info.step].id : std::string();
@@ -259,6 +260,7 @@ void team_state::on_step_done(self_ptr self, step_result r) {
     return;
   }
   s.finished_ms = base::now_ms();
+  if (s.started_ms > 0) stats.step_seconds.observe(static_cast<double>(s.finished_ms - s.started_ms) / 1000.0);
   auto id = e.t.id;
   if (node.is_decision) {
     auto option = agents::parse_decision(r.text, node.decide.options);

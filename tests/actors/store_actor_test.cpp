@@ -2,6 +2,7 @@
 #include <filesystem>
 #include <future>
 #include <thread>
+#include <vector>
 
 #include <caf/all.hpp>
 #include <gtest/gtest.h>
@@ -64,6 +65,58 @@ TEST_F(store_fixture, many_concurrent_writes_are_all_answered_and_committed) {
   EXPECT_EQ(stats->rows.load(), 300u);
   auto loaded = store->load_task("t299");
   ASSERT_TRUE(loaded && *loaded);
+}
+
+TEST_F(store_fixture, overlapped_commits_answer_every_write_and_keep_upserts_in_order) {
+  // Three more connections to the same file: the overlapped mode PostgreSQL
+  // uses, here on SQLite (which serialises the writers with its lock).
+  store_options opts;
+  for (int i = 0; i < 3; ++i) {
+    auto more = persistence::open_store("sqlite:" + (dir / "s.db").string());
+    ASSERT_TRUE(more) << more.error().message;
+    opts.extra_writers.push_back(std::shared_ptr<base::snapshot_store>(std::move(*more)));
+  }
+  caf::actor_system_config cfg;
+  cfg.set("scheduler.max-threads", 2);
+  caf::actor_system sys{cfg};
+  auto stats = std::make_shared<store_stats>();
+  auto actor = spawn_store(sys, store, stats, opts);
+  constexpr int n = 400;
+  {
+    caf::scoped_actor self{sys};
+    for (int i = 0; i < n; ++i) {
+      auto b = std::make_shared<base::write_batch>();
+      b->new_tasks.push_back(row("t" + std::to_string(i), "queued", 1));
+      // Every 10th piece flips the team's paused flag: the last one must win.
+      if (i % 10 == 0) b->entities.push_back({"t", "", (i / 10) % 2 == 0, false, double(i), "{}", i});
+      b->audit.push_back({i, "ops", "submit", "t" + std::to_string(i), "{}", "ok"});
+      self->send(actor, write_atom::value, b);
+    }
+    int ok = 0;
+    for (int i = 0; i < n; ++i)
+      self->receive([&](commit_reply& r) { ok += r.ok ? 1 : 0; },
+                    caf::after(std::chrono::seconds(20)) >> [] { ADD_FAILURE() << "no commit reply"; });
+    EXPECT_EQ(ok, n);
+    // Read your writes through the store actor: every audit row is there.
+    std::promise<base::result<nlohmann::json>> p;
+    self->send(actor, audit_atom::value, std::size_t{1000},
+               reply_fn([&p](base::result<nlohmann::json> r) { p.set_value(std::move(r)); }));
+    auto audit = p.get_future().get();
+    ASSERT_TRUE(audit) << audit.error().message;
+    EXPECT_EQ((*audit)["entries"].size(), std::size_t{n});
+    self->request(actor, std::chrono::seconds(10), entities_atom::value, std::string("t"))
+        .receive(
+            [&](entities_reply& r) {
+              ASSERT_TRUE(r.ok) << r.error.message;
+              ASSERT_EQ(r.rows.size(), 1u);
+              EXPECT_DOUBLE_EQ(r.rows[0].spent_usd, 390.0);  // piece 390 was the last to touch it
+              EXPECT_FALSE(r.rows[0].paused);                  // piece 390 set paused = false
+            },
+            [&](caf::error& e) { ADD_FAILURE() << sys.render(e); });
+    self->send_exit(actor, caf::exit_reason::user_shutdown);
+  }
+  EXPECT_EQ(stats->rows.load(), std::size_t{2 * n + n / 10});
+  for (int i = 0; i < n; ++i) ASSERT_TRUE(store->load_task("t" + std::to_string(i)).value()) << i;
 }
 
 TEST_F(store_fixture, terminal_tasks_past_retention_are_pruned_in_batches) {

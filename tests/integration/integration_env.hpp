@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <thread>
 #include <utility>
 
 #include "troupe/protocols/client/http_client.hpp"
@@ -92,5 +93,17 @@ struct store_view {
 /// Reads the tasks and costs tables of `store_url` (sqlite:PATH or postgresql://...).
 /// Returns nullopt with the reason in `why` on failure.
 std::optional<store_view> read_store(const std::string& store_url, std::string& why);
+
+/// Polls `pred` every 20 ms until it holds (true) or `timeout` passes (false):
+/// waiting on a condition with a deadline, never a bare sleep.
+template <class Pred>
+bool wait_until(Pred pred, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return true;
+}
 
 }  // namespace troupe::test

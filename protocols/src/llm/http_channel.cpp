@@ -72,12 +72,15 @@ class channel_impl final : public http_channel,
     keep_alive_ = false;
     reused_ = connected_;
     if (connected_) return write();
+    // connect_timeout bounds resolve, TCP connect and TLS handshake together, so a
+    // server that accepts but never speaks TLS fails as fast as one that never answers.
+    connect_deadline_ = std::min(deadline_, std::chrono::steady_clock::now() + connect_timeout);
     auto self = this->shared_from_this();
     out_.stage = "resolve";
     resolver_.async_resolve(ep_.host, ep_.port,
-                            [self, connect_timeout](beast::error_code ec, tcp::resolver::results_type r) {
+                            [self](beast::error_code ec, tcp::resolver::results_type r) {
                               if (ec) return self->finish(ec);
-                              self->connect(r, connect_timeout);
+                              self->connect(r);
                             });
   }
 
@@ -101,10 +104,9 @@ class channel_impl final : public http_channel,
     }
   }
 
-  void connect(const tcp::resolver::results_type& results, std::chrono::milliseconds connect_timeout) {
+  void connect(const tcp::resolver::results_type& results) {
     if (aborted_) return finish(asio::error::operation_aborted);
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline_ - std::chrono::steady_clock::now());
-    beast::get_lowest_layer(stream_).expires_after(std::min(left, connect_timeout));
+    beast::get_lowest_layer(stream_).expires_at(connect_deadline_);
     out_.stage = "connect";
     auto self = this->shared_from_this();
     beast::get_lowest_layer(stream_).async_connect(
@@ -124,7 +126,7 @@ class channel_impl final : public http_channel,
       if (not_ip && !SSL_set_tlsext_host_name(stream_.native_handle(), ep_.host.c_str()))
         return finish(beast::error_code(static_cast<int>(::ERR_get_error()), asio::error::get_ssl_category()));
       stream_.set_verify_callback(asio::ssl::host_name_verification(ep_.host));
-      beast::get_lowest_layer(stream_).expires_at(deadline_);
+      beast::get_lowest_layer(stream_).expires_at(connect_deadline_);
       out_.stage = "tls";
       auto self = this->shared_from_this();
       stream_.async_handshake(asio::ssl::stream_base::client, [self](beast::error_code ec) {
@@ -229,6 +231,7 @@ class channel_impl final : public http_channel,
   http::request<http::string_body> req_;
   std::optional<http::response_parser<http::string_body>> parser_;
   std::chrono::steady_clock::time_point deadline_;
+  std::chrono::steady_clock::time_point connect_deadline_;  ///< of the connect and TLS handshake
   chunk_fn on_chunk_;
   done_fn done_;
   http_outcome out_;

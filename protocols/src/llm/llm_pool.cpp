@@ -4,6 +4,7 @@
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
+#include <pthread.h>
 #include <shared_mutex>
 #include <thread>
 
@@ -46,7 +47,11 @@ class pool_impl final : public llm_pool {
       if (p.kind == config::provider_kind::scripted) continue;
       engines_.emplace(name, std::make_unique<engine>(ioc_, p, name));
     }
-    for (int i = 0; i < std::max(io_threads, 1); ++i) threads_.emplace_back([this] { ioc_.run(); });
+    for (int i = 0; i < std::max(io_threads, 1); ++i) {
+      threads_.emplace_back([this] { ioc_.run(); });
+      // Named so that top, perf and /proc/PID/task tell its CPU time apart.
+      pthread_setname_np(threads_.back().native_handle(), "troupe-llm-io");
+    }
   }
 
   ~pool_impl() override { shutdown(); }

@@ -28,10 +28,15 @@ std::optional<double> parse_number(std::string_view s) {
 }
 }  // namespace
 
-std::optional<std::int64_t> parse_retry_after(std::string_view retry_after,
-                                              std::string_view retry_after_ms) {
-  if (auto ms = parse_number(retry_after_ms)) return static_cast<std::int64_t>(*ms);
-  if (auto s = parse_number(retry_after)) return static_cast<std::int64_t>(*s * 1000.0);
+std::optional<std::int64_t> parse_retry_after(std::string_view retry_after, std::string_view retry_after_ms,
+                                              std::chrono::system_clock::time_point now) {
+  // Capped at about a year, so that an absurd hint ("1e300") cannot overflow the cast.
+  constexpr double cap_ms = 3.2e10;
+  if (auto ms = parse_number(retry_after_ms)) return static_cast<std::int64_t>(std::min(*ms, cap_ms));
+  if (auto s = parse_number(retry_after)) return static_cast<std::int64_t>(std::min(*s * 1000.0, cap_ms));
+  if (auto at = parse_http_date(retry_after, now))
+    return std::clamp<std::int64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(*at - now).count(), 0,
+                                    static_cast<std::int64_t>(cap_ms));
   return std::nullopt;
 }
 

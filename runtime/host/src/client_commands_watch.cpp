@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <functional>
 #include <iomanip>
 #include <iostream>
 #include <sstream>
@@ -227,20 +228,29 @@ std::vector<std::string> watch_model::render(int width, int height, bool color) 
   }
   push("");
 
-  std::map<std::string, int> queued;
+  // Queued tasks per team and priority, highest priority first.
+  std::map<std::string, std::map<int, int, std::greater<>>> queued;
   std::size_t running = 0;
   for (const auto& [id, t] : tasks_) {
     const auto st = str(t, "state");
-    if (st == "queued") ++queued[str(t, "team").empty() ? "agent:" + str(t, "agent") : str(t, "team")];
-    else ++running;
+    if (st != "queued") {
+      ++running;
+      continue;
+    }
+    const auto& p = t.is_object() ? t.value("priority", json(5)) : json(5);
+    ++queued[str(t, "team").empty() ? "agent:" + str(t, "agent") : str(t, "team")][p.is_number_integer() ? p.get<int>() : 5];
   }
   std::string summary = "TASKS (active " + std::to_string(running);
   for (const auto& [state, n] : finished_) summary += ", " + state + " " + std::to_string(n);
   push(bold(summary + ")"));
-  if (!queued.empty()) {
-    std::string q = "  queues:";
-    for (const auto& [team, n] : queued) q += " " + team + "=" + std::to_string(n);
-    push(q);
+  for (const auto& [team, by_priority] : queued) {
+    int total = 0;
+    std::string q;
+    for (const auto& [priority, n] : by_priority) {
+      total += n;
+      q += "  p" + std::to_string(priority) + "=" + std::to_string(n);
+    }
+    push("  queue " + team + " (" + std::to_string(total) + "):" + q);
   }
   for (const auto& [id, t] : tasks_) {
     const auto st = str(t, "state");

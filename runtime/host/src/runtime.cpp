@@ -2,6 +2,7 @@
 // the actors and the network-facing control_port.
 #include "troupe/host/runtime.hpp"
 
+#include "metrics_histograms.hpp"
 #include "runtime_impl.hpp"
 
 #include <chrono>
@@ -528,6 +529,7 @@ std::string runtime::metrics_text() {
   out << "troupe_store_pruned_tasks_total " << d.store_stats->pruned_tasks.load() << '\n';
   family("troupe_events_published_total", "counter", "Events published on the bus.");
   out << "troupe_events_published_total " << d.bus->published() << '\n';
+  out << histogram_text(stats, *d.store_stats);
   return out.str();
 }
 

@@ -1,6 +1,7 @@
 #include "troupe/persistence/open_store.hpp"
 
 #include <charconv>
+#include <cstdlib>
 #include <string_view>
 
 #include "pg_store.hpp"
@@ -72,6 +73,20 @@ base::result<std::unique_ptr<base::snapshot_store>> open_store(const std::string
   return base::fail(errc::invalid_config,
                     "store URL '" + redact_store_url(url) +
                         "' is not supported: expected sqlite:PATH or postgresql://...");
+}
+
+std::size_t overlapped_writers(const std::string& url) {
+  if (!starts_with(url, "postgresql://") && !starts_with(url, "postgres://")) return 0;
+  // For A/B measurements only (daemon_bench): TROUPE_PG_WRITERS=0 gives the
+  // single-connection store actor.
+  if (const char* env = std::getenv("TROUPE_PG_WRITERS")) {
+    int n = -1;
+    const std::string_view v(env);
+    const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+    if (ec == std::errc{} && end == v.data() + v.size() && n >= 0 && n <= 16)
+      return static_cast<std::size_t>(n);
+  }
+  return 3;
 }
 
 }  // namespace troupe::persistence

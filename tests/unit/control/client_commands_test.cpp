@@ -218,7 +218,10 @@ TEST_F(client_commands, watch_json_prints_the_raw_stream_until_stopped) {
   EXPECT_EQ(done.get(), 0);
   std::istringstream lines(out());
   std::string line;
-  while (std::getline(lines, line)) EXPECT_TRUE(json::accept(line)) << line;
+  while (std::getline(lines, line)) {
+    ASSERT_TRUE(json::accept(line)) << line;
+    EXPECT_TRUE(json::parse(line).contains("event")) << "one event per line, batches flattened: " << line;
+  }
 }
 
 TEST(watch_model, builds_the_view_from_snapshot_and_events) {
@@ -227,18 +230,21 @@ TEST(watch_model, builds_the_view_from_snapshot_and_events) {
                {"seq", 1},
                {"data",
                 {{"agents", {{{"agent", "researcher"}, {"team", "newsroom"}, {"state", "idle"}}}},
-                 {"tasks", {{{"id", "t1"}, {"team", "newsroom"}, {"state", "queued"}},
+                 {"tasks", {{{"id", "t1"}, {"team", "newsroom"}, {"state", "queued"}, {"priority", 7}},
+                            {{"id", "t4"}, {"team", "newsroom"}, {"state", "queued"}, {"priority", 2}},
                             {{"id", "t2"}, {"team", "newsroom"}, {"state", "running"},
                              {"steps", {{{"id", "research"}, {"state", "running"}}}}}}},
                  {"decisions", {{{"id", "d1"}, {"task", "t2"}, {"step", "publish"}, {"options", {"publish", "reject"}}, {"by", "human"}, {"state", "pending"}}}}}}});
-  m.apply(json{{"event", "agent.status"}, {"data", {{"agent", "researcher"}, {"state", "busy"}, {"task", "t2"}, {"restarts", 1}}}});
-  m.apply(json{{"event", "llm.call"}, {"data", {{"provider", "offline"}, {"model", "m"}, {"cost_usd", 0.25}, {"tokens_in", 10}, {"tokens_out", 5}, {"outcome", "timeout"}}}});
+  // A batched frame (troupe.v1 "batch") is applied event by event.
+  m.apply(json{{"events",
+                {{{"event", "agent.status"}, {"seq", 2}, {"data", {{"agent", "researcher"}, {"state", "busy"}, {"task", "t2"}, {"restarts", 1}}}},
+                 {{"event", "llm.call"}, {"seq", 3}, {"data", {{"provider", "offline"}, {"model", "m"}, {"cost_usd", 0.25}, {"tokens_in", 10}, {"tokens_out", 5}, {"outcome", "timeout"}}}}}}});
   m.apply(json{{"event", "task.update"}, {"data", {{"task", "t3"}, {"state", "failed"}, {"error", {{"code", "loop_limit"}, {"message", "too many loops"}}}}}});
   m.apply(json{{"event", "decision.resolved"}, {"data", {{"id", "d1"}, {"chosen", "publish"}}}});
   m.apply(json{{"event", "stream.gap"}, {"data", {{"dropped", 3}}}});
   m.apply(json{{"event", "mystery"}});  // ignored
   EXPECT_EQ(m.agents().at("researcher")["state"], "busy");
-  EXPECT_EQ(m.tasks().size(), 2u);
+  EXPECT_EQ(m.tasks().size(), 3u);
   EXPECT_EQ(m.tasks().at("t2")["step"], "research");
   EXPECT_TRUE(m.decisions().empty());
   EXPECT_DOUBLE_EQ(m.cost_usd(), 0.25);
@@ -247,7 +253,7 @@ TEST(watch_model, builds_the_view_from_snapshot_and_events) {
   for (const auto& l : m.render(120, 0, false)) screen += l + "\n";
   EXPECT_NE(screen.find("researcher"), std::string::npos) << screen;
   EXPECT_NE(screen.find("busy"), std::string::npos);
-  EXPECT_NE(screen.find("queues: newsroom=1"), std::string::npos) << screen;
+  EXPECT_NE(screen.find("queue newsroom (2):  p7=1  p2=1"), std::string::npos) << screen;
   EXPECT_NE(screen.find("cost $0.2500"), std::string::npos);
   EXPECT_NE(screen.find("task t3 failed: loop_limit too many loops"), std::string::npos);
   EXPECT_NE(screen.find("missed 3 events"), std::string::npos);

@@ -5,10 +5,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <future>
 #include <string>
 
-#include "troupe/protocols/llm/llm_pool.hpp"
+#include "one_call.hpp"
 
 namespace troupe::protocols::llm {
 namespace {
@@ -42,20 +41,10 @@ TEST(fake_llm_cli, prints_its_port_serves_with_knobs_and_stops_on_sigterm) {
   p.base_url = "http://127.0.0.1:" + std::to_string(port);
   p.api_key = "k-1";
   p.retry = {2, 1, 1};
-  auto client = make_llm_client({{"cli", p}});
-  base::llm_request r;
-  r.provider = "cli";
-  r.model = "m";
-  r.messages = {{"user", "x"}};
-  std::promise<base::result<base::llm_response>> done;
-  auto f = done.get_future();
-  client->call(r, nullptr, [&](base::result<base::llm_response> res) { done.set_value(std::move(res)); });
-  ASSERT_EQ(f.wait_for(30s), std::future_status::ready);
-  auto res = f.get();
+  auto res = test::one_call(p).result;
   ASSERT_FALSE(res);
   EXPECT_NE(res.error().message.find("HTTP 503"), std::string::npos) << res.error().message;
   EXPECT_NE(res.error().message.find("after 2 attempts"), std::string::npos) << res.error().message;
-  client.reset();
 
   ASSERT_EQ(kill(pid, SIGTERM), 0);
   int status = 0;

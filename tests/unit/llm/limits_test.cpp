@@ -100,8 +100,65 @@ TEST(retry_policy, parses_retry_after_headers) {
   EXPECT_EQ(parse_retry_after("0.5", ""), 500);
   EXPECT_EQ(parse_retry_after("2", "150"), 150);
   EXPECT_EQ(parse_retry_after("", ""), std::nullopt);
-  EXPECT_EQ(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", ""), std::nullopt);
   EXPECT_EQ(parse_retry_after("-3", ""), std::nullopt);
+  EXPECT_EQ(parse_retry_after("soon", ""), std::nullopt);
+  EXPECT_EQ(parse_retry_after("1e300", ""), parse_retry_after("1e299", ""));  // capped, no overflow
+}
+
+/// A UTC instant from its calendar parts.
+std::chrono::system_clock::time_point utc(int y, unsigned mo, unsigned d, int h, int mi, int s) {
+  using namespace std::chrono;
+  return sys_days{year{y} / month{mo} / day{d}} + hours{h} + minutes{mi} + seconds{s};
+}
+
+TEST(retry_policy, retry_after_as_an_http_date_in_all_three_forms) {
+  const auto now = utc(2015, 10, 21, 7, 27, 30);
+  // RFC 9110 section 5.6.7: IMF-fixdate, the obsolete RFC 850 form and asctime.
+  EXPECT_EQ(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", "", now), 30000);
+  EXPECT_EQ(parse_retry_after("Wednesday, 21-Oct-15 07:28:00 GMT", "", now), 30000);
+  EXPECT_EQ(parse_retry_after("Wed Oct 21 07:28:00 2015", "", now), 30000);
+  EXPECT_EQ(parse_retry_after("Wed Oct  1 07:28:00 2015", "", utc(2015, 10, 1, 7, 27, 58)), 2000);
+  EXPECT_EQ(parse_retry_after("  Wed, 21 Oct 2015 07:29:00 GMT\t", "", now), 90000);  // OWS around the value
+  // A date already past means "retry now"; retry-after-ms still wins.
+  EXPECT_EQ(parse_retry_after("Tue, 20 Oct 2015 07:28:00 GMT", "", now), 0);
+  EXPECT_EQ(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", "150", now), 150);
+  // Leap day and end of year.
+  EXPECT_EQ(parse_http_date("Mon, 29 Feb 2016 23:59:59 GMT"), utc(2016, 2, 29, 23, 59, 59));
+  EXPECT_EQ(parse_http_date("Thu, 31 Dec 1998 00:00:00 GMT"), utc(1998, 12, 31, 0, 0, 0));
+}
+
+TEST(retry_policy, rfc850_two_digit_years_are_never_far_in_the_future) {
+  const auto now = utc(2026, 6, 1, 0, 0, 0);
+  EXPECT_EQ(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT", now), utc(1994, 11, 6, 8, 49, 37));
+  EXPECT_EQ(parse_http_date("Monday, 01-Jun-26 00:00:05 GMT", now), utc(2026, 6, 1, 0, 0, 5));
+  EXPECT_EQ(parse_http_date("Friday, 01-Jan-76 00:00:00 GMT", now), utc(2076, 1, 1, 0, 0, 0));  // 50 years ahead
+  EXPECT_EQ(parse_http_date("Tuesday, 01-Jan-77 00:00:00 GMT", now), utc(1977, 1, 1, 0, 0, 0));  // 51: last century
+}
+
+TEST(retry_policy, unparseable_http_dates_fall_back_to_the_normal_backoff) {
+  const auto now = utc(2015, 10, 21, 7, 27, 30);
+  for (const char* bad : {
+           "Wed, 21 Oct 2015 07:28:00",        // no GMT
+           "Wed, 21 Oct 2015 07:28:00 UTC",    // other zone name
+           "Wed, 21 Oct 2015 07:28:00 GMT x",  // trailing text
+           "Wed, 21 Okt 2015 07:28:00 GMT",    // unknown month
+           "Xyz, 21 Oct 2015 07:28:00 GMT",    // unknown day name
+           "Wednesday, 21 Oct 2015 07:28:00 GMT",  // long day name with the IMF layout
+           "Wed, 21-Oct-15 07:28:00 GMT",      // short day name with the RFC 850 layout
+           "Wed, 30 Feb 2015 07:28:00 GMT",    // no such day
+           "Wed, 21 Oct 2015 24:00:00 GMT",    // hour out of range
+           "Wed, 21 Oct 2015 07:60:00 GMT",    // minute out of range
+           "Wed, 1 Oct 2015 07:28:00 GMT",     // IMF days have two digits
+           "Wed, 21 Oct 15 07:28:00 GMT",      // IMF years have four
+           "Wed Oct 21 07:28:00 15",           // asctime years have four
+           "Wed Oct 21 7:28:00 2015",          // hours have two digits
+           "Wed,21 Oct 2015 07:28:00 GMT",     // missing space
+           "2015-10-21T07:28:00Z",             // ISO 8601 is not an HTTP-date
+           "",
+       }) {
+    EXPECT_EQ(parse_http_date(bad, now), std::nullopt) << bad;
+    EXPECT_EQ(parse_retry_after(bad, "", now), std::nullopt) << bad;
+  }
 }
 
 TEST(endpoint, parses_provider_base_urls) {

@@ -349,6 +349,21 @@ TEST_F(llm_client_test, retry_after_is_honoured) {
   EXPECT_GE(o.elapsed, 200ms);
 }
 
+TEST_F(llm_client_test, retry_after_given_as_an_http_date_is_honoured) {
+  auto p = provider(config::provider_kind::anthropic);
+  p.retry = {2, 1, 1};  // without the hint the retry would follow within a millisecond
+  make_client({p});
+  fake_.set_error_rate_429(1.0, 1500);
+  fake_.set_retry_after_date(true);  // "retry-after: <IMF-fixdate>", no retry-after-ms
+  auto o = run(request("an", false));
+  ASSERT_FALSE(o.result);
+  EXPECT_NE(o.result.error().message.find("429"), std::string::npos) << o.result.error().message;
+  EXPECT_EQ(fake_.counters().total, 2);
+  // The date is at least 1.5 s after the fake's clock (same machine); allow for
+  // the one-second resolution only upwards.
+  EXPECT_GE(o.elapsed, 1400ms);
+}
+
 TEST_F(llm_client_test, malformed_json_and_truncated_streams_are_clean_errors) {
   make_client({provider(config::provider_kind::openai), provider(config::provider_kind::anthropic)});
   fake_.set_malformed_json(true);

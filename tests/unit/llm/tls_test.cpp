@@ -9,10 +9,9 @@
 
 #include <filesystem>
 #include <fstream>
-#include <future>
 
+#include "one_call.hpp"
 #include "troupe/fake_llm/fake_llm.hpp"
-#include "troupe/protocols/llm/llm_pool.hpp"
 
 namespace troupe::protocols::llm {
 namespace {
@@ -91,17 +90,10 @@ class llm_tls_test : public ::testing::Test {
     p.connect_timeout_ms = 2000;
     p.timeout_ms = 5000;
     p.retry = {1, 1, 1};
-    auto client = make_llm_client({{"tls", p}});
-    base::llm_request r;
-    r.provider = "tls";
-    r.model = "m";
-    r.messages = {{"user", "over tls"}};
-    r.stream = stream;
-    std::promise<base::result<base::llm_response>> done;
-    auto f = done.get_future();
-    client->call(r, nullptr, [&](base::result<base::llm_response> res) { done.set_value(std::move(res)); });
-    if (f.wait_for(30s) != std::future_status::ready) return base::fail(base::errc::internal, "test deadline");
-    return f.get();
+    return test::one_call(p, [&](base::llm_request& r) {
+             r.messages = {{"user", "over tls"}};
+             r.stream = stream;
+           }).result;
   }
 
   fake_llm::fake_llm_server fake_;

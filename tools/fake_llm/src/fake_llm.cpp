@@ -125,7 +125,9 @@ struct fake_llm_server::impl {
         res.version(11);
         res.result(static_cast<http::status>(p.status));
         res.set(http::field::content_type, "application/json");
-        if (p.retry_after_ms >= 0) {
+        if (p.retry_after_ms >= 0 && p.retry_after_date) {
+          res.set("retry-after", detail::http_date_after(p.retry_after_ms));
+        } else if (p.retry_after_ms >= 0) {
           res.set("retry-after", std::to_string((p.retry_after_ms + 999) / 1000));
           res.set("retry-after-ms", std::to_string(p.retry_after_ms));
         }
@@ -377,6 +379,7 @@ void fake_llm_server::set_error_rate_500(double p) { TROUPE_FAKE_KNOB(impl_->k.e
 void fake_llm_server::set_error_rate_429(double p, std::int64_t retry_after_ms) {
   TROUPE_FAKE_KNOB(impl_->k.error_rate_429 = p; impl_->k.retry_after_ms = retry_after_ms)
 }
+void fake_llm_server::set_retry_after_date(bool on) { TROUPE_FAKE_KNOB(impl_->k.retry_after_date = on) }
 void fake_llm_server::set_hang(bool on) { TROUPE_FAKE_KNOB(impl_->k.hang = on) }
 void fake_llm_server::set_malformed_json(bool on) { TROUPE_FAKE_KNOB(impl_->k.malformed_json = on) }
 void fake_llm_server::set_truncated_stream(bool on) { TROUPE_FAKE_KNOB(impl_->k.truncated_stream = on) }

@@ -1,4 +1,6 @@
 // The fake's replies: both wire formats, streaming and not, and the faults.
+#include <chrono>
+#include <cstdio>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -49,12 +51,31 @@ std::string error_body(dialect d, int status, const std::string& message) {
 
 }  // namespace
 
+std::string http_date_after(std::int64_t ms) {
+  using namespace std::chrono;
+  // Rounded up to a whole second: a date never promises less wait than asked.
+  auto at = ceil<seconds>(system_clock::now() + milliseconds(ms));
+  auto day = floor<days>(at);
+  year_month_day ymd{day};
+  hh_mm_ss hms{at - day};
+  static constexpr const char* names[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+  static constexpr const char* months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                           "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%s, %02u %s %04d %02d:%02d:%02d GMT", names[weekday{day}.c_encoding()],
+                static_cast<unsigned>(ymd.day()), months[static_cast<unsigned>(ymd.month()) - 1],
+                static_cast<int>(ymd.year()), static_cast<int>(hms.hours().count()),
+                static_cast<int>(hms.minutes().count()), static_cast<int>(hms.seconds().count()));
+  return buf;
+}
+
 plan make_plan(const request_view& r, const fake_knobs& k, std::mt19937_64& rng, fake_counters& c) {
   plan p;
   const std::string& path = r.path;
   dialect d = path == "/v1/messages" ? dialect::anthropic : dialect::openai;
   ++c.total;
   ++c.by_path[path];
+  c.last_body = r.body;
   p.latency_ms = k.latency_ms;
   p.token_delay_ms = k.token_delay_ms;
   if (path != "/v1/messages" && path != "/v1/chat/completions" && path != "/chat/completions") {
@@ -95,6 +116,7 @@ plan make_plan(const request_view& r, const fake_knobs& k, std::mt19937_64& rng,
     p.status = k.status_override;
     p.body = error_body(d, p.status, "fake provider configured to answer " + std::to_string(p.status));
     if (p.status == 429 || p.status == 503) p.retry_after_ms = k.retry_after_ms;
+    p.retry_after_date = k.retry_after_date;
     return p;
   }
   std::uniform_real_distribution<double> u(0.0, 1.0);
@@ -108,6 +130,7 @@ plan make_plan(const request_view& r, const fake_knobs& k, std::mt19937_64& rng,
     p.status = 429;
     p.body = error_body(d, 429, "fake rate limit");
     p.retry_after_ms = k.retry_after_ms;
+    p.retry_after_date = k.retry_after_date;
     return p;
   }
   p.hang = k.hang;

@@ -29,9 +29,14 @@ struct plan {
   bool truncate = false;
   bool hang = false;
   std::int64_t retry_after_ms = -1;
+  bool retry_after_date = false;     ///< send retry-after as an HTTP-date
   std::int64_t latency_ms = 0;
   std::int64_t token_delay_ms = 0;
 };
+
+/// The IMF-fixdate (RFC 9110) of the first whole second at least `ms` from now,
+/// as a provider puts in `retry-after`.
+std::string http_date_after(std::int64_t ms);
 
 /// Decides the answer and counts the request in `c`. The caller holds the lock
 /// that guards `k`, `rng` and `c`.

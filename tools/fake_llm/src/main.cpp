@@ -14,7 +14,7 @@ namespace {
 void usage() {
   std::fprintf(stderr,
                "usage: fake-llm [--port N] [--threads N] [--latency-ms N] [--error-500 P] [--error-429 P]\n"
-               "                [--retry-after-ms N] [--hang] [--malformed-json] [--truncated-stream]\n"
+               "                [--retry-after-ms N] [--retry-after-date] [--hang] [--malformed-json] [--truncated-stream]\n"
                "                [--status N] [--key KEY] [--token-delay-ms N] [--ignore-stream] [--seed N]\n");
 }
 
@@ -39,6 +39,7 @@ int main(int argc, char** argv) {
     else if (a == "--error-500") k.error_rate_500 = std::atof(next());
     else if (a == "--error-429") k.error_rate_429 = std::atof(next());
     else if (a == "--retry-after-ms") k.retry_after_ms = std::atoll(next());
+    else if (a == "--retry-after-date") k.retry_after_date = true;
     else if (a == "--hang") k.hang = true;
     else if (a == "--malformed-json") k.malformed_json = true;
     else if (a == "--truncated-stream") k.truncated_stream = true;

@@ -8,6 +8,9 @@
 /// an early flush). Under load batches grow by themselves; when idle a lone write
 /// commits at once.
 ///
+/// Overlap (store_options::extra_writers): commits run on committer threads, so
+/// several can wait for the database at once; answers keep arrival order.
+///
 /// Outage: when a commit fails, pieces that create tasks are answered with the
 /// error (the submit is refused, never acknowledged without a commit); all other
 /// pieces are kept and retried with backoff until the database is back, and are
@@ -22,6 +25,7 @@
 #include <nlohmann/json.hpp>
 
 #include "troupe/actors/messages.hpp"
+#include "troupe/base/histogram.hpp"
 #include "troupe/base/store_port.hpp"
 
 namespace troupe::actors {
@@ -48,6 +52,8 @@ struct store_stats {
   std::atomic<std::uint64_t> total_commit_us{0};
   std::atomic<std::uint64_t> backlog_rows{0};
   std::atomic<std::uint64_t> pruned_tasks{0};
+  base::histogram commit_seconds{base::histogram::commit_seconds()};  ///< successful commits
+  base::histogram batch_rows{base::histogram::sizes()};               ///< rows per successful commit
 };
 
 struct store_options {
@@ -61,6 +67,13 @@ struct store_options {
   /// never holds the database for long and never stalls writers.
   std::int64_t prune_every_ms = 60000;
   std::size_t prune_batch = 500;
+  /// More connections to the same database (PostgreSQL). With any, every
+  /// commit runs on a committer actor of its own thread and connection, and
+  /// the store actor dispatches the next batch while earlier ones still wait
+  /// for their WAL flush: up to extra_writers.size() commits overlap. Batches
+  /// holding entity or decision upserts run alone, so upserts keep their order.
+  /// Empty: commits run on the store actor's own connection, one at a time.
+  std::vector<std::shared_ptr<base::snapshot_store>> extra_writers;
 };
 
 /// The arguments of a control-plane command as the audit log keeps them: a JSON

@@ -27,6 +27,7 @@
 #include "troupe/actors/agent_actor.hpp"
 #include "troupe/agents/event.hpp"
 #include "troupe/agents/task.hpp"
+#include "troupe/base/histogram.hpp"
 #include "troupe/base/ids.hpp"
 #include "troupe/base/store_port.hpp"
 #include "troupe/config/config.hpp"
@@ -42,6 +43,10 @@ struct team_stats {
   std::atomic<std::uint64_t> restarts{0}, llm_calls{0}, llm_failures{0}, tokens_in{0}, tokens_out{0};
   std::atomic<std::uint64_t> cost_micro_usd{0};
   std::atomic<std::uint64_t> step_latency_ms_total{0};
+  // Latency histograms for /metrics (seconds).
+  base::histogram_pair_family llm_seconds{base::histogram::call_seconds()};  ///< by provider, model
+  base::histogram step_seconds{base::histogram::call_seconds()};   ///< agent steps, start to result
+  base::histogram task_seconds{base::histogram::task_seconds()};   ///< submit to terminal state
 };
 
 /// What a team actor that dies of an exception leaves behind (written by its

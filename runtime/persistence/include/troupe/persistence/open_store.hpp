@@ -1,5 +1,6 @@
 #pragma once
 /// Opening a snapshot_store from the `store` URL of the config.
+#include <cstddef>
 #include <memory>
 #include <string>
 
@@ -22,6 +23,14 @@ namespace troupe::persistence {
 /// The returned store is single-threaded: one owner (the store actor) uses it.
 [[nodiscard]] base::result<std::unique_ptr<base::snapshot_store>> open_store(
     const std::string& url);
+
+/// How many more connections the store actor should open to `url` to overlap
+/// commits (actors::store_options::extra_writers). 0 for SQLite: one writer at
+/// a time, and a commit does not wait on a flush (synchronous=NORMAL). 3 for
+/// PostgreSQL: a commit there mostly waits for its WAL flush, and commits in
+/// flight together share one flush (measured in docs/benchmarks.md). The
+/// environment variable TROUPE_PG_WRITERS=N (0-16) overrides it, for A/B runs.
+std::size_t overlapped_writers(const std::string& url);
 
 /// `url` with any password replaced by "***", safe for logs and error messages.
 std::string redact_store_url(const std::string& url);

@@ -25,6 +25,7 @@ struct fake_knobs {
   double error_rate_500 = 0;           ///< answer 500 with a provider-shaped error body
   double error_rate_429 = 0;           ///< answer 429 with retry-after / retry-after-ms
   std::int64_t retry_after_ms = 0;     ///< value of the retry headers on 429
+  bool retry_after_date = false;       ///< send `retry-after` as an HTTP-date (now + retry_after_ms), no retry-after-ms
   bool hang = false;                   ///< read the request, never answer
   bool malformed_json = false;         ///< 200 with a body (or stream events) that is not valid JSON
   bool truncated_stream = false;       ///< streams stop halfway and the connection closes
@@ -42,6 +43,7 @@ struct fake_counters {
   int concurrent = 0;       ///< requests being answered now (hanging ones included)
   int max_concurrent = 0;   ///< the most at any moment
   std::int64_t connections = 0;  ///< TCP connections accepted
+  std::string last_body;         ///< body of the latest request (what the client sent)
 };
 
 class fake_llm_server {
@@ -73,6 +75,8 @@ class fake_llm_server {
   void set_latency_ms(std::int64_t ms);
   void set_error_rate_500(double p);
   void set_error_rate_429(double p, std::int64_t retry_after_ms = 0);
+  /// On: `retry-after` is an IMF-fixdate (RFC 9110) and `retry-after-ms` is not sent.
+  void set_retry_after_date(bool on);
   void set_hang(bool on);
   void set_malformed_json(bool on);
   void set_truncated_stream(bool on);

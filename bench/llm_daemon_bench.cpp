@@ -1,0 +1,327 @@
+// llm_daemon_bench: the real `troupe` daemon making network LLM calls. Starts
+// `fake-llm` (a separate process, fixed latency) and `troupe run` on a config
+// with one provider of the given kind pointed at it, a 1-step team whose agents
+// hold exactly N calls in flight (agents x max_concurrent = provider
+// max_concurrency = N), and a fresh SQLite store.
+//
+// Per case: warm-up; the team is paused (WebSocket op) while M tasks are
+// submitted over keep-alive HTTP connections; then resumed, and the run is timed
+// from the resume until /metrics counts all M finished. So the figures cover
+// dispatching, the calls and their durable results, not the HTTP submits
+// (reported apart). The bound for N in flight at latency L is N / L calls/s.
+// CPU time is the daemon process's only (/proc/PID/stat), split by thread name
+// (the llm client's I/O threads are named "troupe-llm-io").
+//
+//   llm_daemon_bench [--troupe PATH] [--fake-llm PATH] [--latency-ms 50]
+//                    [--inflight 256,1000] [--kinds openai,anthropic]
+//                    [--seconds 8] [--stream] [--clients 16] [--fake-threads 1]
+#include <dirent.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "bench_proc.hpp"
+#include "daemon_process.hpp"
+#include "troupe/protocols/client/http_client.hpp"
+#include "troupe/protocols/client/ws_client.hpp"
+
+#ifndef TROUPE_BIN
+#define TROUPE_BIN "troupe"
+#endif
+#ifndef TROUPE_FAKE_LLM_BIN
+#define TROUPE_FAKE_LLM_BIN "fake-llm"
+#endif
+
+namespace {
+
+using nlohmann::json;
+using namespace troupe::bench;
+namespace client = troupe::protocols::client;
+namespace fs = std::filesystem;
+using ms = std::chrono::milliseconds;
+
+[[noreturn]] void die(const std::string& what) {
+  std::fprintf(stderr, "llm_daemon_bench: %s\n", what.c_str());
+  std::exit(1);
+}
+
+struct options {
+  std::string troupe = TROUPE_BIN, fake = TROUPE_FAKE_LLM_BIN;
+  long latency_ms = 50;
+  std::vector<int> inflight = {256, 1000};
+  std::vector<std::string> kinds = {"openai", "anthropic"};
+  double seconds = 8;
+  bool stream = false;
+  int clients = 16;
+  int fake_threads = 1;
+};
+
+/// Splits "a,b,c".
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream in(s);
+  for (std::string part; std::getline(in, part, ',');)
+    if (!part.empty()) out.push_back(part);
+  return out;
+}
+
+/// The daemon's config: provider "llm" of `kind` at `base_url`, team "t" of
+/// `agents` agents whose max_concurrent adds up to `inflight`.
+json make_config(const options& o, const std::string& kind, const std::string& base_url, int inflight,
+                 const std::string& store) {
+  const int agents = 4;
+  json cfg;
+  cfg["store"] = store;
+  cfg["control"] = {{"listen", "127.0.0.1:0"}, {"max_clients", 4096}};
+  cfg["providers"]["llm"] = {{"kind", kind},
+                             {"base_url", base_url},
+                             {"max_concurrency", inflight},
+                             {"timeout_ms", 30000},
+                             {"retry", {{"max_attempts", 4}, {"base_ms", 50}, {"max_ms", 1000}}}};
+  cfg["models"]["m"] = {{"provider", "llm"}, {"name", "bench-model"}, {"max_tokens", 64}, {"stream", o.stream}};
+  json names = json::array();
+  for (int i = 0; i < agents; ++i) {
+    int share = inflight / agents + (i < inflight % agents ? 1 : 0);
+    auto name = numbered("a", i);
+    cfg["agents"].push_back({{"name", name},
+                             {"model", "m"},
+                             {"system", "You echo."},
+                             {"max_concurrent", share},
+                             {"capabilities", {"work"}}});
+    names.push_back(name);
+  }
+  json wf = json::array({{{"id", "only"}, {"capability", "work"}, {"prompt", "Echo: {{input}}"}}});
+  cfg["teams"] = json::array({{{"name", "t"}, {"agents", names}, {"workflow", wf}, {"max_queued", 10000000}}});
+  return cfg;
+}
+
+/// Reads /metrics (reconnecting once if the server closed the connection).
+std::string metrics_text(client::http_connection& c, std::uint16_t port) {
+  auto r = c.request(client::method::get, "/metrics");
+  if (!r) {
+    c.close();
+    if (auto ok = c.connect("127.0.0.1", port); !ok) die("reconnect for /metrics: " + ok.error().message);
+    r = c.request(client::method::get, "/metrics");
+  }
+  if (!r) die("GET /metrics: " + r.error().message);
+  if (r->status != 200) die("GET /metrics: HTTP " + std::to_string(r->status) + " " + r->body);
+  return r->body;
+}
+
+/// The value of the sample `name_and_labels` ("x{a=\"b\"}") in /metrics text; 0 when absent.
+double sample(const std::string& text, const std::string& name_and_labels) {
+  auto at = text.find("\n" + name_and_labels + " ");
+  return at == std::string::npos ? 0.0 : std::atof(text.c_str() + at + name_and_labels.size() + 2);
+}
+
+double finished_tasks(const std::string& m) {
+  double total = 0;
+  for (const char* outcome : {"succeeded", "failed", "cancelled"})
+    total += sample(m, std::string("troupe_tasks_total{team=\"t\",outcome=\"") + outcome + "\"}");
+  return total;
+}
+
+/// CPU seconds per thread name of process `pid`, from /proc/PID/task/TID/stat
+/// (/proc/TID/stat would give the whole process's figures).
+std::map<std::string, double> thread_cpu(pid_t pid) {
+  std::map<std::string, double> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    std::ifstream in(e.path() / "stat");
+    std::string line;
+    if (!std::getline(in, line)) continue;
+    auto open = line.find('('), close = line.rfind(')');
+    if (open == std::string::npos || close == std::string::npos) continue;
+    // After the name: state is field 3, utime and stime are fields 14 and 15.
+    std::istringstream rest(line.substr(close + 2));
+    std::vector<std::string> f{std::istream_iterator<std::string>(rest), {}};
+    if (f.size() < 13) continue;
+    out[line.substr(open + 1, close - open - 1)] +=
+        (std::stod(f[11]) + std::stod(f[12])) / static_cast<double>(sysconf(_SC_CLK_TCK));
+  }
+  return out;
+}
+
+/// One op over a fresh WebSocket connection (closed at once, so no subscriber lingers).
+void control_op(std::uint16_t port, const std::string& op) {
+  client::ws_client ws;
+  if (auto c = ws.connect("ws://127.0.0.1:" + std::to_string(port)); !c) die("ws connect: " + c.error().message);
+  auto r = ws.request(op, {{"team", "t"}}, std::chrono::seconds(30));
+  if (!r) die(op + " failed: " + r.error().message);
+  ws.close();
+}
+
+/// Submits `n` tasks over `clients` keep-alive connections; returns accepted.
+long long submit(std::uint16_t port, long long n, int clients) {
+  std::atomic<long long> next{0}, accepted{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < clients; ++i)
+    threads.emplace_back([&] {
+      client::http_connection conn(std::chrono::seconds(60));
+      if (auto c = conn.connect("127.0.0.1", port); !c) die("connect: " + c.error().message);
+      const std::string body = R"({"team":"t","input":"the quick brown fox jumps over the lazy dog"})";
+      while (next.fetch_add(1) < n) {
+        auto r = conn.request(client::method::post, "/v1/tasks", body);
+        if (!r || r->status != 202) die("submit failed: " + (r ? std::to_string(r->status) + " " + r->body : r.error().message));
+        accepted.fetch_add(1);
+      }
+    });
+  for (auto& t : threads) t.join();
+  return accepted.load();
+}
+
+/// Polls /metrics until `target` tasks finished; samples the provider's in-flight gauge.
+struct drain_result {
+  double seconds = 0, mean_in_flight = 0;
+};
+
+drain_result wait_finished(client::http_connection& c, std::uint16_t port, double target,
+                           clock_type::time_point t0) {
+  drain_result out;
+  double sum = 0;
+  int n = 0;
+  auto deadline = clock_type::now() + std::chrono::seconds(900);
+  for (;;) {
+    auto m = metrics_text(c, port);
+    if (finished_tasks(m) >= target) break;
+    sum += sample(m, "troupe_llm_provider_in_flight{provider=\"llm\"}");
+    ++n;
+    if (clock_type::now() > deadline) die("tasks did not finish within 900 s");
+    std::this_thread::sleep_for(ms(20));
+  }
+  out.seconds = seconds_since(t0);
+  out.mean_in_flight = n ? sum / n : 0;
+  return out;
+}
+
+void run_case(const options& o, const std::string& kind, int inflight) {
+  std::string tmpl = (fs::temp_directory_path() / "troupe-llm-bench-XXXXXX").string();
+  if (!mkdtemp(tmpl.data())) die("mkdtemp failed");
+  fs::path dir = tmpl;
+  std::string why;
+  troupe::test::daemon_process fake;
+  if (!fake.start(o.fake, {"--latency-ms", std::to_string(o.latency_ms), "--threads", std::to_string(o.fake_threads)},
+                  "", why))
+    die("cannot start fake-llm: " + why);
+  if (!fake.wait_for_output("\n", std::chrono::seconds(10))) die("fake-llm printed no port: " + fake.output());
+  auto fake_port = std::stoi(fake.output());
+  auto base_url = "http://127.0.0.1:" + std::to_string(fake_port) + (kind == "openai" ? "/v1" : "");
+  {
+    std::ofstream out(dir / "troupe.json");
+    out << make_config(o, kind, base_url, inflight, "sqlite:" + (dir / "troupe.db").string()).dump(1);
+  }
+  troupe::test::daemon_process d;
+  if (!d.start(o.troupe, {"run", (dir / "troupe.json").string(), "--log-level", "info"}, "", why))
+    die("cannot start troupe: " + why);
+  auto port = d.wait_until_ready(std::chrono::seconds(60));
+  if (!port) die("the daemon did not become ready; its output:\n" + d.output());
+  client::http_connection probe(std::chrono::seconds(30));
+  if (auto c = probe.connect("127.0.0.1", *port); !c) die("connect: " + c.error().message);
+
+  // Warm-up: connections to the fake, allocator arenas, SQLite cache.
+  long long warm = submit(*port, inflight * 4LL, o.clients);
+  (void)wait_finished(probe, *port, static_cast<double>(warm), clock_type::now());
+
+  const double bound = inflight * 1000.0 / static_cast<double>(o.latency_ms);
+  const auto m = static_cast<long long>(bound * o.seconds);
+  control_op(*port, "pause");
+  auto cpu_s0 = proc_cpu_seconds(d.pid());
+  auto ts = clock_type::now();
+  auto accepted = submit(*port, m, o.clients);
+  auto submit_s = seconds_since(ts);
+  auto submit_cpu = proc_cpu_seconds(d.pid()) - cpu_s0;
+
+  auto before = metrics_text(probe, *port);
+  auto threads0 = thread_cpu(d.pid());
+  auto cpu0 = proc_cpu_seconds(d.pid());
+  auto fake_cpu0 = proc_cpu_seconds(fake.pid());
+  auto t0 = clock_type::now();
+  control_op(*port, "resume");
+  auto r = wait_finished(probe, *port, static_cast<double>(warm + accepted), t0);
+  auto cpu = proc_cpu_seconds(d.pid()) - cpu0;
+  auto fake_cpu = proc_cpu_seconds(fake.pid()) - fake_cpu0;
+  auto threads1 = thread_cpu(d.pid());
+  auto after = metrics_text(probe, *port);
+  auto delta = [&](const std::string& key) { return sample(after, key) - sample(before, key); };
+  double calls = delta("troupe_llm_provider_calls_total{provider=\"llm\",outcome=\"all\"}");
+  double failed = delta("troupe_llm_provider_calls_total{provider=\"llm\",outcome=\"failed\"}");
+  double succeeded = delta("troupe_tasks_total{team=\"t\",outcome=\"succeeded\"}");
+
+  heading(strf("%s, %d calls in flight%s", kind.c_str(), inflight, o.stream ? ", streaming" : ""));
+  row("tasks (1 LLM call each): submitted / succeeded", strf("%lld / %.0f", accepted, succeeded));
+  row("LLM calls / failed / retries",
+      strf("%.0f / %.0f / %.0f", calls, failed, delta("troupe_llm_provider_retries_total{provider=\"llm\"}")));
+  row("calls/s (resume -> all finished)", strf("%.0f", calls / r.seconds));
+  row(strf("fraction of the bound (%d / %ld ms = %.0f/s)", inflight, o.latency_ms, bound),
+      strf("%.1f %%", 100.0 * calls / r.seconds / bound));
+  row("mean provider in-flight gauge (sampled every 20 ms)", strf("%.0f", r.mean_in_flight));
+  row("daemon CPU per call (utime+stime)", strf("%.1f us  (%.2f cores busy)", cpu * 1e6 / calls, cpu / r.seconds));
+  double io = 0, rest = 0;
+  for (const auto& [name, s] : threads1) {
+    double used = s - (threads0.count(name) ? threads0.at(name) : 0.0);
+    (name == "troupe-llm-io" ? io : rest) += used;
+  }
+  row("  of which the llm I/O thread / all other threads", strf("%.1f / %.1f us", io * 1e6 / calls, rest * 1e6 / calls));
+  row("fake-llm CPU per call (separate process)", strf("%.1f us", fake_cpu * 1e6 / calls));
+  row("submits while paused: tasks/s, daemon CPU per submit",
+      strf("%.0f, %.1f us", static_cast<double>(accepted) / submit_s, submit_cpu * 1e6 / static_cast<double>(accepted)));
+  row("daemon RSS at the end", strf("%.1f MiB", static_cast<double>(proc_rss_bytes(d.pid())) / 1048576.0));
+
+  d.signal(SIGTERM);
+  if (!d.wait_exit(std::chrono::seconds(60))) d.kill_hard();
+  fake.signal(SIGTERM);
+  if (!fake.wait_exit(std::chrono::seconds(10))) fake.kill_hard();
+  fs::remove_all(dir);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  options o;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) die("missing value after " + a);
+      return argv[++i];
+    };
+    if (a == "--troupe") o.troupe = next();
+    else if (a == "--fake-llm") o.fake = next();
+    else if (a == "--latency-ms") o.latency_ms = std::stol(next());
+    else if (a == "--inflight") {
+      o.inflight.clear();
+      for (const auto& s : split(next())) o.inflight.push_back(std::stoi(s));
+    } else if (a == "--kinds") o.kinds = split(next());
+    else if (a == "--seconds") o.seconds = std::stod(next());
+    else if (a == "--stream") o.stream = true;
+    else if (a == "--clients") o.clients = std::stoi(next());
+    else if (a == "--fake-threads") o.fake_threads = std::stoi(next());
+    else
+      die("unknown argument '" + a +
+          "' (use --troupe PATH --fake-llm PATH --latency-ms N --inflight N,N --kinds openai,anthropic "
+          "--seconds S --stream --clients C --fake-threads N)");
+  }
+  if (o.latency_ms <= 0) die("--latency-ms must be positive");
+  for (const auto& k : o.kinds)
+    if (k != "openai" && k != "anthropic") die("unknown kind '" + k + "' (openai or anthropic)");
+  for (const auto* bin : {&o.troupe, &o.fake})
+    if (access(bin->c_str(), X_OK) != 0) die("no executable at '" + *bin + "' (pass --troupe / --fake-llm)");
+  signal(SIGPIPE, SIG_IGN);
+  std::printf("llm_daemon_bench: troupe run + fake-llm (separate processes), latency %ld ms, 1-step team of 4 agents,\n"
+              "  %.0f s of calls at the bound per case, %d submit connections, %u hardware threads\n",
+              o.latency_ms, o.seconds, o.clients, std::thread::hardware_concurrency());
+  for (const auto& kind : o.kinds)
+    for (int n : o.inflight) run_case(o, kind, n);
+  return 0;
+}
