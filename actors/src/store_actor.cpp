@@ -10,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include "troupe/actors/messages.hpp"
+#include "troupe/agents/recovery.hpp"
 #include "troupe/agents/task_json.hpp"
 #include "troupe/base/clock.hpp"
 
@@ -336,6 +337,41 @@ caf::behavior store_actor(caf::stateful_actor<store_state>* self, std::shared_pt
         if (st.retrying) return read();
         if (!st.pending.empty() || !st.waiters.empty()) flush(self);
         if (!st.overlapped || st.settled >= st.received) return read();
+        st.deferred_reads.emplace_back(st.received, std::move(read));
+      },
+      [=](recover_atom, const std::string& team) {
+        // A team restarted by the root supervisor reloads its last committed state. Its
+        // own writes are already in our mailbox ahead of this request: they are committed
+        // first (read your writes, like the audit read below).
+        auto& st = self->state;
+        auto rp = self->make_response_promise();
+        auto read = [self, team, rp]() mutable {
+          recovered_tasks out;
+          auto state = self->state.retrying
+                           ? base::result<base::recovered_state>(base::fail(
+                                 base::errc::unavailable, "the store cannot commit right now", true))
+                           : self->state.store->recover();
+          if (!state) {
+            out.error = state.error();
+            rp.deliver(std::move(out));
+            return;
+          }
+          auto rebuilt = agents::rebuild_tasks(*state, team);
+          for (const auto& p : rebuilt.problems)
+            spdlog::error("skipping unreadable task on team restart team={} {}", team, p);
+          out.ok = true;
+          out.tasks = std::move(rebuilt.tasks);
+          rp.deliver(std::move(out));
+        };
+        if (!st.retrying && (!st.pending.empty() || !st.waiters.empty())) flush(self);
+        if (!st.overlapped && !st.pending.empty()) {
+          // The commit failed: the dead team's last writes are not in the database.
+          recovered_tasks out;
+          out.error = base::make_error(base::errc::unavailable, "the store cannot commit right now", true);
+          rp.deliver(std::move(out));
+          return;
+        }
+        if (st.retrying || !st.overlapped || st.settled >= st.received) return read();
         st.deferred_reads.emplace_back(st.received, std::move(read));
       },
       [=](entities_atom, const std::string& team) {

@@ -1,5 +1,7 @@
 // The team actor: behavior, submission and task lifecycle. Dispatch and step
 // handling live in team_steps.cpp, status and events in team_status.cpp.
+#include <algorithm>
+
 #include <spdlog/spdlog.h>
 
 #include "team_state.hpp"
@@ -11,30 +13,38 @@ namespace detail {
 
 using agents::task_state;
 
-void team_state::spawn_agent_slot(self_ptr self, std::size_t i) {
+caf::actor team_state::spawn_agent_slot(self_ptr self, std::size_t i) {
   auto& a = agents[i];
   a.spec.env = env;
   a.handle = spawn_agent(self, a.spec);
   a.in_flight = 0;
+  return a.handle;
 }
 
 void team_state::init(self_ptr self, team_spec s) {
   spec = std::move(s);
   wf = agents::workflow::from_team(spec.team);
+  spent_usd = spec.spent_usd;
   env = std::make_shared<const agent_env>(agent_env{spec.team.name, caf::actor_cast<caf::actor>(self), spec.llm, spec.bus});
+  init_supervisors(self);
+  failed = spec.start_failed;
+  agents.reserve(spec.agents.size());
   for (std::size_t i = 0; i < spec.agents.size(); ++i) {
     agent_slot a;
-    a.spec = std::move(spec.agents[i]);  // one copy per agent: memory per idle agent matters
+    a.spec = std::move(spec.agents[i]);
     a.selectors.push_back("a:" + a.spec.agent->name);
     for (const auto& c : a.spec.agent->capabilities) a.selectors.push_back("c:" + c);
     for (const auto& sel : a.selectors) selector_agents[sel].push_back(i);
     agent_index[a.spec.agent->name] = i;
     agents.push_back(std::move(a));
-    spawn_agent_slot(self, i);
   }
   spec.agents.clear();
   spec.agents.shrink_to_fit();
-  for (std::size_t i = 0; i < agents.size(); ++i) emit_agent(i, "idle");
+  for (const auto& [agent_name, usd] : spec.agent_spent_usd)
+    if (auto it = agent_index.find(agent_name); it != agent_index.end()) agents[it->second].spent_usd = usd;
+  // A team the root gave up on keeps its agents stopped until an operator restart.
+  for (std::size_t i = 0; i < agents.size(); ++i) agent_sup.add(self, agents[i].spec.agent->name, !failed);
+  for (std::size_t i = 0; i < agents.size(); ++i) emit_agent(i, failed ? "failed" : "idle");
   // Resume what the store handed back: completed steps stay completed.
   std::vector<std::string> to_start;
   for (auto& t : spec.recovered) {
@@ -55,7 +65,14 @@ void team_state::init(self_ptr self, team_spec s) {
     to_start.push_back(id);
   }
   spec.recovered.clear();
+  spec.recovered.shrink_to_fit();
+  spec.agent_spent_usd.clear();
   spec.stats->queued.store(queued);
+  // Pending decisions get their actors back; one whose timeout passed meanwhile takes its default.
+  std::vector<std::string> pending;
+  for (const auto& [did, tid] : pending_decisions) pending.push_back(did);
+  std::sort(pending.begin(), pending.end());
+  for (const auto& did : pending) start_decision(self, did);
   for (const auto& id : to_start) {
     auto& e = tasks.at(id);
     if (e.t.state == task_state::waiting_decision) continue;  // resumes when decided or timed out
@@ -212,7 +229,8 @@ void team_state::finish(self_ptr self, task_entry& e, task_state state, std::opt
   if (e.active_calls > 0)  // scanning every call in flight only when this task has some
     for (auto c = calls.begin(); c != calls.end(); ++c)
       if (c->second.task_id == id) notify.push_back(c->second.agent);
-  for (auto a : notify) caf::anon_send<caf::message_priority::high>(agents[a].handle, cancel_atom::value, id);
+  for (auto a : notify)
+    if (agents[a].handle) caf::anon_send<caf::message_priority::high>(agents[a].handle, cancel_atom::value, id);
   e.t.state = state;
   e.t.error = std::move(err);
   for (auto& s : e.t.steps)
@@ -223,6 +241,7 @@ void team_state::finish(self_ptr self, task_entry& e, task_state state, std::opt
       d.decided_by = "task " + std::string(agents::to_string(state));
       d.resolved_ms = base::now_ms();
       pending_decisions.erase(d.id);
+      end_decision(self, d.id);
     }
   switch (state) {
     case task_state::succeeded: spec.stats->succeeded.fetch_add(1, std::memory_order_relaxed); break;
@@ -275,13 +294,28 @@ void team_state::check_drained() {
 namespace {
 
 caf::behavior team_actor(detail::self_ptr self, team_spec spec) {
+  // An exception ends this incarnation; the root supervisor restarts the team from its
+  // last committed state, or, without a store, from what it leaves behind here.
+  self->set_exception_handler([self](caf::scheduled_actor*, std::exception_ptr& ep) -> caf::error {
+    std::string what = "unknown exception";
+    try {
+      std::rethrow_exception(ep);
+    } catch (const std::exception& e) {
+      what = e.what();
+    } catch (...) {
+    }
+    spdlog::error("team actor threw team={} error=\"{}\"", self->state.spec.team.name, what);
+    self->state.save_leftovers();
+    return caf::make_error(caf::sec::runtime_error, "team '" + self->state.spec.team.name + "': " + what);
+  });
   self->state.init(self, std::move(spec));
-  self->set_down_handler([=](caf::down_msg& msg) { self->state.on_agent_down(self, msg); });
-  // Agents are linked to us: their crashes arrive here too and are handled by the down
-  // handler above; any other exit (shutdown, a parent's failure) ends the team and its agents.
+  self->set_down_handler([=](caf::down_msg& msg) { self->state.on_child_down(self, msg); });
+  // Children are linked to us: their crashes arrive here too and are handled by the down
+  // handler above; any other exit (shutdown, a parent's failure) ends the team and its children.
   self->set_exit_handler([=](caf::exit_msg& em) {
-    for (const auto& a : self->state.agents)
-      if (a.handle && a.handle.address() == em.source) return;
+    auto& st = self->state;
+    if (em.reason == caf::exit_reason::normal || st.agent_sup.knows(em.source) || st.decision_sup.knows(em.source))
+      return;
     self->quit(em.reason);
   });
   self->send(self, tick_atom::value);
@@ -358,19 +392,14 @@ caf::behavior team_actor(detail::self_ptr self, team_spec spec) {
         reply(st.status_json());
       },
       [=](restart_atom, const reply_fn& reply) {
-        auto& st = self->state;
-        st.failed = false;
-        st.restart_times.clear();
-        for (std::size_t i = 0; i < st.agents.size(); ++i) {
-          if (st.agents[i].failed) {
-            st.agents[i].failed = false;
-            st.spawn_agent_slot(self, i);
-          }
-          st.emit_agent(i, "idle");
-        }
-        for (std::size_t i = 0; i < st.agents.size(); ++i) st.pump_agent(self, i);
-        reply(st.status_json());
+        self->state.operator_restart(self);
+        reply(self->state.status_json());
       },
+      [=](decided_atom, const std::string& did, const std::string& option, const std::string& who,
+          const std::string& comment, const reply_fn& reply) {
+        self->state.on_decided(self, did, option, who, comment, reply);
+      },
+      [=](fault_atom, const std::string& target) { self->state.inject_fault(self, target); },
       [=](reload_atom, team_update_ptr& u, const reply_fn& reply) { detail::on_reload(self, std::move(u), reply); },
       [=](drain_atom, const reply_fn& reply) {
         auto& st = self->state;

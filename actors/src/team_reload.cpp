@@ -106,8 +106,9 @@ void apply_update(self_ptr self, team_update& u, const reply_fn& reply) {
     if (!same_spec(slot.spec, spec)) {
       slot.spec = spec;
       // Normal priority on purpose: work assigned before the reload is already in the
-      // agent's mailbox and runs with the settings it was assigned under.
-      self->send(slot.handle, reconfigure_atom::value, spec);
+      // agent's mailbox and runs with the settings it was assigned under. A stopped agent
+      // (failed team) starts with the new spec.
+      if (slot.handle) self->send(slot.handle, reconfigure_atom::value, spec);
       changed.push_back(name);
     }
     next.erase(it);
@@ -119,8 +120,8 @@ void apply_update(self_ptr self, team_update& u, const reply_fn& reply) {
     st.agents.push_back(std::move(slot));
     auto i = st.agents.size() - 1;
     st.agent_index[st.agents[i].spec.agent->name] = i;
-    st.spawn_agent_slot(self, i);
-    st.emit_agent(i, "idle");
+    st.agent_sup.add(self, st.agents[i].spec.agent->name, !st.failed);  // spawns it unless the team failed
+    st.emit_agent(i, st.failed ? "failed" : "idle");
     added.push_back(st.agents[i].spec.agent->name);
   }
   rebuild_selectors(st);
@@ -169,12 +170,8 @@ void check(self_ptr self) {
     for (std::size_t i = 0; i < st.agents.size(); ++i) {
       auto& a = st.agents[i];
       if (!a.retiring || a.retired || !a.selectors.empty() || a.in_flight > 0) continue;
-      // Unlink first: its exit must not look like a crash to us.
-      if (a.handle) {
-        self->unlink_from(a.handle);
-        self->demonitor(a.handle);
-        caf::anon_send_exit(a.handle, caf::exit_reason::user_shutdown);
-      }
+      // Released from supervision first: its exit must not look like a crash to us.
+      if (auto h = st.agent_sup.release(self, a.spec.agent->name)) caf::anon_send_exit(h, caf::exit_reason::user_shutdown);
       a.handle = nullptr;
       a.retired = true;
       st.emit_agent(i, "retired");

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "troupe/actors/messages.hpp"
+#include "troupe/actors/supervision/supervisor.hpp"
 #include "troupe/actors/team_actor.hpp"
 #include "troupe/agents/work_queue.hpp"
 #include "troupe/agents/workflow.hpp"
@@ -15,11 +16,10 @@
 namespace troupe::actors::detail {
 
 struct agent_slot {
-  agent_spec spec;
-  caf::actor handle;
+  agent_spec spec;    ///< shared immutable parts; replaced by a reload
+  caf::actor handle;  ///< invalid while stopped (restarting, retired, or the team failed)
   int in_flight = 0;
   bool paused = false;
-  bool failed = false;
   int restarts = 0;
   double spent_usd = 0;
   std::vector<std::string> selectors;  ///< "a:NAME", "c:CAPABILITY"
@@ -74,7 +74,8 @@ struct team_state {
   bool draining = false;
   std::vector<reply_fn> drain_waiters;
   std::mt19937_64 rng{0x7e0b};
-  std::deque<std::int64_t> restart_times;
+  supervision::supervisor agent_sup;     ///< agents, in config order, with the team's strategy
+  supervision::supervisor decision_sup;  ///< one decision actor per pending human decision
   std::shared_ptr<const agent_env> env;  ///< shared by every agent of the team
   // Hot reload (team_reload.cpp).
   bool retiring = false;                   ///< removed from the config: finishing its tasks
@@ -102,7 +103,24 @@ struct team_state {
   void resolve_decision(self_ptr self, task_entry& e, std::size_t decision, const std::string& option,
                         const std::string& who, const std::string& comment, reply_fn reply,
                         std::vector<base::cost_row> costs = {});
-  void on_agent_down(self_ptr self, const caf::down_msg& msg);
+  // supervision (team_supervision.cpp)
+  void init_supervisors(self_ptr self);
+  /// The slot of a supervised agent by name (retiring agents included); agents.size() if none.
+  std::size_t slot_of(const std::string& agent) const;
+  void on_child_down(self_ptr self, const caf::down_msg& msg);
+  void agent_stopped(self_ptr self, std::size_t agent, const supervision::stop_info& info);
+  /// Operator `restart`: a failed team starts its stopped children and dispatches again.
+  void operator_restart(self_ptr self);
+  /// Test hook (fault_atom): throws here, or in the named decision actor.
+  void inject_fault(self_ptr self, const std::string& target);
+  /// Called by the exception handler: hands the unfinished tasks to the root supervisor.
+  void save_leftovers();
+  // decision actors (team_decisions.cpp)
+  void start_decision(self_ptr self, const std::string& decision_id);
+  /// Ends the decision actor of a decision that is no longer pending.
+  void end_decision(self_ptr self, const std::string& decision_id);
+  void on_decided(self_ptr self, const std::string& decision_id, const std::string& option, const std::string& who,
+                  const std::string& comment, reply_fn reply);
   /// Aborts the agent's in-flight calls and puts their steps back in the queue
   /// (same attempt: an operator abort is not a failure).
   void requeue_in_flight(self_ptr self, std::size_t agent);
@@ -118,7 +136,7 @@ struct team_state {
   /// Attempts a step may take: the step's own setting, else the task's, else the team's.
   int max_attempts_of(const task_entry& e, const agents::workflow_node& node) const;
   void check_drained();
-  void spawn_agent_slot(self_ptr self, std::size_t i);
+  caf::actor spawn_agent_slot(self_ptr self, std::size_t i);
 };
 
 /// The team's reload message (team_reload.cpp): an update, or (null update) the

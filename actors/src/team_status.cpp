@@ -50,7 +50,7 @@ nlohmann::json team_state::agents_json() const {
   for (std::size_t i = 0; i < agents.size(); ++i) {
     const auto& a = agents[i];
     if (a.retired) continue;  // removed by a reload and stopped
-    std::string state = a.failed ? "failed" : a.retiring ? "retiring" : a.paused ? "paused" : a.in_flight > 0 ? "busy" : "idle";
+    std::string state = !a.handle ? (failed ? "failed" : "restarting") : a.retiring ? "retiring" : a.paused ? "paused" : a.in_flight > 0 ? "busy" : "idle";
     auto in_flight = nlohmann::json::array();
     for (const auto& [id, c] : calls)
       if (c.agent == i)
@@ -80,7 +80,10 @@ nlohmann::json team_state::status_json() const {
           {"waiting_decision", waiting}, {"queue_by_priority", depths}, {"in_flight_calls", calls.size()},
           {"spent_usd", spent_usd},
           {"budget_usd", spec.team.budget_usd ? nlohmann::json(*spec.team.budget_usd) : nlohmann::json()},
-          {"max_queued", spec.team.max_queued}, {"agents", agents_json()}};
+          {"max_queued", spec.team.max_queued}, {"strategy", config::to_string(spec.team.sup.strategy)},
+          {"restarts", spec.stats->team_restarts.load(std::memory_order_relaxed)},
+          {"decision_restarts", spec.stats->decision_restarts.load(std::memory_order_relaxed)},
+          {"agents", agents_json()}};
 }
 
 }  // namespace troupe::actors::detail

@@ -51,6 +51,7 @@ void team_state::begin_step(self_ptr self, task_entry& e, std::size_t step) {
     }
     e.t.state = task_state::waiting_decision;
     pending_decisions[d.id] = e.t.id;
+    start_decision(self, d.id);
     persist(self, e, {step}, {e.t.decisions.size() - 1}, {}, [] {});
     emit_task(e, "waiting_decision", step);
     if (spec.bus && spec.bus->active()) {
@@ -81,7 +82,7 @@ void team_state::pump_selector(self_ptr self, const std::string& selector) {
 void team_state::pump_agent(self_ptr self, std::size_t i) {
   if (failed || paused || draining) return;
   auto& a = agents[i];
-  while (!a.paused && !a.failed && a.in_flight < a.spec.agent->max_concurrent) {
+  while (a.handle && !a.paused && a.in_flight < a.spec.agent->max_concurrent) {
     auto now = base::now_ms();
     agents::queue_key best;
     agents::work_queue<queued_step>* from = nullptr;
@@ -329,135 +330,6 @@ void team_state::on_retry(self_ptr self, const std::string& id, std::size_t step
   enqueue(self, e, step);
 }
 
-void team_state::decide(self_ptr self, decide_cmd cmd, reply_fn reply) {
-  auto p = pending_decisions.find(cmd.decision_id);
-  if (p == pending_decisions.end())
-    return reply(base::fail(base::errc::not_found, "no pending decision '" + cmd.decision_id + "'"));
-  auto& e = tasks.at(p->second);
-  for (std::size_t d = 0; d < e.t.decisions.size(); ++d) {
-    auto& rec = e.t.decisions[d];
-    if (rec.id != cmd.decision_id) continue;
-    if (std::find(rec.options.begin(), rec.options.end(), cmd.option) == rec.options.end()) {
-      std::string opts;
-      for (const auto& o : rec.options) opts += (opts.empty() ? "" : ", ") + o;
-      return reply(base::fail(base::errc::bad_request, "option '" + cmd.option + "' is not one of: " + opts));
-    }
-    resolve_decision(self, e, d, cmd.option, cmd.who, cmd.comment, std::move(reply));
-    return;
-  }
-  reply(base::fail(base::errc::not_found, "no pending decision '" + cmd.decision_id + "'"));
-}
-
-void team_state::resolve_decision(self_ptr self, task_entry& e, std::size_t d, const std::string& option,
-                                  const std::string& who, const std::string& comment, reply_fn reply,
-                                  std::vector<base::cost_row> costs) {
-  auto& rec = e.t.decisions[d];
-  rec.chosen = option;
-  rec.decided_by = who;
-  rec.comment = comment;
-  rec.pending = false;
-  rec.resolved_ms = base::now_ms();
-  pending_decisions.erase(rec.id);
-  std::size_t step = 0;
-  for (std::size_t i = 0; i < e.wf->nodes.size(); ++i)
-    if (e.wf->nodes[i].id == rec.step) step = i;
-  auto effect = agents::apply_decision(e.t, *e.wf, step, option);
-  e.t.steps[step].finished_ms = rec.resolved_ms;
-  if (e.t.state == task_state::waiting_decision) e.t.state = task_state::running;
-  std::vector<std::size_t> changed;
-  for (std::size_t i = 0; i < e.t.steps.size(); ++i) changed.push_back(i);
-  auto id = e.t.id;
-  auto record = agents::to_json(rec);
-  record["task"] = id;
-  record["team"] = spec.team.name;
-  record["effect"] = effect == agents::decision_effect::loop_back ? "loop_back"
-                     : effect == agents::decision_effect::loop_limit ? "loop_limit_reached" : "proceed";
-  emit_task(e, "decision", step);
-  if (spec.bus && spec.bus->active()) {
-    auto ev = agents::make_event("decision.resolved", "decisions", spec.team.name, {}, id);
-    ev->data = record;
-    spec.bus->publish(ev);
-  }
-  // A decision is committed before the task moves on; the operator's reply waits for it too.
-  persist(self, e, changed, {d}, std::move(costs), [self, id, reply, record] {
-    if (reply) reply(record);
-    self->state.advance(self, id);
-  });
-}
-
-void team_state::on_agent_down(self_ptr self, const caf::down_msg& msg) {
-  std::size_t i = agents.size();
-  for (std::size_t k = 0; k < agents.size(); ++k)
-    if (agents[k].handle.address() == msg.source) i = k;
-  if (i == agents.size()) return;
-  auto& a = agents[i];
-  auto reason = self->system().render(msg.reason);
-  spdlog::warn("agent crashed agent={} team={} reason=\"{}\"", a.spec.agent->name, spec.team.name, reason);
-  // The calls it had in flight fail as retryable errors: their tasks retry per attempts.
-  std::vector<std::pair<std::string, std::size_t>> lost;
-  for (auto c = calls.begin(); c != calls.end();) {
-    if (c->second.agent == i) {
-      lost.emplace_back(c->second.task_id, c->second.step);
-      c = calls.erase(c);
-    } else {
-      ++c;
-    }
-  }
-  a.in_flight = 0;
-  auto now = base::now_ms();
-  restart_times.push_back(now);
-  while (!restart_times.empty() && restart_times.front() < now - spec.team.sup.within_ms) restart_times.pop_front();
-  ++a.restarts;
-  spec.stats->restarts.fetch_add(1, std::memory_order_relaxed);
-  if (static_cast<int>(restart_times.size()) > spec.team.sup.max_restarts) {
-    // Restart intensity exceeded: the team fails; its queue stays for an operator restart.
-    spdlog::error("team failed: restart intensity exceeded team={} restarts={} within_ms={}", spec.team.name,
-                  restart_times.size(), spec.team.sup.within_ms);
-    failed = true;
-    a.failed = true;
-    emit_agent(i, "failed");
-  } else {
-    emit_agent(i, "restarting");
-    spawn_agent_slot(self, i);
-    emit_agent(i, "idle");
-  }
-  for (const auto& [task_id, step] : lost) {
-    auto it = tasks.find(task_id);
-    if (it == tasks.end()) continue;
-    auto& e = it->second;
-    --e.active_calls;
-    if (agents::is_terminal(e.t.state)) continue;
-    step_failed(self, e, step, base::make_error(base::errc::internal, "agent '" + a.spec.agent->name + "' crashed: " + reason, true));
-  }
-  check_drained();
-  pump_agent(self, i);
-}
-
-void team_state::requeue_in_flight(self_ptr self, std::size_t i) {
-  auto& a = agents[i];
-  std::vector<std::pair<std::string, std::size_t>> aborted;
-  for (auto c = calls.begin(); c != calls.end();) {
-    if (c->second.agent == i) {
-      aborted.emplace_back(c->second.task_id, c->second.step);
-      c = calls.erase(c);
-    } else {
-      ++c;
-    }
-  }
-  a.in_flight = 0;
-  for (const auto& [task_id, step] : aborted) {
-    caf::anon_send<caf::message_priority::high>(a.handle, cancel_atom::value, task_id);
-    auto it = tasks.find(task_id);
-    if (it == tasks.end() || agents::is_terminal(it->second.t.state)) continue;
-    --it->second.active_calls;
-    emit_task(it->second, "step_requeued", step);
-    auto sel = selector_of(it->second.wf->nodes[step]);
-    queues[sel].push(it->second.t.priority, it->second.t.created_ms, it->second.order,
-                     queued_step{task_id, step, it->second.t.steps[step].attempts});
-  }
-  (void)self;
-}
-
 void team_state::tick(self_ptr self) {
   auto now = base::now_ms();
   // Deadlines.
@@ -469,25 +341,7 @@ void team_state::tick(self_ptr self) {
     finish(self, it->second, task_state::failed,
            base::make_error(base::errc::deadline_exceeded, "task passed its deadline"));
   }
-  // Human decisions whose timeout passed take their default.
-  std::vector<std::pair<std::string, std::string>> expired;
-  for (const auto& [did, tid] : pending_decisions) {
-    auto it = tasks.find(tid);
-    if (it == tasks.end()) continue;
-    for (const auto& d : it->second.t.decisions)
-      if (d.id == did && d.pending && d.deadline_ms > 0 && d.deadline_ms <= now) expired.emplace_back(did, tid);
-  }
-  for (const auto& [did, tid] : expired) {
-    auto& e = tasks.at(tid);
-    for (std::size_t d = 0; d < e.t.decisions.size(); ++d) {
-      if (e.t.decisions[d].id != did) continue;
-      std::string def;
-      for (const auto& n : e.wf->nodes)
-        if (n.id == e.t.decisions[d].step) def = n.decide.default_option;
-      resolve_decision(self, e, d, def, "timeout", "no decision before timeout_ms; default applied", nullptr);
-      break;
-    }
-  }
+  // Human decision timeouts belong to their decision actors (decision_actor.cpp).
   // Watchdog: a call without an answer past its provider timeout fails as a retryable timeout.
   std::vector<std::uint64_t> stalled;
   for (const auto& [id, c] : calls) {
@@ -497,7 +351,8 @@ void team_state::tick(self_ptr self) {
   }
   for (auto id : stalled) {
     auto c = calls.at(id);
-    caf::anon_send<caf::message_priority::high>(agents[c.agent].handle, cancel_atom::value, c.task_id);
+    if (agents[c.agent].handle)
+      caf::anon_send<caf::message_priority::high>(agents[c.agent].handle, cancel_atom::value, c.task_id);
     step_result r;
     r.call_id = id;
     r.agent = agents[c.agent].spec.agent->name;

@@ -86,6 +86,9 @@ std::vector<key_info> build_table() {
   add(row("runtime.retention_days", vt::integer, "Terminal tasks older than this are pruned (0: keep forever).").def("30").range(0, 3650));
   add(row("runtime.commit_interval_ms", vt::integer, "Group commit: longest wait to fill a batch.").def("2").range(0, 1000));
   add(row("runtime.commit_batch", vt::integer, "Group commit: largest batch of changes in one transaction.").def("512").range(1, 100000));
+  add(row("runtime.supervision", vt::object, "Restart policy of the root supervisor over the team actors (one_for_one, counted per team)."));
+  add(row("runtime.supervision.max_restarts", vt::integer, "Restarts of one team allowed within `within_ms`; past them the team stays `failed` until an operator `restart`.").def("3").range(0, 1000000));
+  add(row("runtime.supervision.within_ms", vt::integer, "Window of the root's restart budget.").def("60000").at_least(1));
   // --- providers
   add(row("providers", vt::map, "LLM providers by name.").def("{}"));
   add(row("providers.*", vt::object, "One provider; its keys depend on `kind`."));
@@ -151,10 +154,10 @@ std::vector<key_info> build_table() {
   add(row("teams[].backoff_max_ms", vt::integer, "Backoff cap; at least `backoff_ms`.").def("10000").at_least(0));
   add(row("teams[].stall_ms", vt::integer, "Watchdog: a running task without progress this long is failed and retried.").def("120000").at_least(1));
   add(row("teams[].aging_ms", vt::integer, "A queued task gains one priority level per this wait.").def("10000").at_least(1));
-  add(row("teams[].supervision", vt::object, "Restart policy of the team's actors."));
-  add(row("teams[].supervision.strategy", vt::choice, "Which children restart when one fails.")
+  add(row("teams[].supervision", vt::object, "Restart policy of the team's agents and decision actors."));
+  add(row("teams[].supervision.strategy", vt::choice, "Which agents restart when one crashes: `one_for_one` that agent, `one_for_all` every agent of the team, `rest_for_one` it and the agents listed after it.")
           .def("\"one_for_one\"").one_of({"one_for_one", "one_for_all", "rest_for_one"}));
-  add(row("teams[].supervision.max_restarts", vt::integer, "Restarts allowed within `within_ms` before escalating.").def("5").range(0, 1000000));
+  add(row("teams[].supervision.max_restarts", vt::integer, "Agent crashes allowed within `within_ms`; the next one stops every agent and leaves the team `failed` (queue kept) until an operator `restart`.").def("5").range(0, 1000000));
   add(row("teams[].supervision.within_ms", vt::integer, "Window of the restart budget.").def("60000").at_least(1));
   add(row("teams[].limits", vt::object, "Per-task limits."));
   add(row("teams[].limits.max_llm_calls", vt::integer, "LLM calls one task may make.").def("100").range(1, 2147483647));

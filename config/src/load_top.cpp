@@ -109,6 +109,11 @@ void load_runtime(reader& r, const json& root, config& cfg) {
   r.read(*rt, w, "retention_days", cfg.rt.retention_days);
   r.read(*rt, w, "commit_interval_ms", cfg.rt.commit_interval_ms);
   r.read(*rt, w, "commit_batch", cfg.rt.commit_batch);
+  if (const json* sup = r.member(*rt, w, "supervision"); sup && r.object(*sup, w.key("supervision"))) {
+    const where sw = w.key("supervision");
+    r.read(*sup, sw, "max_restarts", cfg.rt.teams_sup.max_restarts);
+    r.read(*sup, sw, "within_ms", cfg.rt.teams_sup.within_ms);
+  }
 }
 
 }  // namespace

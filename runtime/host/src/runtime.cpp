@@ -16,7 +16,9 @@
 
 #include "troupe/actors/messages.hpp"
 #include "troupe/actors/store_actor.hpp"
+#include "troupe/actors/supervision/root_supervisor.hpp"
 #include "troupe/actors/team_actor.hpp"
+#include "troupe/agents/recovery.hpp"
 #include "troupe/agents/task_json.hpp"
 #include "troupe/base/clock.hpp"
 #include "troupe/persistence/open_store.hpp"
@@ -63,13 +65,13 @@ struct caf_config : caf::actor_system_config {
 
 namespace {
 
-template <class... Ts>
-void broadcast(const detail::routes& table, reply_fn reply, const std::string& missing, Ts... xs) {
-  auto f = std::make_shared<fan_in>(table.teams.size(), [reply, missing](fan_in::results all) {
+/// Sends to every team (through `send(name, slot)`) and answers with the first success.
+template <class Send>
+void broadcast(const detail::routes& table, reply_fn reply, const std::string& missing, Send send) {
+  auto f = std::make_shared<fan_in>(table.team_names.size(), [reply, missing](fan_in::results all) {
     reply(first_success(all, missing));
   });
-  for (const auto& name : table.team_names)
-    caf::anon_send<caf::message_priority::high>(table.teams.at(name), xs..., f->slot(f));
+  for (const auto& name : table.team_names) send(name, f->slot(f));
 }
 
 }  // namespace
@@ -104,31 +106,15 @@ base::result<startup_report> runtime::start() {
     auto state = d.store->recover();
     if (!state) return base::fail(state.error());
     // Rebuild each task from its snapshot plus the deltas journalled after it.
-    std::unordered_map<std::string, std::vector<const base::journal_row*>> journal;
-    for (const auto& j : state->journal) journal[j.task_id].push_back(&j);
-    for (const auto& row : state->active_tasks) {
-      auto doc = json::parse(row.snapshot, nullptr, false);
-      if (doc.is_discarded()) {
-        spdlog::error("skipping task with unreadable snapshot task={}", row.id);
-        continue;
-      }
-      auto t = agents::task_from_json(doc);
-      if (!t) {
-        spdlog::error("skipping task task={} error=\"{}\"", row.id, t.error().message);
-        continue;
-      }
-      if (auto it = journal.find(row.id); it != journal.end())
-        for (const auto* j : it->second) {
-          auto patch = json::parse(j->payload, nullptr, false);
-          if (!patch.is_discarded()) (void)agents::apply_patch(*t, patch);
-        }
-      t->snapshot_seq = row.seq;
-      auto team = t->team;
+    auto rebuilt = agents::rebuild_tasks(*state);
+    for (const auto& p : rebuilt.problems) spdlog::error("skipping task on recovery {}", p);
+    for (auto& t : rebuilt.tasks) {
+      auto team = t.team;
       if (!d.cfg->find_team(team)) {
-        spdlog::warn("recovered task belongs to a team no longer configured; it stays stored task={} team={}", row.id, team);
+        spdlog::warn("recovered task belongs to a team no longer configured; it stays stored task={} team={}", t.id, team);
         continue;
       }
-      recovered[team].push_back(std::move(*t));
+      recovered[team].push_back(std::move(t));
       ++report.recovered_tasks;
     }
     report.pending_decisions = state->pending_decisions.size();
@@ -156,6 +142,10 @@ base::result<startup_report> runtime::start() {
     d.store_actor = actors::spawn_store(*d.sys, d.store, d.store_stats, so);
   }
   auto table = std::make_shared<detail::routes>();
+  actors::supervision::root_spec root;
+  root.intensity = d.cfg->rt.teams_sup;
+  root.store = d.store_actor;
+  root.directory = d.directory;
   for (const auto& team : d.cfg->teams) {
     auto spec = d.team_spec_of(d.cfg, team);
     if (!spec) return base::fail(spec.error());
@@ -163,8 +153,17 @@ base::result<startup_report> runtime::start() {
     spec->recovered = std::move(recovered[team.name]);
     spec->recovered_entities = std::move(entities[team.name]);
     table->stats[team.name] = spec->stats;
-    table->teams[team.name] = actors::spawn_team(*d.sys, std::move(*spec));
     table->team_names.push_back(team.name);
+    root.teams.push_back(std::move(*spec));
+  }
+  // The root supervisor spawns the teams and keeps the directory of their current incarnations.
+  d.root = actors::supervision::spawn_root_supervisor(*d.sys, std::move(root));
+  {
+    caf::scoped_actor self{*d.sys};
+    bool ready = false;
+    self->request(d.root, std::chrono::seconds(30), actors::ready_atom::value)
+        .receive([&](int) { ready = true; }, [](caf::error&) {});
+    if (!ready) return base::fail(base::errc::internal, "the root supervisor did not start the teams");
   }
   {
     std::lock_guard guard{d.mutex};
@@ -193,13 +192,14 @@ void runtime::stop(std::int64_t grace_ms) {
   if (grace_ms > 0) {
     auto all = std::make_shared<std::promise<void>>();
     auto fut = all->get_future();
-    auto f = std::make_shared<fan_in>(routes->teams.size(), [all](fan_in::results) { all->set_value(); });
-    for (const auto& [name, team] : routes->teams)
-      caf::anon_send<caf::message_priority::high>(team, actors::drain_atom::value, f->slot(f));
+    auto f = std::make_shared<fan_in>(routes->team_names.size(), [all](fan_in::results) { all->set_value(); });
+    for (const auto& name : routes->team_names)
+      d.send_team<caf::message_priority::high>(name, f->slot(f), actors::drain_atom::value);
     if (fut.wait_for(std::chrono::milliseconds(grace_ms)) != std::future_status::ready)
       spdlog::warn("drain timed out after {} ms; unfinished calls resume after restart", grace_ms);
   }
-  for (const auto& [name, team] : routes->teams) caf::anon_send_exit(team, caf::exit_reason::user_shutdown);
+  // The teams are linked to the root supervisor: they end with it.
+  caf::anon_send_exit(d.root, caf::exit_reason::user_shutdown);
   // Network calls still in flight are aborted; their callbacks must not outlive the actor system.
   if (d.llm) d.llm->shutdown();
   if (d.store_actor) {
@@ -212,6 +212,8 @@ void runtime::stop(std::int64_t grace_ms) {
   }
   // A detached actor's thread ends only when the last handle to it is gone.
   d.store_actor = nullptr;
+  d.root = nullptr;
+  d.directory->clear();
   routes.reset();
   {
     std::lock_guard guard{d.mutex};
@@ -234,12 +236,40 @@ std::shared_ptr<void> runtime::listen(protocols::event_fn fn) {
   });
 }
 
+namespace {
+/// The reply of one control request. If every copy is dropped unanswered (the
+/// message died in the mailbox of a team that crashed, or with the actor system),
+/// the client still gets an answer instead of waiting forever.
+struct pending_reply {
+  reply_fn reply;
+  std::atomic<bool> answered{false};
+  explicit pending_reply(reply_fn r) : reply(std::move(r)) {}
+  pending_reply(const pending_reply&) = delete;
+  pending_reply& operator=(const pending_reply&) = delete;
+  ~pending_reply() {
+    if (answered.exchange(true)) return;
+    try {
+      reply(base::fail(base::errc::unavailable,
+                       "the request was dropped unanswered (its team restarted or the daemon is stopping); retry"));
+    } catch (...) {  // a destructor must not throw; the session is gone anyway
+    }
+  }
+};
+}  // namespace
+
+bool runtime::inject_fault_for_tests(const std::string& team, const std::string& target) {
+  auto h = impl_->directory->get(team);
+  if (!h) return false;
+  caf::anon_send(h, actors::fault_atom::value, target);
+  return true;
+}
+
 void runtime::call(const protocols::principal& who, const std::string& op, json args, reply_fn reply) {
-  // A malformed argument must never escape as an exception into an I/O thread.
-  auto answered = std::make_shared<std::atomic<bool>>(false);
-  auto once = [answered, reply](base::result<json> r) {
-    if (!answered->exchange(true)) reply(std::move(r));
+  auto pending = std::make_shared<pending_reply>(std::move(reply));
+  auto once = [pending](base::result<json> r) {
+    if (!pending->answered.exchange(true)) pending->reply(std::move(r));
   };
+  // A malformed argument must never escape as an exception into an I/O thread.
   try {
     dispatch(who, op, std::move(args), once);
   } catch (const std::exception& e) {
@@ -267,13 +297,12 @@ void runtime::dispatch(const protocols::principal& who, const std::string& op, j
     if (table.retiring.count(team))
       return reply(base::fail(errc::not_found, "team '" + team +
                                                    "' was removed from the config; it finishes its tasks but takes no new ones"));
-    auto it = table.teams.find(team);
-    if (it == table.teams.end()) return reply(base::fail(errc::not_found, "no team '" + team + "'"));
+    if (!table.stats.count(team)) return reply(base::fail(errc::not_found, "no team '" + team + "'"));
     if (!d.store_stats->healthy.load(std::memory_order_relaxed) && d.store_actor) {
       // Do not even try: nothing is acknowledged without a commit.
       return reply(base::fail(errc::unavailable, "the store cannot commit right now; retry later"));
     }
-    caf::anon_send(it->second, actors::submit_atom::value, std::move(*spec), reply);
+    d.send_team(team, reply, actors::submit_atom::value, std::move(*spec));
     return;
   }
   if (op == "task" || (op == "tasks" && (args.contains("task") || args.contains("id")))) {
@@ -290,12 +319,12 @@ void runtime::dispatch(const protocols::principal& who, const std::string& op, j
     }
     if (id.empty()) return reply(base::fail(errc::bad_request, "field 'id' (task id) is required"));
     auto store = d.store_actor;
-    auto f = std::make_shared<fan_in>(table.teams.size(), [reply, id, store](fan_in::results all) {
+    auto f = std::make_shared<fan_in>(table.team_names.size(), [reply, id, store](fan_in::results all) {
       auto r = first_success(all, "no task '" + id + "'");
       if (r || r.error().code != errc::not_found || !store) return reply(std::move(r));
       caf::anon_send(store, actors::load_atom::value, id, reply);  // finished long ago: ask the store
     });
-    for (const auto& name : table.team_names) caf::anon_send(table.teams.at(name), actors::task_atom::value, id, f->slot(f));
+    for (const auto& name : table.team_names) d.send_team(name, f->slot(f), actors::task_atom::value, id);
     return;
   }
   if (op == "tasks") {
@@ -304,9 +333,9 @@ void runtime::dispatch(const protocols::principal& who, const std::string& op, j
     if (auto it = args.find("limit"); it != args.end() && it->is_number_integer())
       filter.limit = static_cast<std::size_t>(std::clamp<long long>(it->get<long long>(), 1, 10000));
     auto team = str_arg(args, "team");
-    std::vector<caf::actor> targets;
+    std::vector<std::string> targets;
     for (const auto& name : table.team_names)
-      if (team.empty() || team == name) targets.push_back(table.teams.at(name));
+      if (team.empty() || team == name) targets.push_back(name);
     auto limit = filter.limit;
     auto f = std::make_shared<fan_in>(targets.size(), [reply, limit](fan_in::results all) {
       auto out = json::array();
@@ -316,7 +345,7 @@ void runtime::dispatch(const protocols::principal& who, const std::string& op, j
             if (out.size() < limit) out.push_back(std::move(t));
       reply(json{{"tasks", std::move(out)}});
     });
-    for (auto& t : targets) caf::anon_send(t, actors::tasks_atom::value, filter, f->slot(f));
+    for (const auto& name : targets) d.send_team(name, f->slot(f), actors::tasks_atom::value, filter);
     return;
   }
   if (op == "cancel") {
@@ -324,7 +353,9 @@ void runtime::dispatch(const protocols::principal& who, const std::string& op, j
     if (id.empty()) id = str_arg(args, "task");
     reply = d.audited(who, "cancel", id, args, std::move(reply));
     if (id.empty()) return reply(base::fail(errc::bad_request, "field 'id' (task id) is required"));
-    broadcast(table, reply, "no task '" + id + "'", actors::cancel_atom::value, id);
+    broadcast(table, reply, "no task '" + id + "'", [&d, id](const std::string& name, reply_fn slot) {
+      d.send_team<caf::message_priority::high>(name, slot, actors::cancel_atom::value, id);
+    });
     return;
   }
   if (op == "decide") {
@@ -337,7 +368,9 @@ void runtime::dispatch(const protocols::principal& who, const std::string& op, j
     reply = d.audited(who, "decide", cmd.decision_id, args, std::move(reply));
     if (cmd.decision_id.empty()) return reply(base::fail(errc::bad_request, "field 'decision_id' is required"));
     if (cmd.option.empty()) return reply(base::fail(errc::bad_request, "field 'option' is required"));
-    broadcast(table, reply, "no pending decision '" + cmd.decision_id + "'", actors::decide_atom::value, cmd);
+    broadcast(table, reply, "no pending decision '" + cmd.decision_id + "'", [&d, cmd](const std::string& name, reply_fn slot) {
+      d.send_team<caf::message_priority::high>(name, slot, actors::decide_atom::value, cmd);
+    });
     return;
   }
   if (op == "decisions" || op == "agents" || op == "teams") {
@@ -361,9 +394,9 @@ void runtime::dispatch(const protocols::principal& who, const std::string& op, j
     });
     for (const auto& name : targets) {
       if (decisions)
-        caf::anon_send(table.teams.at(name), actors::decisions_atom::value, f->slot(f));
+        d.send_team(name, f->slot(f), actors::decisions_atom::value);
       else
-        caf::anon_send(table.teams.at(name), actors::status_atom::value, f->slot(f));
+        d.send_team(name, f->slot(f), actors::status_atom::value);
     }
     return;
   }
@@ -373,17 +406,16 @@ void runtime::dispatch(const protocols::principal& who, const std::string& op, j
     if (team.empty() && !agent.empty())
       if (auto it = table.agent_team.find(agent); it != table.agent_team.end()) team = it->second;
     reply = d.audited(who, op, agent.empty() ? team : agent, args, std::move(reply));
-    auto it = table.teams.find(team);
-    if (it == table.teams.end())
+    if (!table.stats.count(team))
       return reply(base::fail(team.empty() ? errc::bad_request : errc::not_found,
                               team.empty() ? "field 'team' or 'agent' is required" : "no team '" + team + "'"));
+    constexpr auto high = caf::message_priority::high;
     if (op == "pause")
-      caf::anon_send<caf::message_priority::high>(it->second, actors::pause_atom::value, agent,
-                                                  flag(args, "abort"), reply);
+      d.send_team<high>(team, reply, actors::pause_atom::value, agent, flag(args, "abort"));
     else if (op == "resume")
-      caf::anon_send<caf::message_priority::high>(it->second, actors::resume_atom::value, agent, reply);
+      d.send_team<high>(team, reply, actors::resume_atom::value, agent);
     else
-      caf::anon_send<caf::message_priority::high>(it->second, actors::restart_atom::value, reply);
+      d.send_team<high>(team, reply, actors::restart_atom::value);
     return;
   }
   if (op == "ready") {
@@ -413,7 +445,8 @@ void runtime::dispatch(const protocols::principal& who, const std::string& op, j
       teams[name] = {{"submitted", s->submitted.load()}, {"succeeded", s->succeeded.load()},
                      {"failed", s->failed.load()}, {"cancelled", s->cancelled.load()},
                      {"rejected", s->rejected.load()}, {"queued", s->queued.load()},
-                     {"restarts", s->restarts.load()}, {"llm_calls", s->llm_calls.load()},
+                     {"restarts", s->restarts.load()}, {"team_restarts", s->team_restarts.load()},
+                     {"decision_restarts", s->decision_restarts.load()}, {"llm_calls", s->llm_calls.load()},
                      {"tokens_in", s->tokens_in.load()}, {"tokens_out", s->tokens_out.load()},
                      {"cost_usd", static_cast<double>(s->cost_micro_usd.load()) / 1e6}};
     return reply(json{{"teams", teams},
@@ -452,6 +485,8 @@ std::string runtime::metrics_text() {
   for (const auto& [team, s] : stats) out << "troupe_queue_depth{team=\"" << team << "\"} " << s->queued.load() << '\n';
   family("troupe_agent_restarts_total", "counter", "Agent restarts per team.");
   for (const auto& [team, s] : stats) out << "troupe_agent_restarts_total{team=\"" << team << "\"} " << s->restarts.load() << '\n';
+  family("troupe_team_restarts_total", "counter", "Restarts of the team actor by the root supervisor.");
+  for (const auto& [team, s] : stats) out << "troupe_team_restarts_total{team=\"" << team << "\"} " << s->team_restarts.load() << '\n';
   family("troupe_llm_calls_total", "counter", "LLM calls per team.");
   for (const auto& [team, s] : stats) out << "troupe_llm_calls_total{team=\"" << team << "\"} " << s->llm_calls.load() << '\n';
   family("troupe_llm_tokens_total", "counter", "Tokens per team and direction.");

@@ -13,6 +13,7 @@
 
 #include "troupe/actors/messages.hpp"
 #include "troupe/actors/store_actor.hpp"
+#include "troupe/actors/supervision/team_directory.hpp"
 #include "troupe/actors/team_actor.hpp"
 #include "troupe/base/clock.hpp"
 #include "troupe/host/runtime.hpp"
@@ -51,11 +52,12 @@ class fan_in {
   results all_;
 };
 
-/// Which team actor answers what. Immutable once published: the I/O threads take
+/// Which team answers what. Immutable once published: the I/O threads take
 /// a snapshot per request while a reload builds and publishes the next table.
+/// The actor of a team is looked up in the team directory (it changes when the
+/// root supervisor restarts the team).
 struct routes {
   std::vector<std::string> team_names;  ///< every running team, config order
-  std::unordered_map<std::string, caf::actor> teams;
   std::unordered_map<std::string, std::shared_ptr<actors::team_stats>> stats;
   std::unordered_map<std::string, std::string> agent_team;  ///< agent -> first team listing it
   std::set<std::string> retiring;  ///< removed from the config, finishing their tasks: no submits
@@ -77,6 +79,10 @@ struct runtime::impl {
   std::unique_ptr<caf::actor_system_config> sys_cfg;
   std::unique_ptr<caf::actor_system> sys;
   caf::actor store_actor;
+  caf::actor root;  ///< root supervisor, parent of every team actor
+  /// Current incarnation of each team (the root updates it on restarts).
+  std::shared_ptr<actors::supervision::team_directory> directory =
+      std::make_shared<actors::supervision::team_directory>();
   std::shared_ptr<const detail::routes> table = std::make_shared<detail::routes>();  ///< under `mutex`
   std::function<void()> shutdown_fn;
   std::function<config::load_result()> config_source;  ///< what reload() reads
@@ -85,6 +91,14 @@ struct runtime::impl {
   bool reloading = false;   ///< under reload_mutex
   bool started = false;
   bool stopped = false;
+
+  /// Sends to the current incarnation of a team; a team being restarted answers
+  /// `unavailable` at once instead of the request being lost.
+  template <caf::message_priority P = caf::message_priority::normal, class... Ts>
+  void send_team(const std::string& name, const protocols::reply_fn& reply, Ts&&... xs) {
+    if (auto h = directory->get(name)) return caf::anon_send<P>(h, std::forward<Ts>(xs)..., reply);
+    reply(base::fail(base::errc::unavailable, "team '" + name + "' is restarting; retry in a moment"));
+  }
 
   std::shared_ptr<const detail::routes> routes() {
     std::lock_guard guard{mutex};

@@ -11,6 +11,8 @@
 
 #include "runtime_impl.hpp"
 
+#include "troupe/actors/supervision/root_supervisor.hpp"
+
 namespace troupe::host {
 namespace {
 
@@ -148,7 +150,7 @@ void runtime::reload(const protocols::principal& who, reply_fn reply) {
   std::vector<actors::team_spec> new_teams;
   const auto current = d.routes();
   for (const auto& team : next.teams) {
-    if (!current->teams.count(team.name)) {
+    if (!current->stats.count(team.name)) {
       auto spec = d.team_spec_of(next_ptr, team);
       if (!spec) return finish(base::fail(spec.error()), json{{"outcome", "failed"}, {"error", spec.error().message}});
       changes["teams_added"].push_back(team.name);
@@ -195,20 +197,24 @@ void runtime::reload(const protocols::principal& who, reply_fn reply) {
   for (const auto& name : retire) changes["teams_removed"].push_back(name);
 
   // Publish the new routing table: submits go to the new set of teams from now on.
-  std::vector<std::pair<std::string, caf::actor>> targets;
-  std::vector<std::tuple<std::string, std::shared_ptr<actors::team_stats>, caf::actor>> spawned;
+  std::vector<std::string> targets;
+  std::vector<std::pair<std::string, std::shared_ptr<actors::team_stats>>> spawned;
   for (auto& spec : new_teams) {
+    // Spawned here so that the directory knows the team before the new table is
+    // published; then handed to the root supervisor, which restarts it if it crashes.
     auto name = spec.team.name;
-    auto stats = spec.stats;
-    spawned.emplace_back(name, stats, actors::spawn_team(*d.sys, std::move(spec)));
+    spec.leftovers = std::make_shared<actors::team_leftovers>();
+    auto tmpl = std::make_shared<actors::team_spec>(spec);
+    tmpl->recovered.clear();
+    spawned.emplace_back(name, spec.stats);
+    auto actor = actors::spawn_team(*d.sys, std::move(spec));
+    d.directory->set(name, actor);
+    caf::anon_send(d.root, actors::supervision::adopt_team_atom::value, tmpl, actor);
   }
   {
     std::lock_guard guard{d.mutex};
     auto table = std::make_shared<detail::routes>(*d.table);
-    for (auto& [name, stats, actor] : spawned) {
-      table->stats[name] = stats;
-      table->teams[name] = actor;
-    }
+    for (auto& [name, stats] : spawned) table->stats[name] = stats;
     for (const auto& u : updates) table->retiring.erase(u.team);
     for (const auto& name : retire) table->retiring.insert(name);
     table->team_names.clear();
@@ -217,8 +223,8 @@ void runtime::reload(const protocols::principal& who, reply_fn reply) {
     table->agent_team.clear();
     for (const auto& t : next.teams)
       for (const auto& a : t.agents) table->agent_team.emplace(a, t.name);
-    for (const auto& u : updates) targets.emplace_back(u.team, table->teams.at(u.team));
-    for (const auto& name : retire) targets.emplace_back(name, table->teams.at(name));
+    for (const auto& u : updates) targets.push_back(u.team);
+    for (const auto& name : retire) targets.push_back(name);
     d.table = std::move(table);
     d.cfg = next_ptr;
   }
@@ -230,23 +236,23 @@ void runtime::reload(const protocols::principal& who, reply_fn reply) {
     finish(changes, json{{"outcome", "applied"}, {"changes", changes}});
   });
   for (std::size_t i = 0; i < targets.size(); ++i) {
-    const auto& [name, actor] = targets[i];
+    const auto& name = targets[i];
     auto slot = guarded(f->slot(f), "team '" + name + "'");
     if (i < updates.size()) {
-      caf::anon_send<caf::message_priority::high>(actor, actors::reload_atom::value, updates[i].update, slot);
+      // The root keeps the new settings for a restart of the team.
+      caf::anon_send(d.root, actors::reload_atom::value, name, updates[i].update);
+      d.send_team<caf::message_priority::high>(name, slot, actors::reload_atom::value, updates[i].update);
       continue;
     }
     auto u = std::make_shared<actors::team_update>();
     u->retire = true;
     // Called on the team's thread once its last task ended. A later reload may have
     // brought the team back meanwhile: then it stays.
-    u->retired = [&d, name = name, actor = actor] {
+    u->retired = [&d, name = name] {
       {
         std::lock_guard guard{d.mutex};
-        auto it = d.table->teams.find(name);
-        if (!d.table->retiring.count(name) || it == d.table->teams.end() || it->second != actor) return;
+        if (!d.table->retiring.count(name) || !d.table->stats.count(name)) return;
         auto table = std::make_shared<detail::routes>(*d.table);
-        table->teams.erase(name);
         table->stats.erase(name);
         table->retiring.erase(name);
         table->team_names.erase(std::remove(table->team_names.begin(), table->team_names.end(), name),
@@ -259,9 +265,10 @@ void runtime::reload(const protocols::principal& who, reply_fn reply) {
         ev->data = json{{"team", name}, {"reason", "removed from the config"}};
         d.bus->publish(ev);
       }
-      caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
+      caf::anon_send(d.root, actors::supervision::stop_team_atom::value, name);
     };
-    caf::anon_send<caf::message_priority::high>(actor, actors::reload_atom::value, u, slot);
+    caf::anon_send(d.root, actors::reload_atom::value, name, u);
+    d.send_team<caf::message_priority::high>(name, slot, actors::reload_atom::value, u);
   }
 }
 

@@ -154,6 +154,8 @@ TEST(config_keys, declared_defaults_match_the_structs) {
       {"runtime.retention_days", num(c.rt.retention_days)},
       {"runtime.commit_interval_ms", num(c.rt.commit_interval_ms)},
       {"runtime.commit_batch", num(c.rt.commit_batch)},
+      {"runtime.supervision.max_restarts", num(c.rt.teams_sup.max_restarts)},
+      {"runtime.supervision.within_ms", num(c.rt.teams_sup.within_ms)},
       {"providers.*.latency_ms", num(p.latency.max_ms)},
       {"providers.*.seed", num(p.seed)},
       {"providers.*.anthropic_version", str(p.anthropic_version)},

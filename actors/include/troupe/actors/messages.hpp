@@ -48,6 +48,15 @@ using flush_atom = caf::atom_constant<caf::atom("flush")>;
 using load_atom = caf::atom_constant<caf::atom("load")>;
 using audit_atom = caf::atom_constant<caf::atom("audit")>;
 using ping_atom = caf::atom_constant<caf::atom("storeping")>;
+using recover_atom = caf::atom_constant<caf::atom("recover")>;
+// Decisions: decision actor -> team (resolved), team -> decision actor (finish)
+using decided_atom = caf::atom_constant<caf::atom("decided")>;
+using done_atom = caf::atom_constant<caf::atom("done")>;
+// Supervision
+using ready_atom = caf::atom_constant<caf::atom("supready")>;
+/// Test hook, never mapped to a control-plane op: (fault_atom, target) makes the
+/// receiving team throw ("" = the team itself, "decision:ID" = that decision actor).
+using fault_atom = caf::atom_constant<caf::atom("fault")>;
 
 /// One LLM call an agent performs for a task step.
 struct work_order {
@@ -98,8 +107,17 @@ struct commit_reply {
   std::vector<base::idempotency_conflict> conflicts;  ///< indexes into the piece's new_tasks
 };
 
+/// The store's answer to (recover_atom, team): the team's unfinished tasks as
+/// last committed, rebuilt like recovery at start.
+struct recovered_tasks {
+  bool ok = false;
+  base::error error;
+  std::vector<agents::task> tasks;
+};
+
 }  // namespace troupe::actors
 
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::recovered_tasks)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::reply_fn)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::work_order)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::step_result)

@@ -1,17 +1,25 @@
 #pragma once
-/// The team actor: supervisor of its agents and dispatcher of its tasks.
+/// The team actor: supervisor of its agents and decision actors, and dispatcher
+/// of its tasks.
 ///
 /// It owns the state of every task of the team (queued tasks are plain data in
 /// a priority queue, so a million queued tasks cost no actors), moves each task
 /// through the workflow with the pure functions of agents/, assigns steps to
 /// agents with free capacity, makes every change durable through the store actor
-/// before acting on it, and restarts crashed agents within the team's restart
-/// intensity (one_for_one). Past the intensity the team goes `failed`: it stops
-/// dispatching, keeps its queue, and resumes on an operator `restart`.
+/// before acting on it, and restarts crashed agents with the team's strategy
+/// (`one_for_one`, `one_for_all`, `rest_for_one`) within its restart intensity.
+/// Past the intensity the team goes `failed`: its agents stop, it keeps its
+/// queue, and it resumes on an operator `restart`. Each pending human decision is
+/// a decision actor it supervises (one_for_one, transient).
+///
+/// The team itself is a child of the root supervisor (supervision/root_supervisor.hpp).
 #include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include <caf/all.hpp>
@@ -30,6 +38,8 @@ namespace troupe::actors {
 struct team_stats {
   std::atomic<std::uint64_t> submitted{0}, succeeded{0}, failed{0}, cancelled{0}, rejected{0};
   std::atomic<std::int64_t> queued{0};
+  std::atomic<std::uint64_t> team_restarts{0};  ///< incarnations of the team actor after the first
+  std::atomic<std::uint64_t> decision_restarts{0};
   std::atomic<std::uint64_t> restarts{0}, llm_calls{0}, llm_failures{0}, tokens_in{0}, tokens_out{0};
   std::atomic<std::uint64_t> cost_micro_usd{0};
   std::atomic<std::uint64_t> step_latency_ms_total{0};
@@ -39,9 +49,20 @@ struct team_stats {
   base::histogram task_seconds{base::histogram::task_seconds()};   ///< submit to terminal state
 };
 
+/// What a team actor that dies of an exception leaves behind (written by its
+/// exception handler, read by the root supervisor after the down message): its
+/// unfinished tasks as they were in memory, and what it had spent.
+struct team_leftovers {
+  std::mutex mutex;
+  bool filled = false;
+  std::vector<agents::task> tasks;
+  double spent_usd = 0;
+  std::vector<std::pair<std::string, double>> agent_spent_usd;
+};
+
 struct team_spec {
   config::team team;
-  std::vector<agent_spec> agents;  ///< resolved agent + model + provider
+  std::vector<agent_spec> agents;  ///< resolved agent + model + provider (shared parts), config order
   caf::actor store;                ///< invalid: no persistence (benchmarks)
   std::shared_ptr<agents::event_bus> bus;
   std::shared_ptr<base::id_generator> task_ids;
@@ -50,6 +71,13 @@ struct team_spec {
   std::size_t keep_terminal = 10000;  ///< finished tasks kept in memory for queries
   std::int64_t tick_ms = 200;          ///< watchdog/deadline resolution
   std::vector<agents::task> recovered;
+  /// Spent budget carried over from a previous incarnation.
+  double spent_usd = 0;
+  std::vector<std::pair<std::string, double>> agent_spent_usd;
+  /// Start `failed` (the root gave up on it): agents stay stopped until an operator `restart`.
+  bool start_failed = false;
+  /// Filled if this incarnation dies of an exception; may be null.
+  std::shared_ptr<team_leftovers> leftovers;
   /// The team's committed entity state at start: its own row (agent "") and
   /// one per agent (paused, failed, spent_usd); empty without a store or on a
   /// first start. See docs/durability.md, "Agent and team state".
@@ -76,6 +104,7 @@ struct team_update {
 using team_update_ptr = std::shared_ptr<team_update>;
 using reload_atom = caf::atom_constant<caf::atom("reload")>;
 
+/// Spawns a team actor (unlinked; the root supervisor links and monitors it).
 caf::actor spawn_team(caf::actor_system& sys, team_spec spec);
 
 }  // namespace troupe::actors

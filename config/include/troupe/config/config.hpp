@@ -202,6 +202,9 @@ struct runtime {
   int retention_days = 30;
   std::int64_t commit_interval_ms = 2;  ///< group commit: longest wait to fill a batch
   int commit_batch = 512;               ///< group commit: largest batch
+  /// The root supervisor's restart intensity, counted per team: a team that crashes
+  /// more often than this is left `failed` (strategy is always one_for_one).
+  supervision teams_sup{supervision_strategy::one_for_one, 3, 60000};
   bool operator==(const runtime&) const = default;
 };
 
