@@ -4,6 +4,7 @@
 #include <stdexcept>
 #include <unordered_map>
 
+#include "exception_error.hpp"
 #include "troupe/actors/llm_call_actor.hpp"
 #include "troupe/actors/messages.hpp"
 #include "troupe/agents/scripted.hpp"
@@ -120,15 +121,7 @@ caf::behavior agent_actor(caf::stateful_actor<agent_state>* self, agent_spec spe
   self->state.spec = std::move(spec);
   // An exception ends this incarnation with an error its team (the supervisor) sees in the
   // down message; say what happened in our log instead of CAF's raw stderr line.
-  self->set_exception_handler([](caf::scheduled_actor*, std::exception_ptr& ep) -> caf::error {
-    try {
-      std::rethrow_exception(ep);
-    } catch (const std::exception& e) {
-      return caf::make_error(caf::sec::runtime_error, std::string(e.what()));
-    } catch (...) {
-      return caf::make_error(caf::sec::runtime_error, std::string("unknown exception"));
-    }
-  });
+  self->set_exception_handler(detail::exception_to_error);
   // A call actor that ends without reporting (it crashed) fails its call as retryable.
   self->set_down_handler([=](caf::down_msg& dm) {
     for (auto& [id, c] : self->state.calls) {

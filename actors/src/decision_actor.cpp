@@ -4,6 +4,7 @@
 #include <chrono>
 #include <stdexcept>
 
+#include "exception_error.hpp"
 #include "troupe/base/clock.hpp"
 
 namespace troupe::actors {
@@ -28,15 +29,7 @@ void report(self_ptr self, const std::string& option, const std::string& who, co
 caf::behavior decision_actor(self_ptr self, decision_spec spec) {
   self->state.spec = std::move(spec);
   // A throw ends this incarnation with an error its team sees in the down message.
-  self->set_exception_handler([](caf::scheduled_actor*, std::exception_ptr& ep) -> caf::error {
-    try {
-      std::rethrow_exception(ep);
-    } catch (const std::exception& e) {
-      return caf::make_error(caf::sec::runtime_error, std::string(e.what()));
-    } catch (...) {
-      return caf::make_error(caf::sec::runtime_error, std::string("unknown exception"));
-    }
-  });
+  self->set_exception_handler(detail::exception_to_error);
   if (auto deadline = self->state.spec.deadline_ms; deadline > 0) {
     // The record keeps a wall-clock deadline (it survives restarts of the daemon); the
     // timer runs on the actor clock for the time that is left, at once if none is.
