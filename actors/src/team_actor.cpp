@@ -42,9 +42,17 @@ void team_state::init(self_ptr self, team_spec s) {
   spec.agents.shrink_to_fit();
   for (const auto& [agent_name, usd] : spec.agent_spent_usd)
     if (auto it = agent_index.find(agent_name); it != agent_index.end()) agents[it->second].spent_usd = usd;
-  // A team the root gave up on keeps its agents stopped until an operator restart.
-  for (std::size_t i = 0; i < agents.size(); ++i) agent_sup.add(self, agents[i].spec.agent->name, !failed);
-  for (std::size_t i = 0; i < agents.size(); ++i) emit_agent(i, failed ? "failed" : "idle");
+  // Committed entity state first (paused, failed, spent): nothing runs before it applies.
+  apply_entities();
+  if (failed) {
+    for (auto& a : agents) a.failed = true;
+    // The root gave up on it: the rows say so, so it stays failed across a daemon restart too.
+    if (spec.start_failed) mark_failed(self);
+  }
+  // A failed team (or agent) keeps its agents stopped until an operator restart.
+  for (std::size_t i = 0; i < agents.size(); ++i) agent_sup.add(self, agents[i].spec.agent->name, !agents[i].failed);
+  for (std::size_t i = 0; i < agents.size(); ++i)
+    emit_agent(i, agents[i].failed ? "failed" : (paused || agents[i].paused) ? "paused" : "idle");
   // Resume what the store handed back: completed steps stay completed.
   std::vector<std::string> to_start;
   for (auto& t : spec.recovered) {
@@ -362,12 +370,15 @@ caf::behavior team_actor(detail::self_ptr self, team_spec spec) {
       [=](pause_atom, const std::string& agent, bool abort, const reply_fn& reply) {
         auto& st = self->state;
         std::vector<std::size_t> which;
+        std::vector<base::entity_row> rows;
         if (agent.empty()) {
           st.paused = true;
           for (std::size_t i = 0; i < st.agents.size(); ++i) which.push_back(i);
+          rows.push_back(st.entity_row_of(std::nullopt));
         } else if (auto it = st.agent_index.find(agent); it != st.agent_index.end()) {
           st.agents[it->second].paused = true;
           which.push_back(it->second);
+          rows.push_back(st.entity_row_of(it->second));
         } else {
           return reply(base::fail(base::errc::not_found, "no agent '" + agent + "' in team '" + st.spec.team.name + "'"));
         }
@@ -375,25 +386,32 @@ caf::behavior team_actor(detail::self_ptr self, team_spec spec) {
           if (abort) st.requeue_in_flight(self, i);
           st.emit_agent(i, "paused");
         }
-        reply(st.status_json());
+        // Acknowledged = committed: the pause holds across a restart once answered.
+        st.ack_after_commit(self, std::move(rows), reply);
       },
       [=](resume_atom, const std::string& agent, const reply_fn& reply) {
         auto& st = self->state;
+        std::vector<base::entity_row> rows;
         if (agent.empty()) {
           st.paused = false;
-          for (std::size_t i = 0; i < st.agents.size(); ++i) st.pump_agent(self, i);
+          rows.push_back(st.entity_row_of(std::nullopt));
+          for (std::size_t i = 0; i < st.agents.size(); ++i) {
+            if (st.agents[i].handle && !st.agents[i].paused && st.agents[i].in_flight == 0) st.emit_agent(i, "idle");
+            st.pump_agent(self, i);
+          }
         } else if (auto it = st.agent_index.find(agent); it != st.agent_index.end()) {
           st.agents[it->second].paused = false;
+          rows.push_back(st.entity_row_of(it->second));
           st.emit_agent(it->second, "idle");
           st.pump_agent(self, it->second);
         } else {
           return reply(base::fail(base::errc::not_found, "no agent '" + agent + "' in team '" + st.spec.team.name + "'"));
         }
-        reply(st.status_json());
+        st.ack_after_commit(self, std::move(rows), reply);
       },
       [=](restart_atom, const reply_fn& reply) {
         self->state.operator_restart(self);
-        reply(self->state.status_json());
+        self->state.ack_after_commit(self, self->state.all_entity_rows(), reply);
       },
       [=](decided_atom, const std::string& did, const std::string& option, const std::string& who,
           const std::string& comment, const reply_fn& reply) {

@@ -20,6 +20,7 @@ struct agent_slot {
   caf::actor handle;  ///< invalid while stopped (restarting, retired, or the team failed)
   int in_flight = 0;
   bool paused = false;
+  bool failed = false;  ///< stopped with its team's failure (or so recovered): until an operator restart
   int restarts = 0;
   double spent_usd = 0;
   std::vector<std::string> selectors;  ///< "a:NAME", "c:CAPABILITY"
@@ -125,6 +126,23 @@ struct team_state {
   /// (same attempt: an operator abort is not a failure).
   void requeue_in_flight(self_ptr self, std::size_t agent);
   void tick(self_ptr self);
+  // entity state: paused, failed, spent (team_entities.cpp)
+  /// Applies spec.recovered_entities (and what a crashed incarnation left) before anything runs.
+  void apply_entities();
+  /// The whole current row of the team (agent empty) or of one agent.
+  base::entity_row entity_row_of(std::optional<std::size_t> agent) const;
+  /// The team's row and every agent's row.
+  std::vector<base::entity_row> all_entity_rows() const;
+  /// The team's row and the rows of the agents named in `costs` (spend changed with them).
+  std::vector<base::entity_row> spend_rows(const std::vector<base::cost_row>& costs) const;
+  /// Commits `rows` (one group commit piece) and calls `then` with the outcome; without a
+  /// store at once with success.
+  void write_entities(self_ptr self, std::vector<base::entity_row> rows,
+                      std::function<void(std::optional<base::error>)> then);
+  /// The team goes failed: every agent counts as failed with it, and the rows say so.
+  void mark_failed(self_ptr self);
+  /// Answers a pause/resume/restart once its rows are committed (acknowledged = committed).
+  void ack_after_commit(self_ptr self, std::vector<base::entity_row> rows, const reply_fn& reply);
   void persist(self_ptr self, task_entry& e, const std::vector<std::size_t>& steps,
                const std::vector<std::size_t>& decisions, std::vector<base::cost_row> costs,
                std::function<void()> then);

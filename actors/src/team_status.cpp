@@ -50,7 +50,7 @@ nlohmann::json team_state::agents_json() const {
   for (std::size_t i = 0; i < agents.size(); ++i) {
     const auto& a = agents[i];
     if (a.retired) continue;  // removed by a reload and stopped
-    std::string state = !a.handle ? (failed ? "failed" : "restarting") : a.retiring ? "retiring" : a.paused ? "paused" : a.in_flight > 0 ? "busy" : "idle";
+    std::string state = !a.handle ? ((failed || a.failed) ? "failed" : "restarting") : a.retiring ? "retiring" : a.paused ? "paused" : a.in_flight > 0 ? "busy" : "idle";
     auto in_flight = nlohmann::json::array();
     for (const auto& [id, c] : calls)
       if (c.agent == i)

@@ -239,6 +239,14 @@ void team_state::on_step_done(self_ptr self, step_result r) {
     pump_agent(self, info.agent);
   };
   if (it == tasks.end()) {
+    // The task is gone from memory (evicted): its cost and the spend still commit.
+    if (!costs.empty()) {
+      auto batch = std::make_shared<base::write_batch>();
+      batch->entities = spend_rows(costs);
+      batch->costs = std::move(costs);
+      self->request(spec.store, caf::infinite, write_atom::value, batch)
+          .then([](commit_reply&) {}, [](caf::error&) {});
+    }
     free_agent();
     return;
   }
@@ -410,6 +418,9 @@ void team_state::persist(self_ptr self, task_entry& e, const std::vector<std::si
     row.deadline_ms = rec.deadline_ms;
     batch->decisions.push_back(std::move(row));
   }
+  // Spend travels with its cost rows: no extra commit per call, and after a crash the
+  // budget spent and the calls recorded agree.
+  batch->entities = spend_rows(costs);
   batch->costs = std::move(costs);
   self->request(spec.store, caf::infinite, write_atom::value, batch)
       .then([then](commit_reply&) { then(); },

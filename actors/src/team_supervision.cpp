@@ -32,11 +32,11 @@ void team_state::init_supervisors(self_ptr self) {
   agent_hooks.restarted = [this](const std::string& agent) {
     if (auto i = slot_of(agent); i < agents.size()) emit_agent(i, "idle");
   };
-  agent_hooks.escalated = [this](const std::string& agent, const std::string& reason) {
+  agent_hooks.escalated = [this, self](const std::string& agent, const std::string& reason) {
     // Restart intensity exceeded: every agent is stopped; the queue stays for an operator restart.
     spdlog::error("team failed: restart intensity exceeded team={} agent={} max_restarts={} within_ms={} reason=\"{}\"",
                   spec.team.name, agent, spec.team.sup.max_restarts, spec.team.sup.within_ms, reason);
-    failed = true;
+    mark_failed(self);
   };
   agent_sup = supervisor{restart_policy{spec.team.sup}, restart_mode::permanent, intensity_scope::group,
                          std::move(agent_hooks)};
@@ -70,7 +70,7 @@ void team_state::init_supervisors(self_ptr self) {
   decision_hooks.escalated = [this, self](const std::string& did, const std::string& reason) {
     spdlog::error("team failed: decision actors exceeded the restart intensity team={} decision={} reason=\"{}\"",
                   spec.team.name, did, reason);
-    failed = true;
+    mark_failed(self);
     agent_sup.stop_all(self);
   };
   decision_sup = supervisor{restart_policy{strategy::one_for_one, spec.team.sup.max_restarts, spec.team.sup.within_ms},
@@ -152,6 +152,7 @@ void team_state::on_child_down(self_ptr self, const caf::down_msg& msg) {
 
 void team_state::operator_restart(self_ptr self) {
   failed = false;
+  for (auto& a : agents) a.failed = false;
   agent_sup.restart_stopped(self);
   decision_sup.restart_stopped(self);
   for (std::size_t i = 0; i < agents.size(); ++i) {

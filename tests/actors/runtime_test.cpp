@@ -3,6 +3,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include <unistd.h>
+
 #include "runtime_fixture.hpp"
 
 namespace troupe::test {
@@ -344,12 +346,126 @@ TEST(runtime, tasks_survive_a_restart_with_sqlite) {
   }
   {
     running r{cfg, host::runtime_options{true, {}, 20}};
+    ASSERT_TRUE(call(r.rt, "resume", {{"team", "t"}}));  // the pause outlived the restart
     for (auto& id : ids) EXPECT_EQ(r.log.wait_terminal(id)["state"], "succeeded");
     auto old = r.task(done_before);  // evicted from no team yet, or loaded from the store
     EXPECT_EQ(old["state"], "succeeded");
     EXPECT_EQ(old["result"], "ok first");  // the reply template renders the task input
   }
   std::filesystem::remove_all(dir);
+}
+
+/// A temporary directory with a SQLite store, removed at the end of the test.
+struct sqlite_dir {
+  std::filesystem::path dir = std::filesystem::temp_directory_path() /
+                              ("troupe-ent-" + std::to_string(::getpid()) + "-" +
+                               ::testing::UnitTest::GetInstance()->current_test_info()->name());
+  sqlite_dir() { std::filesystem::create_directories(dir); }
+  ~sqlite_dir() { std::filesystem::remove_all(dir); }
+  std::string url() const { return "sqlite:" + (dir / "t.db").string(); }
+};
+
+json team_status(running& r) {
+  auto teams = call(r.rt, "teams", json::object());
+  EXPECT_TRUE(teams);
+  if (teams)
+    for (const auto& t : (*teams)["teams"])
+      if (t["name"] == "t") return t;
+  return json{};
+}
+
+json agent_status(const json& team, const std::string& agent) {
+  for (const auto& a : team["agents"])
+    if (a["name"] == agent) return a;
+  return json{};
+}
+
+TEST(runtime, paused_team_and_agent_stay_paused_across_a_restart) {
+  sqlite_dir tmp;
+  auto cfg = base_config(json::array({{{"text", "ok {{input}}"}}}),
+                         json::array({{{"id", "only"}, {"capability", "work"}, {"prompt", "{{input}}"}}}), 2);
+  cfg["store"] = tmp.url();
+  {
+    running r{cfg, host::runtime_options{true, {}, 20}};
+    ASSERT_TRUE(call(r.rt, "pause", {{"team", "t"}, {"agent", "a1"}}));
+    ASSERT_TRUE(call(r.rt, "pause", {{"team", "t"}}));
+    r.rt.stop(1000);
+  }
+  running r{cfg, host::runtime_options{true, {}, 20}};
+  r.log.wait_event("agent.status", [](const json& d) { return d["agent"] == "a1" && d["state"] == "paused"; });
+  auto t = team_status(r);
+  EXPECT_EQ(t["state"], "paused");
+  EXPECT_EQ(agent_status(t, "a1")["state"], "paused");
+  // Accepted, but nothing runs it: dispatch happens while the submit is handled.
+  auto any = r.submit({{"team", "t"}, {"input", "x"}});
+  auto only_a1 = r.submit({{"agent", "a1"}, {"input", "y"}});
+  EXPECT_EQ(r.task(any)["state"], "queued");
+  EXPECT_EQ(r.task(only_a1)["state"], "queued");
+  ASSERT_TRUE(call(r.rt, "resume", {{"team", "t"}}));
+  ASSERT_EQ(r.log.wait_terminal(any)["state"], "succeeded");
+  EXPECT_EQ(r.task(any)["steps"][0]["agent"], "a2");  // a1 is still paused on its own
+  EXPECT_EQ(r.task(only_a1)["state"], "queued");
+  ASSERT_TRUE(call(r.rt, "resume", {{"team", "t"}, {"agent", "a1"}}));
+  EXPECT_EQ(r.log.wait_terminal(only_a1)["state"], "succeeded");
+}
+
+TEST(runtime, budget_spent_survives_a_restart) {
+  sqlite_dir tmp;
+  auto cfg = base_config(json::array({{{"text", "same answer every time"}}}), one_step());
+  cfg["store"] = tmp.url();
+  cfg["teams"][0]["budget_usd"] = 1000.0;
+  double spent = 0;
+  {
+    running r{cfg, host::runtime_options{true, {}, 20}};
+    for (int i = 0; i < 2; ++i) {
+      auto id = r.submit({{"team", "t"}, {"input", "same"}});
+      ASSERT_EQ(r.log.wait_terminal(id)["state"], "succeeded");
+    }
+    spent = team_status(r)["spent_usd"].get<double>();
+    ASSERT_GT(spent, 0.0);
+    r.rt.stop(1000);
+  }
+  // Two equal calls spent `spent`; the new budget leaves room for one more call, not two.
+  cfg["teams"][0]["budget_usd"] = spent * 1.25;
+  running r{cfg, host::runtime_options{true, {}, 20}};
+  auto t = team_status(r);
+  EXPECT_DOUBLE_EQ(t["spent_usd"].get<double>(), spent);
+  EXPECT_DOUBLE_EQ(agent_status(t, "a1")["spent_usd"].get<double>(), spent);
+  auto third = r.submit({{"team", "t"}, {"input", "same"}});
+  EXPECT_EQ(r.log.wait_terminal(third)["state"], "succeeded");
+  auto fourth = r.submit({{"team", "t"}, {"input", "same"}});
+  auto done = r.log.wait_terminal(fourth);
+  EXPECT_EQ(done["state"], "failed");
+  EXPECT_EQ(done["error"]["code"], "budget_exceeded") << done.dump();
+}
+
+TEST(runtime, failed_team_stays_failed_across_a_restart_until_an_operator_restart) {
+  sqlite_dir tmp;
+  auto cfg = base_config(json::array({{{"text", "ok {{input}}"}}}), one_step());
+  cfg["store"] = tmp.url();
+  cfg["runtime"]["supervision"] = {{"max_restarts", 0}, {"within_ms", 60000}};
+  {
+    running r{cfg, host::runtime_options{true, {}, 20}};
+    ASSERT_TRUE(r.rt.inject_fault_for_tests("t"));
+    // Past the root's intensity the team comes back failed (and writes so before it says so).
+    r.log.wait_event("agent.status", [](const json& d) { return d["agent"] == "a1" && d["state"] == "failed"; });
+    r.rt.stop(1000);
+  }
+  running r{cfg, host::runtime_options{true, {}, 20}};
+  r.log.wait_event("agent.status", [](const json& d) { return d["agent"] == "a1" && d["state"] == "failed"; });
+  auto t = team_status(r);
+  EXPECT_EQ(t["state"], "failed");
+  EXPECT_EQ(agent_status(t, "a1")["state"], "failed");
+  auto id = r.submit({{"team", "t"}, {"input", "x"}});
+  EXPECT_EQ(r.task(id)["state"], "queued");
+  ASSERT_TRUE(call(r.rt, "restart", {{"team", "t"}}));
+  EXPECT_EQ(r.log.wait_terminal(id)["state"], "succeeded");
+  r.rt.stop(1000);
+  // The operator's restart was committed too: the next start runs normally.
+  running again{cfg, host::runtime_options{true, {}, 20}};
+  EXPECT_EQ(team_status(again)["state"], "running");
+  auto next = again.submit({{"team", "t"}, {"input", "y"}});
+  EXPECT_EQ(again.log.wait_terminal(next)["state"], "succeeded");
 }
 
 }  // namespace

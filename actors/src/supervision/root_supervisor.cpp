@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "troupe/actors/messages.hpp"
+#include "troupe/actors/store_actor.hpp"
 #include "troupe/actors/supervision/supervisor.hpp"
 #include "troupe/base/result.hpp"
 
@@ -55,6 +56,8 @@ caf::actor start_team(self_ptr self, const std::string& name) {
   // Moved out before the copy: the tasks recovered at start are handed over exactly once.
   auto recovered = std::move(t.tmpl.recovered);
   t.tmpl.recovered.clear();
+  auto entities = std::move(t.tmpl.recovered_entities);  // rows as committed at daemon start
+  t.tmpl.recovered_entities.clear();
   team_spec s = t.tmpl;
   s.start_failed = std::exchange(t.start_failed, false);
   t.box = std::make_shared<team_leftovers>();
@@ -63,6 +66,7 @@ caf::actor start_team(self_ptr self, const std::string& name) {
   s.agent_spent_usd = t.carry_agent_spent;
   if (t.incarnation++ == 0) {
     s.recovered = std::move(recovered);  // what recovery at start found
+    s.recovered_entities = std::move(entities);
     return launch(self, name, std::move(s));
   }
   s.stats->team_restarts.fetch_add(1, std::memory_order_relaxed);
@@ -84,14 +88,31 @@ caf::actor start_team(self_ptr self, const std::string& name) {
       .then(
           [self, name, s, fallback](recovered_tasks& r) mutable {
             if (!self->state.index.count(name)) return;  // removed by a reload meanwhile
-            if (r.ok) {
-              spdlog::info("team restarted from its last committed state team={} tasks={}", name, r.tasks.size());
-              s.recovered = std::move(r.tasks);
-              self->state.teams[self->state.index.at(name)].carry_tasks.clear();
-            } else {
+            if (!r.ok) {
               fallback(s, r.error.message);
+              self->state.sup.adopt(self, name, launch(self, name, std::move(s)));
+              return;
             }
-            self->state.sup.adopt(self, name, launch(self, name, std::move(s)));
+            spdlog::info("team restarted from its last committed state team={} tasks={}", name, r.tasks.size());
+            s.recovered = std::move(r.tasks);
+            self->state.teams[self->state.index.at(name)].carry_tasks.clear();
+            // Then its entity rows (paused, failed, spent): the recover above committed the
+            // dead team's writes first, so these are its last ones.
+            self->request(self->state.spec.store, recover_timeout, entities_atom::value, name)
+                .then(
+                    [self, name, s](entities_reply& e) mutable {
+                      if (!self->state.index.count(name)) return;
+                      if (e.ok) s.recovered_entities = std::move(e.rows);
+                      else spdlog::warn("store could not reload the team's entity state, using what it held team={} error=\"{}\"",
+                                        name, e.error.message);
+                      self->state.sup.adopt(self, name, launch(self, name, std::move(s)));
+                    },
+                    [self, name, s](caf::error& err) mutable {
+                      if (!self->state.index.count(name)) return;
+                      spdlog::warn("store could not reload the team's entity state, using what it held team={} error=\"{}\"",
+                                   name, self->system().render(err));
+                      self->state.sup.adopt(self, name, launch(self, name, std::move(s)));
+                    });
           },
           [self, name, s, fallback](caf::error& err) mutable {
             if (!self->state.index.count(name)) return;
