@@ -125,6 +125,8 @@ struct team_state {
   /// Aborts the agent's in-flight calls and puts their steps back in the queue
   /// (same attempt: an operator abort is not a failure).
   void requeue_in_flight(self_ptr self, std::size_t agent);
+  /// Removes the agent's calls in flight and frees its slots; returns (task, step) of each.
+  std::vector<std::pair<std::string, std::size_t>> take_calls_of(std::size_t agent);
   void tick(self_ptr self);
   // entity state: paused, failed, spent (team_entities.cpp)
   /// Applies spec.recovered_entities (and what a crashed incarnation left) before anything runs.

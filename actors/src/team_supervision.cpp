@@ -91,16 +91,7 @@ void team_state::agent_stopped(self_ptr self, std::size_t i, const supervision::
   ++a.restarts;
   spec.stats->restarts.fetch_add(1, std::memory_order_relaxed);
   // The calls it had in flight fail as retryable errors: their tasks retry per attempts.
-  std::vector<std::pair<std::string, std::size_t>> lost;
-  for (auto c = calls.begin(); c != calls.end();) {
-    if (c->second.agent == i) {
-      lost.emplace_back(c->second.task_id, c->second.step);
-      c = calls.erase(c);
-    } else {
-      ++c;
-    }
-  }
-  a.in_flight = 0;
+  auto lost = take_calls_of(i);
   emit_agent(i, info.restarting ? "restarting" : "failed");
   for (const auto& [task_id, step] : lost) {
     auto it = tasks.find(task_id);
@@ -113,18 +104,23 @@ void team_state::agent_stopped(self_ptr self, std::size_t i, const supervision::
   }
 }
 
-void team_state::requeue_in_flight(self_ptr self, std::size_t i) {
-  auto& a = agents[i];
-  std::vector<std::pair<std::string, std::size_t>> aborted;
+std::vector<std::pair<std::string, std::size_t>> team_state::take_calls_of(std::size_t agent) {
+  std::vector<std::pair<std::string, std::size_t>> taken;
   for (auto c = calls.begin(); c != calls.end();) {
-    if (c->second.agent == i) {
-      aborted.emplace_back(c->second.task_id, c->second.step);
+    if (c->second.agent == agent) {
+      taken.emplace_back(c->second.task_id, c->second.step);
       c = calls.erase(c);
     } else {
       ++c;
     }
   }
-  a.in_flight = 0;
+  agents[agent].in_flight = 0;
+  return taken;
+}
+
+void team_state::requeue_in_flight(self_ptr self, std::size_t i) {
+  auto& a = agents[i];
+  auto aborted = take_calls_of(i);
   for (const auto& [task_id, step] : aborted) {
     if (a.handle) caf::anon_send<caf::message_priority::high>(a.handle, cancel_atom::value, task_id);
     auto it = tasks.find(task_id);
