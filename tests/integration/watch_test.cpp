@@ -97,8 +97,10 @@ class tmux_session {
  public:
   tmux_session(std::string exe, const scratch_dir& dir)
       : exe_(std::move(exe)), socket_("troupe-watch-" + std::to_string(::getpid())), conf_(dir.file("tmux.conf")) {
-    // No status line: the pane gets the whole window.
-    write_text(conf_, "set-option -g status off\n");
+    // No status line: the pane gets the whole window. The server outlives its
+    // last session, so a new session after kill-session does not race a
+    // server on its way out ("server exited unexpectedly").
+    write_text(conf_, "set-option -g status off\nset-option -s exit-empty off\n");
   }
   ~tmux_session() { tmux({"kill-server"}); }
   tmux_session(const tmux_session&) = delete;
