@@ -15,6 +15,7 @@ session_outbox::session_outbox(event_log& log, std::size_t queue_cap, std::size_
 std::uint64_t session_outbox::subscribe(const subscription_filter& f) {
   if (subs_.empty()) {
     cursor_ = log_.tail();
+    reset_scan();
     publish_position();
     subscribed_.store(true, std::memory_order_relaxed);
   }
@@ -32,9 +33,11 @@ bool session_outbox::unsubscribe(std::uint64_t id) {
   auto it = std::find_if(subs_.begin(), subs_.end(), [id](const sub& s) { return s.id == id; });
   if (it == subs_.end()) return false;
   subs_.erase(it);
+  reset_scan();  // entries counted as wanted may not be any more
   if (subs_.empty()) {  // nothing to read: let go of the log
     subscribed_.store(false, std::memory_order_relaxed);
     cursor_ = {};
+    scan_ = {};
     held_.clear();
     publish_position();
   }
@@ -61,6 +64,11 @@ bool session_outbox::wants(const prepared_event& ev, std::uint64_t position) con
 }
 
 void session_outbox::publish_position() {
+  // A scan the cursor has overtaken would pin the chunks from its position on.
+  if (scan_pos_ <= cursor_.position() && scan_wanted_ == 0) {
+    scan_ = {};
+    scan_pos_ = cursor_.position();
+  }
   position_.store(cursor_.position(), std::memory_order_relaxed);
 }
 
@@ -70,25 +78,35 @@ std::uint64_t session_outbox::behind(std::uint64_t head) const {
   return head > pos ? head - pos : 0;
 }
 
+void session_outbox::reset_scan() {
+  scan_ = cursor_;
+  scan_pos_ = cursor_.position();
+  scan_wanted_ = 0;
+}
+
+void session_outbox::step(bool wanted) {
+  if (wanted && cursor_.position() < scan_pos_) --scan_wanted_;
+  cursor_.advance();
+}
+
 void session_outbox::spill() {
   if (subs_.empty()) return;
   const auto head = log_.head();
   const auto pos = cursor_.position();
   const auto lag = head > pos ? head - pos : 0;
   if (held_.size() + lag <= cap_) return;
-  // How many of the entries behind the cursor this session wants (a scan, no copies).
-  std::uint64_t wanted = 0;
-  {
-    auto scan = cursor_;
-    for (auto p = pos; p < head; ++p) {
-      const auto* e = scan.peek();
-      if (e == nullptr) break;
-      if (wants(**e, p)) ++wanted;
-      scan.advance();
-    }
+  // How many of the entries behind the cursor this session wants: counted on
+  // from where the last call stopped.
+  if (scan_pos_ <= pos) reset_scan();
+  while (scan_pos_ < head) {
+    const auto* e = scan_.peek();
+    if (e == nullptr) break;
+    if (wants(**e, scan_pos_)) ++scan_wanted_;
+    scan_.advance();
+    ++scan_pos_;
   }
   // Drop the oldest beyond the bound: first the held ones, then in the log.
-  std::uint64_t excess = held_.size() + wanted > cap_ ? held_.size() + wanted - cap_ : 0;
+  std::uint64_t excess = held_.size() + scan_wanted_ > cap_ ? held_.size() + scan_wanted_ - cap_ : 0;
   gap_ += excess;
   drops_ += excess;
   const auto from_held = std::min<std::uint64_t>(excess, held_.size());
@@ -97,18 +115,20 @@ void session_outbox::spill() {
   while (excess > 0) {
     const auto* e = cursor_.peek();
     if (e == nullptr) break;
-    if (wants(**e, cursor_.position())) --excess;
-    cursor_.advance();
+    const bool wanted = wants(**e, cursor_.position());
+    if (wanted) --excess;
+    step(wanted);
   }
   // The few wanted among many: keep them here and let the log go.
-  const auto rest = head > cursor_.position() ? head - cursor_.position() : 0;
+  const auto rest = scan_pos_ > cursor_.position() ? scan_pos_ - cursor_.position() : 0;
   if (rest > 2 * cap_) {
-    while (cursor_.position() < head) {
+    while (cursor_.position() < scan_pos_) {
       const auto* e = cursor_.peek();
       if (e == nullptr) break;
       if (wants(**e, cursor_.position())) held_.push_back(*e);
       cursor_.advance();
     }
+    reset_scan();
   }
   publish_position();
 }
@@ -120,9 +140,9 @@ const prepared_event* session_outbox::next_event() {
     return current_.get();
   }
   while (const auto* e = cursor_.peek()) {
-    const auto pos = cursor_.position();
-    cursor_.advance();
-    if (wants(**e, pos)) return e->get();  // valid until the next peek
+    const bool wanted = wants(**e, cursor_.position());
+    step(wanted);
+    if (wanted) return e->get();  // valid until the next peek
   }
   return nullptr;
 }
@@ -208,6 +228,8 @@ void session_outbox::clear() {
   held_.clear();
   current_.reset();
   cursor_ = {};
+  scan_ = {};
+  scan_pos_ = scan_wanted_ = 0;
   subscribed_.store(false, std::memory_order_relaxed);
   publish_position();
 }

@@ -74,6 +74,10 @@ class session_outbox {
   bool wants(const prepared_event& ev, std::uint64_t position) const;
   const prepared_event* next_event();
   void publish_position();
+  /// Moves past one log entry, keeping the scan count right.
+  void step(bool wanted);
+  /// Forgets the scan count (the filters changed or the cursor jumped).
+  void reset_scan();
 
   event_log& log_;
   const std::size_t cap_;
@@ -85,6 +89,13 @@ class session_outbox {
   std::uint64_t next_sub_ = 1;
   bool batched_ = false;
   event_log::cursor cursor_;
+  // What spill() learned about the log ahead of the cursor: `scan_` is at
+  // scan_pos_ and [cursor, scan_pos_) holds scan_wanted_ wanted entries. A
+  // session behind its bound thus examines each log entry once for the bound,
+  // not once per frame (which made a lagging session slower still).
+  event_log::cursor scan_;
+  std::uint64_t scan_pos_ = 0;
+  std::uint64_t scan_wanted_ = 0;
   std::deque<std::shared_ptr<const prepared_event>> held_;  ///< spilled, oldest first
   std::shared_ptr<const prepared_event> current_;  ///< keeps the held event being rendered
   std::uint64_t gap_ = 0;    ///< dropped, not yet told to the client

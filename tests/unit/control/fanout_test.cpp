@@ -182,5 +182,50 @@ TEST(session_outbox, the_bound_counts_wanted_events_not_the_whole_log) {
   EXPECT_EQ(events[1]["data"]["n"], 40);
 }
 
+TEST(session_outbox, repeated_bound_checks_count_each_wanted_event_once) {
+  event_log log;
+  session_outbox out(log, 8, 64 * 1024);
+  out.subscribe(filter(false, "mine"));
+  out.add_snapshot(json::object());
+  std::string frame;
+  ASSERT_TRUE(out.next_frame(frame, 1));  // the snapshot
+  // A stalled session checked after every burst (as the housekeeping pass
+  // does): 5 bursts of 6 events, 4 of them its own, so 20 wanted for a bound of 8.
+  int n = 0;
+  for (int burst = 0; burst < 5; ++burst) {
+    for (int k = 0; k < 6; ++k, ++n) log.append(make(n, k < 4 ? "mine" : "other"));
+    out.spill();
+  }
+  EXPECT_EQ(out.take_drops(), 12u);
+  auto events = drain(out);
+  ASSERT_EQ(events.size(), 1u + 8u);  // the gap, then the newest 8 of its own
+  EXPECT_EQ(events[0]["event"], "stream.gap");
+  EXPECT_EQ(events[0]["data"]["dropped"], 12);
+  EXPECT_EQ(events[1]["data"]["n"], 18);  // burst 3 (n 18..23): its first 4 are wanted
+  EXPECT_EQ(events.back()["data"]["n"], 27);
+  for (const auto& e : std::vector<json>(events.begin() + 1, events.end())) EXPECT_EQ(e["data"]["task"], "mine");
+}
+
+TEST(session_outbox, a_session_that_caught_up_after_lagging_lets_the_log_go) {
+  event_log log;
+  session_outbox out(log, 8, 64 * 1024);
+  out.subscribe(filter());
+  out.add_snapshot(json::object());
+  for (int n = 0; n < 20; ++n) log.append(make(n));
+  out.spill();  // counts ahead of the cursor
+  ASSERT_EQ(drain(out).size(), 1u + 1u + 8u);
+  // An event read after the lag; once the session moved chunks past it,
+  // nothing may still hold it (a stale count position would pin its chunk).
+  auto ev = make(100);
+  std::weak_ptr<const prepared_event> weak = ev;
+  log.append(std::move(ev));
+  EXPECT_EQ(drain(out).size(), 1u);
+  for (int n = 0; n < static_cast<int>(event_log::chunk_size) * 2; ++n) {
+    log.append(make(n));
+    drain(out);
+  }
+  EXPECT_TRUE(weak.expired());
+}
+
 }  // namespace
 }  // namespace troupe::protocols::control

@@ -18,7 +18,10 @@ namespace troupe::protocols::control {
 struct server_options {
   std::string listen = "127.0.0.1:7700";  ///< "HOST:PORT", IPv4 or [IPv6]; port 0 picks one
   config::control settings;               ///< tokens and limits (settings.listen is ignored)
-  int io_threads = 1;                     ///< threads running the I/O context
+  /// Threads running the I/O context. Two by default: fan-out to many
+  /// subscribers is bound by the kernel's send path, which then runs on both
+  /// cores of a small machine (sessions are on strands, so any count is safe).
+  int io_threads = 2;
   std::int64_t request_timeout_ms = 10000;  ///< a request must arrive whole within this (slow-loris)
   std::size_t max_header_bytes = 16 * 1024;  ///< larger request heads get 431
   std::int64_t handshake_timeout_ms = 10000;  ///< WebSocket handshake and close
