@@ -43,6 +43,14 @@ std::vector<json> drain(session_outbox& out) {
   return events;
 }
 
+// Subscribes and takes the snapshot frame, so what follows is live events.
+void subscribe_past_snapshot(session_outbox& out, const subscription_filter& f) {
+  out.subscribe(f);
+  out.add_snapshot(json::object());
+  std::string frame;
+  ASSERT_TRUE(out.next_frame(frame, 1));
+}
+
 TEST(event_log, cursors_read_every_entry_in_order_across_chunks) {
   event_log log;
   auto c = log.tail();
@@ -167,10 +175,7 @@ TEST(session_outbox, a_slow_session_drops_the_oldest_beyond_its_bound_and_report
 TEST(session_outbox, the_bound_counts_wanted_events_not_the_whole_log) {
   event_log log;
   session_outbox out(log, 4, 64 * 1024);
-  out.subscribe(filter(false, "mine"));
-  out.add_snapshot(json::object());
-  std::string frame;
-  ASSERT_TRUE(out.next_frame(frame, 1));  // the snapshot
+  subscribe_past_snapshot(out, filter(false, "mine"));
   // A stalled session: many events of other tasks, two of its own.
   for (int n = 0; n < 50; ++n) log.append(make(n, n == 10 || n == 40 ? "mine" : "other"));
   out.spill();  // what the server's housekeeping does for a stalled client
@@ -185,10 +190,7 @@ TEST(session_outbox, the_bound_counts_wanted_events_not_the_whole_log) {
 TEST(session_outbox, repeated_bound_checks_count_each_wanted_event_once) {
   event_log log;
   session_outbox out(log, 8, 64 * 1024);
-  out.subscribe(filter(false, "mine"));
-  out.add_snapshot(json::object());
-  std::string frame;
-  ASSERT_TRUE(out.next_frame(frame, 1));  // the snapshot
+  subscribe_past_snapshot(out, filter(false, "mine"));
   // A stalled session checked after every burst (as the housekeeping pass
   // does): 5 bursts of 6 events, 4 of them its own, so 20 wanted for a bound of 8.
   int n = 0;
