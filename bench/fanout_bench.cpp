@@ -137,27 +137,45 @@ class subscriber : public std::enable_shared_from_this<subscriber> {
   // After the handshake the subscriber reads frames straight from the socket
   // with a minimal parser (server frames are unmasked; no UTF-8 check), so the
   // load generator leaves as much of the 2 cores as possible to the server.
+  // It waits for readability and then reads into one buffer shared by all
+  // subscribers of the client thread (hot in cache) until the socket is
+  // empty; only a partial frame at the end is kept per subscriber.
   void read() {
-    if (in_.size() - end_ < 64 * 1024) in_.resize(in_.size() * 2);
-    beast::get_lowest_layer(ws_).socket().async_read_some(
-        asio::buffer(in_.data() + end_, in_.size() - end_),
-        [self = shared_from_this()](beast::error_code ec, std::size_t n) {
-          if (ec) {
-            if (ec != asio::error::operation_aborted && ec != asio::error::eof)
-              std::fprintf(stderr, "subscriber read: %s\n", ec.message().c_str());
-            return;
-          }
-          self->end_ += n;
-          self->parse();
-          self->read();
-        });
+    auto& sock = beast::get_lowest_layer(ws_).socket();
+    sock.async_wait(tcp::socket::wait_read, [self = shared_from_this()](beast::error_code ec) {
+      if (ec) return;
+      self->drain();
+    });
   }
-  void parse() {
+  void drain() {
+    auto& sock = beast::get_lowest_layer(ws_).socket();
+    sock.non_blocking(true);
+    static thread_local std::vector<char> buf(1 << 20);
+    for (;;) {
+      const auto have = carry_.size();
+      if (buf.size() < have + 64 * 1024) buf.resize(2 * (have + 64 * 1024));
+      std::memcpy(buf.data(), carry_.data(), have);
+      beast::error_code ec;
+      const auto n = sock.read_some(asio::buffer(buf.data() + have, buf.size() - have), ec);
+      if (ec == asio::error::would_block) break;  // carry_ still holds the partial frame
+      if (ec) {
+        if (ec != asio::error::operation_aborted && ec != asio::error::eof && ec != asio::error::bad_descriptor)
+          std::fprintf(stderr, "subscriber read: %s\n", ec.message().c_str());
+        return;
+      }
+      const auto end = have + n;
+      const auto used = parse(buf.data(), end);
+      carry_.assign(buf.data() + used, end - used);
+    }
+    read();
+  }
+  // Handles the whole frames in data[0, end); returns the bytes they took.
+  std::size_t parse(const char* data, std::size_t end) {
     std::size_t pos = 0;
     for (;;) {
-      const auto avail = end_ - pos;
+      const auto avail = end - pos;
       if (avail < 2) break;
-      const auto* b = reinterpret_cast<const unsigned char*>(in_.data() + pos);
+      const auto* b = reinterpret_cast<const unsigned char*>(data + pos);
       std::size_t len = b[1] & 0x7f, header = 2;
       if (len == 126) {
         if (avail < 4) break;
@@ -172,12 +190,11 @@ class subscriber : public std::enable_shared_from_this<subscriber> {
       if (avail < header + len) break;
       if ((b[0] & 0x0f) == 1) {  // text; pings (opcode 9) are not answered in a short run
         ++stats_.frames;
-        on_frame(std::string_view(in_.data() + pos + header, len));
+        on_frame(std::string_view(data + pos + header, len));
       }
       pos += header + len;
     }
-    std::memmove(in_.data(), in_.data() + pos, end_ - pos);  // keep the partial frame
-    end_ -= pos;
+    return pos;
   }
   void on_frame(std::string_view text) {
     if (text.starts_with(R"({"events":[)")) on_batch(text);
@@ -232,8 +249,7 @@ class subscriber : public std::enable_shared_from_this<subscriber> {
   }
 
   websocket::stream<beast::tcp_stream> ws_;
-  std::vector<char> in_ = std::vector<char>(256 * 1024);
-  std::size_t end_ = 0;
+  std::string carry_;  // a partial frame from the last read
   std::string out_;
   std::uint64_t seq_ = 0;
   stats& stats_;
