@@ -35,13 +35,22 @@ void core::park(const std::shared_ptr<ws_session>& s) {
 void core::request_wake() {
   if (wake_posted.exchange(true)) return;
   std::weak_ptr<core> weak = weak_from_this();
-  post(ioc->get_executor(), [weak] {
-    if (auto c = weak.lock()) c->wake_pass();
+  post(wake_strand, [weak] {
+    auto c = weak.lock();
+    if (!c) return;
+    const auto due = c->last_wake + wake_interval;
+    if (std::chrono::steady_clock::now() >= due) return c->wake_pass();
+    c->wake_timer.expires_at(due);
+    c->wake_timer.async_wait([weak](const boost::system::error_code& ec) {
+      if (ec) return;
+      if (auto c2 = weak.lock()) c2->wake_pass();
+    });
   });
 }
 
-// Any I/O thread: wakes the parked sessions that have something to write.
+// wake_strand: wakes the parked sessions that have something to write.
 void core::wake_pass() {
+  last_wake = std::chrono::steady_clock::now();
   wake_posted.store(false);  // events appended from now on ask for another pass
   std::vector<std::shared_ptr<ws_session>> ready;
   {

@@ -6,6 +6,7 @@
 // TU costs ~1 GB and tens of seconds, so the split keeps to four of them:
 // control_server.cpp, http_session.cpp, ws_session.cpp and fanout.cpp).
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <memory>
@@ -16,6 +17,8 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
 #include <spdlog/spdlog.h>
 
 #include "event_log.hpp"
@@ -107,6 +110,17 @@ struct core : std::enable_shared_from_this<core> {
   std::atomic<std::size_t> parked_count{0};
   std::atomic<bool> wake_posted{false};
   std::atomic<bool> bound_posted{false};
+  // Wake passes run at most once per wake_interval (on wake_strand; a timer
+  // defers a request that comes sooner). A batched subscriber whose frame did
+  // not fill up parks after the write instead of writing again at once, so
+  // under a steady stream each session sends about one frame per interval,
+  // whatever the event rate: per-write costs (a syscall and the kernel's
+  // loopback path, ~5 us) stop growing with subscribers x rate, and the
+  // first event after a quiet spell still goes out at once.
+  static constexpr std::chrono::milliseconds wake_interval{10};
+  asio::strand<asio::io_context::executor_type> wake_strand{asio::make_strand(*ioc)};
+  asio::steady_timer wake_timer{wake_strand};
+  std::chrono::steady_clock::time_point last_wake{};  // wake_strand only
 
   void publish(const std::shared_ptr<const event>& ev);
   void park(const std::shared_ptr<ws_session>& s);

@@ -39,6 +39,8 @@ class session_outbox {
   bool unsubscribe(std::uint64_t id);
   bool subscribed() const { return !subs_.empty(); }
   bool batched() const { return batched_; }
+  /// Replies or snapshots are waiting (they never wait for a wake pass).
+  bool urgent() const { return !replies_.empty() || !snapshots_.empty(); }
 
   void add_reply(std::string frame) { replies_.push_back(std::move(frame)); }
   std::size_t queued_replies() const { return replies_.size(); }

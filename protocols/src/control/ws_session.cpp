@@ -47,20 +47,25 @@ void ws_session::bound_lag(std::uint64_t head) {
   if (drops > 0) core_->metrics.count_dropped(drops);
 }
 
-void ws_session::do_write() {
+void ws_session::do_write(bool after_write) {
   if (writing_ || closing_ || !accepted_) return;
-  bool have = false, subscribed = false;
+  bool have = false, subscribed = false, pace = false;
   std::uint64_t drops = 0;
   {
     std::lock_guard lock(mu_);
     if (closed_) return;
-    have = out_.next_frame(current_, base::now_ms());
+    // A frame that filled up means more is waiting: no pause then.
+    pace = after_write && out_.batched() && !out_.urgent() && current_.size() < batch_bytes;
+    if (!pace) have = out_.next_frame(current_, base::now_ms());
     drops = out_.take_drops();
     subscribed = out_.subscribed();
   }
   if (drops > 0) core_->metrics.count_dropped(drops);
   if (!have) {
-    if (subscribed) core_->park(shared_from_this());
+    if (!subscribed) return;
+    core_->park(shared_from_this());
+    // Pausing, it may hold events the log no longer shows (spilled ones).
+    if (pace) core_->request_wake();
     return;
   }
   writing_ = true;
@@ -73,7 +78,7 @@ void ws_session::do_write() {
                       self->read_paused_ = false;
                       self->do_read();
                     }
-                    self->do_write();
+                    self->do_write(true);
                   });
 }
 

@@ -50,7 +50,9 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
   void bound_lag(std::uint64_t head);
 
   /// Strand only: writes the next frame unless a write is in flight.
-  void do_write();
+  /// `after_write`: called as a write completed; a batched subscriber with
+  /// only events to send then waits for the next wake pass (see core).
+  void do_write(bool after_write = false);
 
   /// Log position this session has read up to (lock-free estimate).
   std::uint64_t behind(std::uint64_t head) const { return out_.behind(head); }
