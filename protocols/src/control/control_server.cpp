@@ -76,6 +76,11 @@ struct control_server::impl {
       if (ec) {
         logger()->warn("control accept failed error={}", ec.message());
       } else {
+        // Whole frames and responses are written at once; without this, Nagle
+        // holds a small frame back until the peer's (delayed) ACK for the
+        // previous one: up to 40 ms of latency for an event.
+        beast::error_code nodelay_ec;
+        socket.set_option(tcp::no_delay(true), nodelay_ec);
         auto session = std::make_shared<http_session>(c, std::move(socket));
         c->add_http(session);
         session->start();
