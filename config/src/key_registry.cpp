@@ -80,6 +80,7 @@ std::vector<key_info> build_table() {
   add(row("control.requests_per_sec", vt::integer, "Requests per second allowed on one WebSocket connection.").def("100").range(1, 1000000));
   add(row("control.send_queue", vt::integer, "Events queued per subscriber before the oldest are dropped (`stream.gap`).").def("4096").range(1, 10000000));
   add(row("control.idle_timeout_ms", vt::integer, "A connection silent this long is closed.").def("60000").at_least(1));
+  add(row("control.io_threads", vt::integer, "Threads serving the control plane's connections (HTTP, WebSocket, event fan-out).").def("2").range(1, 64).restart());
   add(row("runtime", vt::object, "The actor runtime and the store writer."));
   add(row("runtime.threads", vt::integer, "Scheduler threads of the actor system.").def("2").range(1, 64).restart());
   add(row("runtime.snapshot_every", vt::integer, "Journal deltas between two snapshots of a task.").def("16").range(1, 10000));

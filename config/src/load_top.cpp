@@ -89,6 +89,7 @@ void load_control(reader& r, const json& root, config& cfg) {
   r.read(*ctl, w, "requests_per_sec", c.requests_per_sec);
   r.read(*ctl, w, "send_queue", c.send_queue);
   r.read(*ctl, w, "idle_timeout_ms", c.idle_timeout_ms);
+  r.read(*ctl, w, "io_threads", c.io_threads);
   // DESIGN §5: without tokens the control plane is unauthenticated, so it may
   // only be reachable from this machine.
   std::string host;

@@ -64,6 +64,7 @@ std::vector<std::string> restart_needed(const config& running, const config& nex
   diff(a.requests_per_sec, b.requests_per_sec, "control.requests_per_sec");
   diff(a.send_queue, b.send_queue, "control.send_queue");
   diff(a.idle_timeout_ms, b.idle_timeout_ms, "control.idle_timeout_ms");
+  diff(a.io_threads, b.io_threads, "control.io_threads");
   diff(running.rt.threads, next.rt.threads, "runtime.threads");
   diff(running.rt.retention_days, next.rt.retention_days, "runtime.retention_days");
   diff(running.rt.commit_interval_ms, next.rt.commit_interval_ms, "runtime.commit_interval_ms");

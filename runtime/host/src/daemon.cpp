@@ -74,6 +74,7 @@ int run_daemon(const run_options& opts) {
   protocols::control::server_options so;
   so.listen = cfg.ctl.listen;
   so.settings = cfg.ctl;
+  so.io_threads = cfg.ctl.io_threads;
   protocols::control::control_server server{so, rt};
   if (auto ok = server.start(); !ok) {
     spdlog::error("cannot listen on {}: {}", cfg.ctl.listen, ok.error().message);

@@ -41,7 +41,8 @@ TEST(config_keys, restart_keys_are_the_ones_read_once_at_start) {
   const std::set<std::string> expected{
       "store", "control.listen", "control.tokens", "control.tokens[].name", "control.tokens[].token_env",
       "control.tokens[].role", "control.max_body_bytes", "control.max_clients", "control.max_frame_bytes",
-      "control.requests_per_sec", "control.send_queue", "control.idle_timeout_ms", "runtime.threads",
+      "control.requests_per_sec", "control.send_queue", "control.idle_timeout_ms", "control.io_threads",
+      "runtime.threads",
       "runtime.retention_days", "runtime.commit_interval_ms", "runtime.commit_batch", "providers.*.base_url",
       "providers.*.api_key_env", "providers.*.anthropic_version", "providers.*.ca_file",
       "providers.*.max_concurrency", "providers.*.limits.requests_per_min", "providers.*.limits.tokens_per_min",
@@ -78,6 +79,7 @@ TEST(config_keys, restart_needed_covers_every_restart_key) {
   b.ctl.requests_per_sec += 1;
   b.ctl.send_queue += 1;
   b.ctl.idle_timeout_ms += 1;
+  b.ctl.io_threads += 1;
   b.rt.threads = a.rt.threads + 1;
   b.rt.retention_days += 1;
   b.rt.commit_interval_ms += 1;

@@ -192,6 +192,7 @@ struct control {
   int requests_per_sec = 100;     ///< per WebSocket connection
   int send_queue = 4096;          ///< events per WebSocket subscriber before dropping
   std::int64_t idle_timeout_ms = 60000;
+  int io_threads = 2;             ///< threads serving the control plane's sockets
   bool operator==(const control&) const = default;
 };
 
