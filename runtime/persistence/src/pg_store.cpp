@@ -251,7 +251,7 @@ class pg_store final : public base::snapshot_store {
               std::string(select_entities) + " WHERE team = $1 ORDER BY agent COLLATE \"C\"");
     c.prepare("prune", std::string("WITH victims AS (SELECT id FROM tasks WHERE state IN ") +
                            terminal_states_sql +
-                           " AND updated_ms < $1 ORDER BY updated_ms LIMIT $2 "
+                           " AND updated_ms < $1 ORDER BY created_ms LIMIT $2 "
                            "FOR UPDATE SKIP LOCKED), "
                            "j AS (DELETE FROM journal WHERE task_id IN (SELECT id FROM victims)), "
                            "d AS (DELETE FROM decisions WHERE task_id IN (SELECT id FROM victims)) "
