@@ -81,11 +81,31 @@ class float_array {
   bool closed_ = false;
 };
 
+/// A column of large texts as one binary blob (a bytea parameter) with the
+/// 1-based offset and the length of each value: the server cuts the values out
+/// with substring() instead of parsing a quoted array literal (`array_in`
+/// took 1.75 ms for 512 snapshots of 1 KiB, a third of the batch), and the
+/// client copies the bytes instead of escaping them.
+class blob_column {
+ public:
+  void add(std::string_view value) {
+    offset.add(static_cast<std::int64_t>(bytes_.size()) + 1);
+    length.add(static_cast<std::int64_t>(value.size()));
+    bytes_.append(value);
+  }
+  const std::string& bytes() const { return bytes_; }
+  int_array offset, length;
+
+ private:
+  std::string bytes_;
+};
+
 /// The ten task columns as arrays, in table order.
 struct task_arrays {
   text_array id, team, agent;
   int_array priority;
-  text_array state, key, snapshot;
+  text_array state, key;
+  blob_column snapshot;
   int_array seq, created, updated;
   void add(const base::task_row& t) {
     id.add(t.id), team.add(t.team), agent.add(t.agent), priority.add(t.priority);

@@ -14,7 +14,8 @@
 
 namespace troupe::persistence::detail {
 
-/// The 56 parameters of batch_sql, in order. Snapshots, entities and decisions
+/// The 60 parameters of batch_sql: $1-$56 in the order below, the snapshot
+/// columns as blobs ($7 and $22, bytea) whose offsets and lengths are $57-$60. Snapshots, entities and decisions
 /// keep only the last row of each key (an upsert may touch a row once per statement).
 struct batch_columns {
   task_arrays new_tasks;                              // $1-$10

@@ -319,33 +319,26 @@ class pg_store final : public base::snapshot_store {
 
   std::string clean(const char* what) const { return one_line(scrub(what, password_)); }
 
-  /// Runs batch_sql with the 56 column arrays; returns the ids of the new
+  /// Runs batch_sql with the batch's columns; returns the ids of the new
   /// tasks that went in.
   static pqxx::result exec_batch(pqxx::transaction_base& t, batch_columns& c) {
-    return exec_columns(t, c, std::make_index_sequence<56>{});
-  }
-
-  template <std::size_t... I>
-  static pqxx::result exec_columns(pqxx::transaction_base& t, batch_columns& c,
-                                   std::index_sequence<I...>) {
     auto& n = c.new_tasks;
     auto& s = c.snapshots;
-    const std::array<const std::string*, 56> p = {
-        &n.id.str(),       &n.team.str(),      &n.agent.str(),     &n.priority.str(),
-        &n.state.str(),    &n.key.str(),       &n.snapshot.str(),  &n.seq.str(),
-        &n.created.str(),  &n.updated.str(),   &c.j_task.str(),    &c.j_seq.str(),
-        &c.j_kind.str(),   &c.j_payload.str(), &c.j_ts.str(),      &s.id.str(),
-        &s.team.str(),     &s.agent.str(),     &s.priority.str(),  &s.state.str(),
-        &s.key.str(),      &s.snapshot.str(),  &s.seq.str(),       &s.created.str(),
-        &s.updated.str(),  &c.c_task.str(),    &c.c_step.str(),    &c.c_agent.str(),
-        &c.c_team.str(),   &c.c_provider.str(), &c.c_model.str(),  &c.c_outcome.str(),
-        &c.c_in.str(),     &c.c_out.str(),     &c.c_latency.str(), &c.c_ts.str(),
-        &c.c_usd.str(),    &c.a_ts.str(),      &c.a_principal.str(), &c.a_action.str(),
-        &c.a_target.str(), &c.a_detail.str(),  &c.a_outcome.str(), &c.e_team.str(),
-        &c.e_agent.str(),  &c.e_paused.str(),  &c.e_failed.str(),  &c.e_spent.str(),
-        &c.e_detail.str(), &c.e_updated.str(), &c.d_id.str(),      &c.d_task.str(),
-        &c.d_step.str(),   &c.d_state.str(),   &c.d_record.str(),  &c.d_deadline.str()};
-    return t.exec_prepared("batch", *p[I]...);
+    const pqxx::binarystring n_snapshots{n.snapshot.bytes()}, s_snapshots{s.snapshot.bytes()};
+    return t.exec_prepared(
+        "batch", n.id.str(), n.team.str(), n.agent.str(), n.priority.str(), n.state.str(),
+        n.key.str(), n_snapshots, n.seq.str(), n.created.str(), n.updated.str(), c.j_task.str(),
+        c.j_seq.str(), c.j_kind.str(), c.j_payload.str(), c.j_ts.str(), s.id.str(), s.team.str(),
+        s.agent.str(), s.priority.str(), s.state.str(), s.key.str(), s_snapshots, s.seq.str(),
+        s.created.str(), s.updated.str(), c.c_task.str(), c.c_step.str(), c.c_agent.str(),
+        c.c_team.str(), c.c_provider.str(), c.c_model.str(), c.c_outcome.str(), c.c_in.str(),
+        c.c_out.str(), c.c_latency.str(), c.c_ts.str(), c.c_usd.str(), c.a_ts.str(),
+        c.a_principal.str(), c.a_action.str(), c.a_target.str(), c.a_detail.str(),
+        c.a_outcome.str(), c.e_team.str(), c.e_agent.str(), c.e_paused.str(), c.e_failed.str(),
+        c.e_spent.str(), c.e_detail.str(), c.e_updated.str(), c.d_id.str(), c.d_task.str(),
+        c.d_step.str(), c.d_state.str(), c.d_record.str(), c.d_deadline.str(),
+        n.snapshot.offset.str(), n.snapshot.length.str(), s.snapshot.offset.str(),
+        s.snapshot.length.str());
   }
 
   /// RETURNING lists the new tasks that went in; each id marks its first
