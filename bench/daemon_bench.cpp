@@ -8,9 +8,15 @@
 // resident memory with 10,000 idle agents minus a 1-agent baseline.
 //
 //   daemon_bench [--troupe PATH] [--tasks N] [--clients C] [--agents N] [--pg URL] [--quick]
+//                [--pg-server-pid PID] [--no-sqlite] [--no-memory]
+//
+// --pg-server-pid names the postmaster of the --pg server (`head -1 PGDATA/postmaster.pid`)
+// so its CPU per task is reported too: on a 2-core machine the daemon, the
+// server and the bench's own clients share the same cores.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -23,6 +29,7 @@
 #include <fstream>
 #include <mutex>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -207,6 +214,40 @@ double metric(const std::string& text, const std::string& name) {
   return at == std::string::npos ? 0.0 : std::atof(text.c_str() + at + name.size() + 2);
 }
 
+/// CPU seconds of this process (the 64 client threads), to split the 2 cores.
+double self_cpu_seconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  auto secs = [](const timeval& t) { return double(t.tv_sec) + double(t.tv_usec) / 1e6; };
+  return secs(u.ru_utime) + secs(u.ru_stime);
+}
+
+/// CPU seconds of a PostgreSQL server: the postmaster with its reaped
+/// children (cutime, cstime: backends that exited) plus its live children.
+/// -1 without a pid.
+double server_cpu_seconds(pid_t postmaster) {
+  if (postmaster <= 0) return -1;
+  auto fields = [](pid_t pid, bool with_children) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    if (!std::getline(in, line)) return 0.0;
+    auto close = line.rfind(')');
+    if (close == std::string::npos) return 0.0;
+    std::istringstream rest(line.substr(close + 2));
+    std::string field;
+    double total = 0;
+    for (int i = 3; i <= 17 && rest >> field; ++i)
+      if (i == 14 || i == 15 || (with_children && (i == 16 || i == 17))) total += std::stod(field);
+    return total;
+  };
+  double ticks = fields(postmaster, true);
+  std::ifstream kids("/proc/" + std::to_string(postmaster) + "/task/" + std::to_string(postmaster) + "/children");
+  for (pid_t kid = 0; kids >> kid;) ticks += fields(kid, false);
+  return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+pid_t g_server_pid = 0;  ///< --pg-server-pid: the postmaster, for its CPU per task
+
 /// The store writer's counters, to attribute time to group commits.
 struct store_counters {
   double commits = 0, rows = 0, seconds = 0;
@@ -223,7 +264,7 @@ store_counters read_store_counters(std::uint16_t port) {
 
 struct load_result {
   long long accepted = 0, errors = 0;
-  double accept_seconds = 0, e2e_seconds = 0, cpu_seconds = 0;
+  double accept_seconds = 0, e2e_seconds = 0, cpu_seconds = 0, client_cpu_seconds = 0, server_cpu_seconds = -1;
   std::vector<double> latencies_ms;
   std::string first_error;
   std::int64_t rss = 0;
@@ -245,6 +286,8 @@ load_result submit_load(const daemon_process& d, long long n, int clients, long 
   const std::string body = R"({"team":"t","input":"x"})";
   auto store0 = read_store_counters(d.port());
   auto cpu0 = proc_cpu_seconds(d.pid());
+  auto client_cpu0 = self_cpu_seconds();
+  auto server_cpu0 = server_cpu_seconds(g_server_pid);
   auto t0 = clock_type::now();
   std::vector<std::thread> threads;
   for (int i = 0; i < clients; ++i)
@@ -291,6 +334,8 @@ load_result submit_load(const daemon_process& d, long long n, int clients, long 
   }
   out.e2e_seconds = seconds_since(t0);
   out.cpu_seconds = proc_cpu_seconds(d.pid()) - cpu0;
+  out.client_cpu_seconds = self_cpu_seconds() - client_cpu0;
+  if (server_cpu0 >= 0) out.server_cpu_seconds = server_cpu_seconds(g_server_pid) - server_cpu0;
   out.rss = proc_rss_bytes(d.pid());
   auto store1 = read_store_counters(d.port());
   out.store = {store1.commits - store0.commits, store1.rows - store0.rows, store1.seconds - store0.seconds};
@@ -332,6 +377,11 @@ void throughput_run(const std::string& bin, const std::string& label, const std:
     row("submit latency p50 / p99 / max", strf("%.2f / %.2f / %.2f ms", p50, p99, r.latencies_ms.empty() ? 0.0 : r.latencies_ms.back()));
     row("daemon CPU per task (utime+stime)", strf("%.1f us  (%.2f cores busy)", r.cpu_seconds * 1e6 / double(r.accepted),
                                                  r.cpu_seconds / r.e2e_seconds));
+    row("bench clients' CPU per task", strf("%.1f us  (%.2f cores busy)", r.client_cpu_seconds * 1e6 / double(r.accepted),
+                                           r.client_cpu_seconds / r.e2e_seconds));
+    if (!pg_url.empty() && r.server_cpu_seconds >= 0)
+      row("PostgreSQL server CPU per task", strf("%.1f us  (%.2f cores busy)", r.server_cpu_seconds * 1e6 / double(r.accepted),
+                                                r.server_cpu_seconds / r.e2e_seconds));
     if (r.store.commits > 0) {
       row("store: group commits / rows per task",
           strf("%.0f / %.2f", r.store.commits, r.store.rows / double(r.accepted)));
@@ -379,6 +429,7 @@ int main(int argc, char** argv) {
   std::string bin = TROUPE_BIN, pg_url;
   long long tasks = 100000;
   int clients = 64, idle_agents = 10000;
+  bool sqlite = true, memory = true;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -390,16 +441,23 @@ int main(int argc, char** argv) {
     else if (a == "--clients") clients = std::stoi(next());
     else if (a == "--agents") idle_agents = std::stoi(next());
     else if (a == "--pg") pg_url = next();
+    else if (a == "--pg-server-pid") g_server_pid = static_cast<pid_t>(std::stol(next()));
+    else if (a == "--no-sqlite") sqlite = false;
+    else if (a == "--no-memory") memory = false;
     else if (a == "--quick") tasks = 10000, idle_agents = 1000;
-    else die("unknown argument '" + a + "' (use --troupe PATH --tasks N --clients C --agents N --pg URL --quick)");
+    else
+      die("unknown argument '" + a +
+          "' (use --troupe PATH --tasks N --clients C --agents N --pg URL --pg-server-pid PID --no-sqlite "
+          "--no-memory --quick)");
   }
   if (access(bin.c_str(), X_OK) != 0) die("no executable troupe binary at '" + bin + "' (pass --troupe PATH)");
   signal(SIGPIPE, SIG_IGN);
   std::printf("daemon_bench: troupe run, 1-step team of 4 agents (max_concurrent 64) on a scripted provider, latency 0\n");
   std::printf("  %lld tasks per run over %d keep-alive connections, %u hardware threads\n", tasks, clients,
               std::thread::hardware_concurrency());
-  throughput_run(bin, "SQLite (fresh file)", "", tasks, clients);
+  if (sqlite) throughput_run(bin, "SQLite (fresh file)", "", tasks, clients);
   if (!pg_url.empty()) throughput_run(bin, "PostgreSQL", pg_url, tasks, clients);
+  if (!memory) return 0;
 
   heading("Daemon memory with idle agents");
   auto base = idle_rss(bin, 1);

@@ -86,7 +86,8 @@ void bench_snapshots(snapshot_store& store, const char* backend) {
       t.state = "running";
       t.snapshot = payload(1024, i);
       t.seq = b;
-      t.created_ms = t.updated_ms = 1700000000000 + b;
+      t.created_ms = 1700000000000;  // a task's creation time never changes
+      t.updated_ms = 1700000000000 + b;
       batch.snapshots.push_back(std::move(t));
     }
     if (auto r = store.commit(batch); !r) die(r.error().message);
@@ -131,7 +132,7 @@ raw_row journal_values(int b, int i) {
 
 raw_row task_values(int b, int i) {
   return {"st_" + std::to_string((b * batch_size + i) % 4096), "bench", "", "5", "running", "",
-          payload(1024, i), std::to_string(b), std::to_string(1700000000000 + b),
+          payload(1024, i), std::to_string(b), std::to_string(1700000000000),
           std::to_string(1700000000000 + b)};
 }
 

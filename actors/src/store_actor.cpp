@@ -2,9 +2,12 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <deque>
 #include <functional>
 #include <optional>
+#include <string>
+#include <unordered_set>
 #include <vector>
 
 #include <spdlog/spdlog.h>
@@ -43,6 +46,7 @@ struct store_state {
   base::write_batch pending;        ///< merged pieces not yet committed
   std::vector<waiter> waiters;      ///< their promises, in arrival order
   bool flush_queued = false;
+  std::chrono::steady_clock::time_point last_commit_end;  ///< for the linger window
   bool retrying = false;
   std::int64_t retry_delay_ms = 0;
   // Overlapped mode (opts.extra_writers): commits run on committer actors, each
@@ -76,6 +80,29 @@ void merge(base::write_batch& into, base::write_batch& piece) {
   append(into.audit, piece.audit);
   append(into.entities, piece.entities);
   append(into.decisions, piece.decisions);
+}
+
+/// Keeps only the last row of each key, in batch order. Every finished step
+/// carries its team's and agent's entity rows (whole-row upserts, last wins),
+/// so a merged batch repeats the same few keys many times.
+template <class Row, class KeyFn>
+void keep_last_of_each(std::vector<Row>& rows, KeyFn key) {
+  if (rows.size() < 2) return;
+  std::unordered_set<std::string> seen;
+  std::vector<bool> keep(rows.size(), false);
+  for (std::size_t i = rows.size(); i-- > 0;) keep[i] = seen.insert(key(rows[i])).second;
+  std::size_t out = 0;
+  for (std::size_t i = 0; i < rows.size(); ++i)
+    if (keep[i]) {
+      if (out != i) rows[out] = std::move(rows[i]);
+      ++out;
+    }
+  rows.resize(out);
+}
+
+void compact(base::write_batch& b) {
+  keep_last_of_each(b.entities, [](const base::entity_row& e) { return e.team + '\x1f' + e.agent; });
+  keep_last_of_each(b.decisions, [](const base::decision_row& d) { return d.id; });
 }
 
 using self_ptr = caf::stateful_actor<store_state>*;
@@ -140,10 +167,12 @@ std::vector<waiter> refuse_new_tasks(self_ptr self, std::vector<waiter>& waiters
 void commit_here(self_ptr self) {
   auto& st = self->state;
   if (st.waiters.empty() && st.pending.empty()) return;
+  compact(st.pending);
   auto started = std::chrono::steady_clock::now();
   auto outcome = st.store->commit(st.pending);
+  st.last_commit_end = std::chrono::steady_clock::now();
   auto us = static_cast<std::uint64_t>(
-      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started).count());
+      std::chrono::duration_cast<std::chrono::microseconds>(st.last_commit_end - started).count());
   if (outcome) {
     record_success(self, st.pending.size(), us);
     st.stats->backlog_rows.store(0, std::memory_order_relaxed);
@@ -200,6 +229,7 @@ void dispatch(self_ptr self) {
   for (const auto& j : st.in_flight)
     if (j->alone) return;
   if (alone && !st.in_flight.empty()) return;
+  compact(st.pending);
   auto j = std::make_shared<job>();
   j->batch = std::make_shared<base::write_batch>(std::move(st.pending));
   j->waiters = std::move(st.waiters);
@@ -292,7 +322,13 @@ caf::behavior store_actor(caf::stateful_actor<store_state>* self, std::shared_pt
           flush(self);
         } else if (!st.flush_queued) {
           st.flush_queued = true;
-          self->send(self, flush_atom::value, false);
+          const auto linger = std::chrono::microseconds(st.opts.linger_us);
+          // Overlapped commits batch by themselves: pieces pile up while every
+          // committer waits for the database.
+          if (!st.overlapped && linger.count() > 0 && std::chrono::steady_clock::now() - st.last_commit_end < linger)
+            self->delayed_send(self, linger, flush_atom::value, false);
+          else
+            self->send(self, flush_atom::value, false);
         }
       },
       [=](flush_atom, bool retry) {
@@ -397,6 +433,12 @@ caf::behavior store_actor(caf::stateful_actor<store_state>* self, std::shared_pt
 
 caf::actor spawn_store(caf::actor_system& sys, std::shared_ptr<base::snapshot_store> store,
                        std::shared_ptr<store_stats> stats, store_options opts) {
+  if (const char* env = std::getenv("TROUPE_COMMIT_LINGER_US"); env && *env) {
+    char* end = nullptr;
+    const long long v = std::strtoll(env, &end, 10);
+    if (end && *end == '\0' && v >= 0 && v <= 1000000) opts.linger_us = v;
+    else spdlog::warn("ignoring TROUPE_COMMIT_LINGER_US='{}' (expected 0 to 1000000 microseconds)", env);
+  }
   return sys.spawn<caf::detached>(store_actor, std::move(store), std::move(stats), opts);
 }
 

@@ -31,6 +31,16 @@ struct store_fixture : ::testing::Test {
   void TearDown() override { std::filesystem::remove_all(dir); }
 };
 
+/// An actor system of two worker threads with a store actor on `store`.
+struct running_store {
+  caf::actor_system_config cfg;
+  caf::actor_system sys{cfg.set("scheduler.max-threads", 2)};
+  std::shared_ptr<store_stats> stats = std::make_shared<store_stats>();
+  caf::actor actor;
+  running_store(std::shared_ptr<base::snapshot_store> store, store_options opts)
+      : actor(spawn_store(sys, std::move(store), stats, std::move(opts))) {}
+};
+
 base::task_row row(std::string id, std::string state, std::int64_t updated) {
   base::task_row r;
   r.id = std::move(id);
@@ -42,11 +52,10 @@ base::task_row row(std::string id, std::string state, std::int64_t updated) {
 }
 
 TEST_F(store_fixture, many_concurrent_writes_are_all_answered_and_committed) {
-  caf::actor_system_config cfg;
-  cfg.set("scheduler.max-threads", 2);
-  caf::actor_system sys{cfg};
-  auto stats = std::make_shared<store_stats>();
-  auto actor = spawn_store(sys, store, stats, store_options{});
+  running_store run{store, store_options{}};
+  auto& sys = run.sys;
+  auto& stats = run.stats;
+  auto& actor = run.actor;
   {
     caf::scoped_actor self{sys};
     for (int i = 0; i < 300; ++i) {
@@ -76,11 +85,10 @@ TEST_F(store_fixture, overlapped_commits_answer_every_write_and_keep_upserts_in_
     ASSERT_TRUE(more) << more.error().message;
     opts.extra_writers.push_back(std::shared_ptr<base::snapshot_store>(std::move(*more)));
   }
-  caf::actor_system_config cfg;
-  cfg.set("scheduler.max-threads", 2);
-  caf::actor_system sys{cfg};
-  auto stats = std::make_shared<store_stats>();
-  auto actor = spawn_store(sys, store, stats, opts);
+  running_store run{store, opts};
+  auto& sys = run.sys;
+  auto& stats = run.stats;
+  auto& actor = run.actor;
   constexpr int n = 400;
   {
     caf::scoped_actor self{sys};
@@ -115,8 +123,47 @@ TEST_F(store_fixture, overlapped_commits_answer_every_write_and_keep_upserts_in_
             [&](caf::error& e) { ADD_FAILURE() << sys.render(e); });
     self->send_exit(actor, caf::exit_reason::user_shutdown);
   }
-  EXPECT_EQ(stats->rows.load(), std::size_t{2 * n + n / 10});
+  // Entity rows merged into one commit are compacted to the last of each key.
+  EXPECT_GE(stats->rows.load(), std::size_t{2 * n + 1});
+  EXPECT_LE(stats->rows.load(), std::size_t{2 * n + n / 10});
   for (int i = 0; i < n; ++i) ASSERT_TRUE(store->load_task("t" + std::to_string(i)).value()) << i;
+}
+
+TEST_F(store_fixture, writes_right_after_a_commit_join_one_commit_and_a_lone_write_does_not_wait) {
+  store_options opts;
+  opts.linger_us = 2'000'000;  // far longer than the burst below takes to send, even under load
+  running_store run{store, opts};
+  constexpr int n = 20;
+  {
+    caf::scoped_actor self{run.sys};
+    auto first = std::make_shared<base::write_batch>();
+    first->new_tasks.push_back(row("first", "queued", 1));
+    self->send(run.actor, write_atom::value, first);
+    // The store was idle: the write commits at once, not after the window.
+    self->receive([&](commit_reply& r) { EXPECT_TRUE(r.ok); },
+                  caf::after(std::chrono::milliseconds(1000)) >> [] { ADD_FAILURE() << "a lone write waited"; });
+    EXPECT_EQ(run.stats->commits.load(), 1u);
+    // Right after that commit, a burst waits for the window and commits as one.
+    for (int i = 0; i < n; ++i) {
+      auto b = std::make_shared<base::write_batch>();
+      b->new_tasks.push_back(row("b" + std::to_string(i), "queued", 1));
+      b->entities.push_back({"t", "", i % 2 == 0, false, double(i), "{}", i});
+      self->send(run.actor, write_atom::value, b);
+    }
+    int ok = 0;
+    for (int i = 0; i < n; ++i)
+      self->receive([&](commit_reply& r) { ok += r.ok ? 1 : 0; },
+                    caf::after(std::chrono::seconds(20)) >> [] { ADD_FAILURE() << "no commit reply"; });
+    EXPECT_EQ(ok, n);
+    self->send_exit(run.actor, caf::exit_reason::user_shutdown);
+  }
+  EXPECT_EQ(run.stats->commits.load(), 2u);
+  EXPECT_EQ(run.stats->rows.load(), std::size_t{1 + n + 1});  // the 20 entity rows of one key compact to the last
+  auto rows = store->load_entities("t");
+  ASSERT_TRUE(rows) << rows.error().message;
+  ASSERT_EQ(rows->size(), 1u);
+  EXPECT_DOUBLE_EQ((*rows)[0].spent_usd, 19.0);
+  EXPECT_FALSE((*rows)[0].paused);
 }
 
 TEST_F(store_fixture, terminal_tasks_past_retention_are_pruned_in_batches) {

@@ -7,6 +7,26 @@
 namespace troupe::persistence::detail {
 namespace {
 
+// Version 3: snapshot rewrites without index writes.
+//
+// A snapshot of a running task rewrites its row with a new updated_ms. With
+// updated_ms in an index (v1's tasks_state on (state, updated_ms)) every such
+// rewrite inserted into every index of the table; PostgreSQL can only update a
+// row in place (a heap-only tuple) when no indexed column changes and the page
+// has room. So pruning gets a partial index on created_ms, which never changes,
+// over terminal tasks only (a task reaches that index once, when it ends), and
+// PostgreSQL leaves 20 % of each tasks page free for the new row versions.
+// Recovery never used tasks_state: `state NOT IN (...)` is a full scan either way.
+constexpr const char* v3_sqlite_sql = R"sql(
+DROP INDEX tasks_state;
+CREATE INDEX tasks_terminal ON tasks (created_ms) WHERE state IN ('succeeded','failed','cancelled');
+)sql";
+constexpr const char* v3_postgres_sql = R"sql(
+DROP INDEX tasks_state;
+CREATE INDEX tasks_terminal ON tasks (created_ms) WHERE state IN ('succeeded','failed','cancelled');
+ALTER TABLE tasks SET (fillfactor = 80);
+)sql";
+
 // Version 2: agent and team state across restarts, and audit outcomes.
 //
 // - entity_state replaces v1's untyped `entities` (kind, name, JSON state),
@@ -46,7 +66,7 @@ ALTER TABLE audit ADD COLUMN outcome TEXT NOT NULL DEFAULT '';
 //   only the small key goes into the index, about twice as fast for journal
 //   appends spread over many tasks as WITHOUT ROWID (measured).
 // - audit: the autoincrement id keeps insertion order for "newest first".
-constexpr std::array<migration, 2> all_migrations{{
+constexpr std::array<migration, 3> all_migrations{{
     {1, "initial schema",
      R"sql(
 CREATE TABLE tasks (
@@ -181,6 +201,7 @@ CREATE INDEX decisions_task ON decisions (task_id);
     // One text for both dialects: SQLite maps BIGINT and DOUBLE PRECISION to
     // its integer and real affinities; paused/failed are 0/1 integers on both.
     {2, "entity_state table, audit outcome", v2_sql, v2_sql},
+    {3, "pruning index on created_ms of terminal tasks", v3_sqlite_sql, v3_postgres_sql},
 }};
 
 static_assert(all_migrations.back().version == base::store_schema_version,

@@ -340,7 +340,8 @@ TEST_P(store_conformance, migrate_upgrades_a_version_1_database_and_keeps_its_ro
   backend_->exec("INSERT INTO schema_version (version) VALUES (1)");
   backend_->exec(
       "INSERT INTO tasks (id, team, agent, priority, state, snapshot, seq, created_ms, "
-      "updated_ms) VALUES ('old', 'newsroom', '', 5, 'running', '{}', 0, 1, 1)");
+      "updated_ms) VALUES ('old', 'newsroom', '', 5, 'running', '{}', 0, 1, 1), "
+      "('done', 'newsroom', '', 5, 'succeeded', '{}', 0, 1, 1)");
   backend_->exec("INSERT INTO audit (ts_ms, principal, action, target, detail) "
                  "VALUES (1, 'ops', 'cancel', 'old', '{}')");
   backend_->exec("INSERT INTO entities (kind, name, state) VALUES ('team', 'newsroom', "
@@ -350,8 +351,14 @@ TEST_P(store_conformance, migrate_upgrades_a_version_1_database_and_keeps_its_ro
   EXPECT_EQ(store_->schema_version().value(), 1);
   auto migrated = store_->migrate();
   ASSERT_TRUE(migrated) << migrated.error().message;
-  EXPECT_EQ(*migrated, 2);
-  EXPECT_EQ(store_->schema_version().value(), 2);
+  EXPECT_EQ(*migrated, base::store_schema_version);
+  EXPECT_EQ(store_->schema_version().value(), base::store_schema_version);
+  // v3: the pruning index replaced tasks_state.
+  const std::string indexes = GetParam() == "sqlite"
+                                  ? "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = "
+                                  : "SELECT count(*) FROM pg_indexes WHERE indexname = ";
+  EXPECT_EQ(count(indexes + "'tasks_terminal'"), 1);
+  EXPECT_EQ(count(indexes + "'tasks_state'"), 0);
 
   auto rec = recover_ok();
   ASSERT_EQ(rec.active_tasks.size(), 1u);
@@ -376,6 +383,9 @@ TEST_P(store_conformance, migrate_upgrades_a_version_1_database_and_keeps_its_ro
   EXPECT_TRUE(store_->load_entities("newsroom").value().at(0).paused);
   EXPECT_EQ(store_->load_audit(1).value().at(0).outcome, "ok");
   EXPECT_EQ(count("SELECT count(*) FROM schema_version"), 1);
+  EXPECT_EQ(store_->prune_terminal(1000, 10).value(), 1u);  // 'done', through the new index
+  EXPECT_FALSE(task_of("done").has_value());
+  EXPECT_TRUE(task_of("old").has_value());
 }
 
 INSTANTIATE_TEST_SUITE_P(backends, store_conformance, testing::Values("sqlite", "postgres"),

@@ -118,5 +118,75 @@ TEST_P(store_conformance, storage_grows_linearly_with_the_work) {
       << "storage at delta 500 is far above the live data";
 }
 
+// Every row kind in one batch, including a snapshot of a task created by the
+// same batch and journal rows that the batch's own snapshots cover: the result
+// is what the kinds applied one after the other (the documented order) give.
+TEST_P(store_conformance, one_batch_of_every_kind_applies_in_the_documented_order) {
+  base::write_batch seed;
+  seed.new_tasks.push_back(task("old", "running"));
+  for (int s = 1; s <= 3; ++s) seed.journal.push_back(delta("old", s));
+  commit_ok(seed);
+
+  base::write_batch b;
+  b.new_tasks.push_back(task("fresh", "queued", 0, "k-fresh"));
+  b.new_tasks.push_back(task("other", "queued"));
+  for (int s = 1; s <= 4; ++s) b.journal.push_back(delta("fresh", s));
+  for (int s = 4; s <= 6; ++s) b.journal.push_back(delta("old", s));
+  b.snapshots.push_back(task("fresh", "running", 3, "k-fresh"));  // new in this very batch
+  b.snapshots.push_back(task("old", "running", 5));
+  b.costs.push_back({"fresh", "s1", "writer", "newsroom", "scripted", "m", "ok", 1, 2, 3, 4, 0.5});
+  b.audit.push_back({10, "ops", "submit", "fresh", "{}", "ok"});
+  b.audit.push_back({10, "ops", "submit", "other", "{}", "ok"});
+  b.entities.push_back({"newsroom", "", false, false, 0.5, "{}", 10});
+  b.decisions.push_back({"d1", "old", "s2", "pending", "{}", 99});
+  auto out = commit_ok(b);
+  EXPECT_TRUE(out.conflicts.empty());
+
+  EXPECT_EQ(task_of("fresh")->seq, 3);
+  EXPECT_EQ(task_of("fresh")->state, "running");
+  EXPECT_EQ(seqs(journal_of("fresh")), (std::vector<std::int64_t>{4}));
+  EXPECT_EQ(count("SELECT count(*) FROM journal WHERE task_id = 'fresh'"), 1);
+  EXPECT_EQ(task_of("old")->seq, 5);
+  EXPECT_EQ(count("SELECT count(*) FROM journal WHERE task_id = 'old'"), 1);  // seq 6 only
+  EXPECT_EQ(seqs(journal_of("old")), (std::vector<std::int64_t>{6}));
+  EXPECT_EQ(task_of("other")->seq, 0);
+  EXPECT_EQ(count("SELECT count(*) FROM costs"), 1);
+  std::vector<std::string> targets;
+  const auto audit = store_->load_audit(10).value();
+  for (const auto& a : audit) targets.push_back(a.target);
+  EXPECT_EQ(targets, (std::vector<std::string>{"other", "fresh"}));
+  auto rec = recover_ok();
+  EXPECT_EQ(rec.entities.size(), 1u);
+  EXPECT_EQ(rec.pending_decisions.size(), 1u);
+
+  // The same batch again (a re-send after an in-doubt commit) changes nothing
+  // and reports both new tasks as conflicts holding their own ids.
+  auto again = commit_ok(b);
+  ASSERT_EQ(again.conflicts.size(), 2u);
+  EXPECT_EQ(again.conflicts[0].existing_id, "fresh");
+  EXPECT_EQ(again.conflicts[1].existing_id, "other");
+  EXPECT_EQ(count("SELECT count(*) FROM journal"), 2);
+  EXPECT_EQ(count("SELECT count(*) FROM costs"), 2);  // costs and audit are ledgers: appended
+}
+
+// Entity rows are state, not history: pruning terminal tasks never removes them.
+TEST_P(store_conformance, prune_keeps_entity_rows) {
+  base::write_batch b;
+  auto done = task("done", "succeeded");
+  done.updated_ms = 100;
+  b.new_tasks.push_back(done);
+  b.entities.push_back({"newsroom", "", true, false, 2.5, "{}", 100});
+  b.entities.push_back({"newsroom", "writer", false, true, 1.0, "{}", 100});
+  commit_ok(b);
+  EXPECT_EQ(store_->prune_terminal(5000, 10).value(), 1u);
+  EXPECT_FALSE(task_of("done").has_value());
+  auto rows = store_->load_entities("newsroom");
+  ASSERT_TRUE(rows) << rows.error().message;
+  ASSERT_EQ(rows->size(), 2u);
+  EXPECT_TRUE((*rows)[0].paused);
+  EXPECT_DOUBLE_EQ((*rows)[0].spent_usd, 2.5);
+  EXPECT_TRUE((*rows)[1].failed);
+}
+
 }  // namespace
 }  // namespace troupe::persistence::conformance

@@ -5,8 +5,8 @@
 /// Batching: a write piece is queued and, if no flush is pending, the actor sends
 /// itself a `flush` message. That message lands behind every write already in the
 /// mailbox, so one commit takes all of them (up to `max_batch` rows, which forces
-/// an early flush). Under load batches grow by themselves; when idle a lone write
-/// commits at once.
+/// an early flush). When idle a lone write commits at once; right after a commit
+/// (under load) the flush waits up to store_options::linger_us so more writes join.
 ///
 /// Overlap (store_options::extra_writers): commits run on committer threads, so
 /// several can wait for the database at once; answers keep arrival order.
@@ -74,6 +74,15 @@ struct store_options {
   /// holding entity or decision upserts run alone, so upserts keep their order.
   /// Empty: commits run on the store actor's own connection, one at a time.
   std::vector<std::shared_ptr<base::snapshot_store>> extra_writers;
+  /// Group commit window (one connection only). A write that finds the
+  /// store idle (no commit ended in the last linger_us) commits at once;
+  /// under load the next commit waits up to linger_us after its first write
+  /// so more writes join it. A commit's fixed cost (on SQLite: lock, WAL
+  /// frames of every page it touches) then spreads over more rows, which is
+  /// most of the store thread's CPU at thousands of small writes per second.
+  /// 0 commits every batch as soon as the mailbox is drained.
+  /// TROUPE_COMMIT_LINGER_US in the environment overrides it (for A/B runs).
+  std::int64_t linger_us = 1000;
 };
 
 /// The arguments of a control-plane command as the audit log keeps them: a JSON

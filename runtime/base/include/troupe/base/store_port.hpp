@@ -22,8 +22,9 @@ namespace troupe::base {
 
 /// The schema version this build writes and understands.
 /// 1: initial schema; 2: typed entity_state table (paused, failed, spent per
-/// team and per agent of a team), audit outcome column.
-inline constexpr int store_schema_version = 2;
+/// team and per agent of a team), audit outcome column; 3: pruning index on
+/// (created_ms) of terminal tasks instead of (state, updated_ms).
+inline constexpr int store_schema_version = 3;
 
 struct task_row {
   std::string id;
