@@ -1,0 +1,156 @@
+// Team actor: its task actors. The team spawns a task's actor when the task starts,
+// takes its final record when it ends, supervises it (one_for_one, with the team's
+// restart intensity) and routes queries about running tasks to it.
+#include <spdlog/spdlog.h>
+
+#include "team_state.hpp"
+#include "troupe/agents/task_json.hpp"
+
+namespace troupe::actors::detail {
+
+using agents::step_state;
+using agents::task_state;
+
+void team_state::refresh_task_env(self_ptr self) {
+  auto te = std::make_shared<task_env>();
+  te->team = spec.team.name;
+  te->team_actor = caf::actor_cast<caf::actor>(self);
+  te->store = spec.store;
+  te->bus = spec.bus;
+  te->stats = spec.stats;
+  te->snapshot_every = spec.snapshot_every;
+  te->max_attempts = spec.team.max_attempts;
+  te->backoff_ms = spec.team.backoff_ms;
+  te->backoff_max_ms = spec.team.backoff_max_ms;
+  tenv = std::move(te);
+}
+
+void team_state::spawn_task(self_ptr self, task_entry& e, std::string restarted_after) {
+  if (e.t.state == task_state::queued) {
+    --queued;
+    spec.stats->queued.store(queued, std::memory_order_relaxed);
+    e.t.state = task_state::running;
+  }
+  if (!e.run) e.run = std::make_unique<running_task>();
+  e.run->box = std::make_shared<task_crash_box>();
+  task_start start;
+  start.t = e.t;  // the team keeps the record as it was at start (see task_entry)
+  start.wf = e.wf;
+  start.env = tenv;
+  start.box = e.run->box;
+  start.restarted_after = std::move(restarted_after);
+  e.run->actor = spawn_task_actor(self, std::move(start));
+  task_actors[e.run->actor.id()] = e.t.id;
+}
+
+void team_state::on_task_ended(self_ptr self, agents::task t, bool wait) {
+  auto it = tasks.find(t.id);
+  if (it == tasks.end()) return;
+  auto& e = it->second;
+  if (e.run) {
+    if (e.run->actor) {
+      task_actors.erase(e.run->actor.id());
+      // It waits for this so that reports forwarded before now still reach it.
+      if (wait) self->send(e.run->actor, done_atom::value);
+    }
+    e.run.reset();
+  }
+  if (agents::is_terminal(e.t.state)) return;  // already ended by the team (parked and cancelled)
+  auto cost = e.t.cost;  // the team's count includes calls the task actor never saw (abandoned)
+  e.t = std::move(t);
+  if (cost.calls > e.t.cost.calls) e.t.cost = cost;
+  ended(self, e);
+}
+
+bool team_state::on_task_exit(self_ptr self, const caf::exit_msg& em) {
+  auto ta = task_actors.find(em.source.id());
+  if (ta == task_actors.end()) return false;
+  auto id = std::move(ta->second);
+  task_actors.erase(ta);
+  auto it = tasks.find(id);
+  if (it == tasks.end() || !it->second.run) return true;
+  auto& e = it->second;
+  auto reason = self->system().render(em.reason);
+  spdlog::warn("task actor crashed task={} team={} reason=\"{}\"", id, spec.team.name, reason);
+  spec.stats->task_restarts.fetch_add(1, std::memory_order_relaxed);
+  // Its record as it was when it threw (else as it was when it started): completed
+  // steps stay completed; the steps it was running are run again per their attempts.
+  {
+    std::lock_guard guard{e.run->box->mutex};
+    if (e.run->box->task) {
+      auto cost = e.t.cost;
+      e.t = std::move(*e.run->box->task);
+      if (cost.calls > e.t.cost.calls) e.t.cost = cost;
+    }
+  }
+  e.run->actor = nullptr;
+  e.run->prepared.clear();  // its queued wants are stale now
+  emit_task(e, "task_restarting");
+  auto now = std::chrono::duration_cast<std::chrono::milliseconds>(self->clock().now().time_since_epoch()).count();
+  if (task_policy.on_failure(0, 1, now).escalate) {
+    // Past the intensity: the team fails like it does for its agents; this task stays
+    // parked with its record and restarts with the team (operator `restart`).
+    spdlog::error("team failed: task actors exceeded the restart intensity team={} task={} reason=\"{}\"",
+                  spec.team.name, id, reason);
+    mark_failed(self);
+    agent_sup.stop_all(self);
+    return true;
+  }
+  spawn_task(self, e, reason);
+  return true;
+}
+
+void team_state::restart_parked_tasks(self_ptr self) {
+  std::vector<std::string> parked;
+  for (const auto& [id, e] : tasks)
+    if (e.run && !e.run->actor && !agents::is_terminal(e.t.state)) parked.push_back(id);
+  for (const auto& id : parked) spawn_task(self, tasks.at(id), "restarted by an operator after the team failed");
+}
+
+void team_state::answer_task(self_ptr self, const task_entry& e, reply_fn reply, bool existing) {
+  if (e.run && e.run->actor) {
+    if (existing)
+      reply = [reply = std::move(reply)](base::result<nlohmann::json> r) {
+        if (r) (*r)["existing"] = true;
+        reply(std::move(r));
+      };
+    self->send(e.run->actor, task_atom::value, std::move(reply));
+    return;
+  }
+  auto j = agents::to_json(e.t);
+  if (existing) j["existing"] = true;
+  reply(std::move(j));
+}
+
+namespace {
+
+/// Collects a task list whose running tasks answer from their actors; answers when
+/// the last piece is in (or was dropped with an actor that ended meanwhile).
+struct task_list {
+  explicit task_list(reply_fn r) : reply(std::move(r)) {}
+  ~task_list() { reply(nlohmann::json{{"tasks", std::move(out)}}); }
+  reply_fn reply;
+  nlohmann::json out = nlohmann::json::array();
+};
+
+}  // namespace
+
+void team_state::list_tasks(self_ptr self, const list_filter& f, reply_fn reply) {
+  auto list = std::make_shared<task_list>(std::move(reply));
+  std::size_t n = 0;
+  for (const auto& [id, e] : tasks) {
+    if (n >= f.limit) break;
+    if (!f.state.empty() && agents::to_string(e.t.state) != f.state) continue;
+    ++n;
+    if (e.run && e.run->actor) {
+      auto state = f.state;
+      self->send(e.run->actor, task_atom::value, reply_fn([list, state](base::result<nlohmann::json> r) {
+                   if (r && (state.empty() || (*r)["state"] == state)) list->out.push_back(std::move(*r));
+                 }));
+    } else {
+      list->out.push_back(agents::to_json(e.t));
+    }
+  }
+}
+
+}  // namespace troupe::actors::detail
