@@ -337,11 +337,20 @@ caf::behavior task_actor(task_self self, task_start start) {
             return resolve_decision(self, d, option, who, comment, reply);
         if (reply) reply(base::fail(base::errc::conflict, "decision '" + did + "' is no longer pending"));
       },
-      [=](cancel_atom, const reply_fn& reply) {
-        finish(self, task_state::cancelled, base::make_error(base::errc::cancelled, "cancelled by operator"), reply);
+      // Asked by the team (request/response): a task actor that ended meanwhile answers
+      // nothing, and the team then answers from the final record it received.
+      [=](cancel_atom) -> caf::result<json_reply> {
+        if (self->state.ended) return caf::sec::request_receiver_down;
+        json_reply out;
+        finish(self, task_state::cancelled, base::make_error(base::errc::cancelled, "cancelled by operator"),
+               [&out](base::result<nlohmann::json> r) { out.value = r ? std::move(*r) : nlohmann::json(); });
+        return out;
       },
       [=](fail_atom, base::error& err) { finish(self, task_state::failed, std::move(err)); },
-      [=](task_atom, const reply_fn& reply) { reply(agents::to_json(self->state.t)); },
+      [=](task_atom) -> caf::result<json_reply> {
+        if (self->state.ended) return caf::sec::request_receiver_down;
+        return json_reply{agents::to_json(self->state.t)};
+      },
       [=](done_atom) {
         self->unlink_from(self->state.env->team_actor);
         self->quit();

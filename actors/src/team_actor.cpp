@@ -305,7 +305,16 @@ void team_state::cancel(self_ptr self, const std::string& id, reply_fn reply) {
     // high priority as well, ends the task, commits it and answers.
     if (e.active_calls > 0) cancel_calls(id);
     emit_task(e, "cancelling");  // the cancel took effect here; the task actor confirms with `finished`
-    caf::anon_send<caf::message_priority::high>(e.run->actor, cancel_atom::value, std::move(reply));
+    self->request<caf::message_priority::high>(e.run->actor, caf::infinite, cancel_atom::value)
+        .then([reply](json_reply& j) { reply(std::move(j.value)); },
+              [self, reply, id](caf::error&) {
+                // It ended on its own just before: its final record is here (or on its way).
+                auto t = self->state.tasks.find(id);
+                auto state = t != self->state.tasks.end() && agents::is_terminal(t->second.t.state)
+                                 ? std::string(agents::to_string(t->second.t.state))
+                                 : std::string("ended");
+                reply(base::fail(base::errc::conflict, "task '" + id + "' already " + state));
+              });
     return;
   }
   finish(self, e, task_state::cancelled, base::make_error(base::errc::cancelled, "cancelled by operator"));

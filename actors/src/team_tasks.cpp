@@ -107,28 +107,43 @@ void team_state::restart_parked_tasks(self_ptr self) {
   for (const auto& id : parked) spawn_task(self, tasks.at(id), "restarted by an operator after the team failed");
 }
 
+namespace {
+
+/// The record of task `id` as the team holds it now (final once the task actor reported).
+base::result<nlohmann::json> held_record(self_ptr self, const std::string& id) {
+  auto it = self->state.tasks.find(id);
+  if (it == self->state.tasks.end()) return base::fail(base::errc::not_found, "no task '" + id + "'");
+  return agents::to_json(it->second.t);
+}
+
+}  // namespace
+
 void team_state::answer_task(self_ptr self, const task_entry& e, reply_fn reply, bool existing) {
+  auto finish_reply = [reply = std::move(reply), existing](base::result<nlohmann::json> r) {
+    if (r && existing) (*r)["existing"] = true;
+    reply(std::move(r));
+  };
   if (e.run && e.run->actor) {
-    if (existing)
-      reply = [reply = std::move(reply)](base::result<nlohmann::json> r) {
-        if (r) (*r)["existing"] = true;
-        reply(std::move(r));
-      };
-    self->send(e.run->actor, task_atom::value, std::move(reply));
+    // A task actor that ended meanwhile answers with an error; its final record reached
+    // the team before that error did (both come from it, in order).
+    auto id = e.t.id;
+    self->request(e.run->actor, caf::infinite, task_atom::value)
+        .then([finish_reply](json_reply& j) { finish_reply(std::move(j.value)); },
+              [self, finish_reply, id](caf::error&) { finish_reply(held_record(self, id)); });
     return;
   }
-  auto j = agents::to_json(e.t);
-  if (existing) j["existing"] = true;
-  reply(std::move(j));
+  finish_reply(agents::to_json(e.t));
 }
 
 namespace {
 
 /// Collects a task list whose running tasks answer from their actors; answers when
-/// the last piece is in (or was dropped with an actor that ended meanwhile).
+/// the last piece is in.
 struct task_list {
   explicit task_list(reply_fn r) : reply(std::move(r)) {}
   ~task_list() { reply(nlohmann::json{{"tasks", std::move(out)}}); }
+  task_list(const task_list&) = delete;
+  task_list& operator=(const task_list&) = delete;
   reply_fn reply;
   nlohmann::json out = nlohmann::json::array();
 };
@@ -142,14 +157,16 @@ void team_state::list_tasks(self_ptr self, const list_filter& f, reply_fn reply)
     if (n >= f.limit) break;
     if (!f.state.empty() && agents::to_string(e.t.state) != f.state) continue;
     ++n;
-    if (e.run && e.run->actor) {
-      auto state = f.state;
-      self->send(e.run->actor, task_atom::value, reply_fn([list, state](base::result<nlohmann::json> r) {
-                   if (r && (state.empty() || (*r)["state"] == state)) list->out.push_back(std::move(*r));
-                 }));
-    } else {
+    if (!e.run || !e.run->actor) {
       list->out.push_back(agents::to_json(e.t));
+      continue;
     }
+    auto keep = [list, state = f.state](base::result<nlohmann::json> r) {
+      if (r && (state.empty() || (*r)["state"] == state)) list->out.push_back(std::move(*r));
+    };
+    self->request(e.run->actor, caf::infinite, task_atom::value)
+        .then([keep](json_reply& j) { keep(std::move(j.value)); },
+              [self, keep, id = id](caf::error&) { keep(held_record(self, id)); });
   }
 }
 

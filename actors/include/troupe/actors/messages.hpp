@@ -109,6 +109,12 @@ struct call_report {
   std::vector<base::entity_row> spend;    ///< the team's and the agent's spend after this call
 };
 
+/// A JSON document as a message or response. Wrapped: CAF copies message elements with
+/// brace initialisation, which turns a bare nlohmann::json into a one-element array.
+struct json_reply {
+  nlohmann::json value;
+};
+
 struct decide_cmd {
   std::string decision_id;
   std::string option;
@@ -149,6 +155,7 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::call_report)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::work_vars_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::agents::task)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::agents::decision_record)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::json_reply)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::base::error)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::decide_cmd)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::list_filter)
