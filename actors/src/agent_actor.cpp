@@ -28,8 +28,9 @@ struct agent_state {
   /// its provider's replies (memory per idle agent matters at 100,000 agents).
   std::unique_ptr<agents::scripted_model> scripted;
   std::unordered_map<std::uint64_t, in_flight> calls;
-  /// Network calls by their call actor, so a call actor's exit finds its call without a scan.
-  std::unordered_map<caf::actor_id, std::uint64_t> call_actors;
+  /// Network calls by their call actor, so a call actor's exit finds its call without a
+  /// scan. Made at the first network call: an idle or scripted agent pays one pointer.
+  std::unique_ptr<std::unordered_map<caf::actor_id, std::uint64_t>> call_actors;
   const caf::actor& dispatcher() const { return spec.env->dispatcher; }
   static inline const char* name = "troupe.agent";
 };
@@ -116,7 +117,8 @@ void run_network(caf::stateful_actor<agent_state>* self, const work_order& w) {
     };
   }
   auto call = spawn_llm_call(self, id, st.spec.env->llm, std::move(req), std::move(on_token));
-  st.call_actors[call.id()] = id;
+  if (!st.call_actors) st.call_actors = std::make_unique<std::unordered_map<caf::actor_id, std::uint64_t>>();
+  (*st.call_actors)[call.id()] = id;
   st.calls[id] = in_flight{w.task_id, base_result(st, w), call, std::chrono::steady_clock::now()};
 }
 
@@ -128,10 +130,11 @@ caf::behavior agent_actor(caf::stateful_actor<agent_state>* self, agent_spec spe
   // A call actor that ends without reporting (it crashed) fails its call as retryable.
   self->set_down_handler([=](caf::down_msg& dm) {
     auto& st = self->state;
-    auto ca = st.call_actors.find(dm.source.id());
-    if (ca == st.call_actors.end()) return;
+    if (!st.call_actors) return;
+    auto ca = st.call_actors->find(dm.source.id());
+    if (ca == st.call_actors->end()) return;
     auto id = ca->second;
-    st.call_actors.erase(ca);
+    st.call_actors->erase(ca);
     if (!dm.reason) return;  // normal end: its report is already in our mailbox
     auto it = st.calls.find(id);
     if (it == st.calls.end()) return;

@@ -7,6 +7,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "exception_error.hpp"
 #include "troupe/agents/backoff.hpp"
 #include "troupe/agents/task_json.hpp"
 #include "troupe/base/clock.hpp"
@@ -73,8 +74,7 @@ void finish(task_self self, task_state state, std::optional<base::error> err, co
   st.ended = true;
   self->send(st.env->team_actor, task_ended_atom::value, std::move(t), calls_out);
   if (!calls_out) {
-    self->unlink_from(st.env->team_actor);  // a normal end sends the team nothing
-    self->quit();
+    self->quit();  // a normal end sends the team nothing
   }
 }
 
@@ -298,29 +298,23 @@ caf::behavior task_actor(task_self self, task_start start) {
   // An exception ends this incarnation; the team (its supervisor) starts a new one from
   // the record left here, so completed steps are not run again.
   self->set_exception_handler([self](caf::scheduled_actor*, std::exception_ptr& ep) -> caf::error {
-    std::string what = "unknown exception";
-    try {
-      std::rethrow_exception(ep);
-    } catch (const std::exception& e) {
-      what = e.what();
-    } catch (...) {
-    }
+    auto what = exception_what(ep);
     auto& s = self->state;
     spdlog::error("task actor threw task={} team={} error=\"{}\"", s.t.id, s.env->team, what);
     if (s.box && !s.ended) {
       std::lock_guard guard{s.box->mutex};
       s.box->task = s.t;
     }
+    // Its supervisor learns of it from here: task actors are not linked to their team,
+    // since a link costs a lock and a scan of the team's links at every task's end.
+    if (!s.ended) caf::anon_send(s.env->team_actor, task_crashed_atom::value, s.t.id, self->id(), what);
     return caf::make_error(caf::sec::runtime_error, "task '" + s.t.id + "': " + what);
-  });
-  // It ends with its team, whatever the team's reason (a normal stop included).
-  self->set_exit_handler([self](caf::exit_msg& em) {
-    self->quit(em.reason ? em.reason : caf::make_error(caf::exit_reason::user_shutdown));
   });
   if (!st.restarted_after.empty()) resume_after_crash(self);
   if (!st.ended) advance(self);
   return {
       [=](step_done_atom, call_report& rep) { on_report(self, rep); },
+      [=](tick_atom) { advance(self); },  // the team's kick when no call of it is in flight
       [=](retry_atom, std::size_t step, int attempt) {
         auto& s = self->state;
         if (s.ended) return;
@@ -351,10 +345,7 @@ caf::behavior task_actor(task_self self, task_start start) {
         if (self->state.ended) return caf::sec::request_receiver_down;
         return json_reply{agents::to_json(self->state.t)};
       },
-      [=](done_atom) {
-        self->unlink_from(self->state.env->team_actor);
-        self->quit();
-      },
+      [=](done_atom) { self->quit(); },
       [=](fault_atom, const std::string& target) {
         throw std::runtime_error("injected fault in task actor (" + target + ")");
       },
@@ -364,9 +355,11 @@ caf::behavior task_actor(task_self self, task_start start) {
 }  // namespace
 
 caf::actor spawn_task_actor(caf::local_actor* team, task_start start) {
-  // Linked: it ends with its team, and its crash reaches the team as an exit message. Not
-  // lazy: it starts its work in its constructor-time behavior (advance()).
-  return team->spawn<caf::linked>(task_actor, std::move(start));
+  // Not linked: its exception handler reports a crash to the team, and the team stops its
+  // task actors when it ends (~team_state). Lazy: it is first scheduled with its first message (the report of the call the team
+  // dispatched when it started the task, or the team's tick_atom), which saves a turn of
+  // the scheduler per task.
+  return team->spawn<caf::lazy_init>(task_actor, std::move(start));
 }
 
 int max_attempts_for(const agents::task& t, const agents::workflow_node& node, int team_default) {

@@ -12,8 +12,7 @@
 // The team stays the dispatcher: a step the task actor wants run goes to the team
 // (want_step_atom), which queues it by priority, picks an agent with a free slot,
 // checks budgets, sends the work order and forwards the agent's result to the task
-// actor as a call_report. The team supervises its task actors (linked; a crash
-// arrives as an exit message): see team_tasks.cpp.
+// actor as a call_report. The team supervises its task actors: see team_tasks.cpp.
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -58,8 +57,9 @@ struct task_start {
   std::string restarted_after;
 };
 
-/// Spawns a task actor linked to `team` (it ends with its team; its crash reaches the
-/// team as an exit message).
+/// Spawns a task actor for `team`. Not linked: a crash reaches the team as
+/// task_crashed_atom from the actor's exception handler; the team stops its task
+/// actors when it ends.
 caf::actor spawn_task_actor(caf::local_actor* team, task_start start);
 
 /// Commits one change of `t` through the store actor (journal patch of `steps` and

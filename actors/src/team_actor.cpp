@@ -4,6 +4,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "exception_error.hpp"
 #include "team_state.hpp"
 #include "troupe/agents/task_json.hpp"
 #include "troupe/base/clock.hpp"
@@ -336,13 +337,7 @@ caf::behavior team_actor(detail::self_ptr self, team_spec spec) {
   // An exception ends this incarnation; the root supervisor restarts the team from its
   // last committed state, or, without a store, from what it leaves behind here.
   self->set_exception_handler([self](caf::scheduled_actor*, std::exception_ptr& ep) -> caf::error {
-    std::string what = "unknown exception";
-    try {
-      std::rethrow_exception(ep);
-    } catch (const std::exception& e) {
-      what = e.what();
-    } catch (...) {
-    }
+    auto what = exception_what(ep);
     spdlog::error("team actor threw team={} error=\"{}\"", self->state.spec.team.name, what);
     self->state.save_leftovers();
     return caf::make_error(caf::sec::runtime_error, "team '" + self->state.spec.team.name + "': " + what);
@@ -355,7 +350,6 @@ caf::behavior team_actor(detail::self_ptr self, team_spec spec) {
     auto& st = self->state;
     if (em.reason == caf::exit_reason::normal || st.agent_sup.knows(em.source) || st.decision_sup.knows(em.source))
       return;
-    if (st.on_task_exit(self, em)) return;
     self->quit(em.reason);
   });
   self->send(self, tick_atom::value);
@@ -364,6 +358,9 @@ caf::behavior team_actor(detail::self_ptr self, team_spec spec) {
       [=](step_done_atom, step_result& r) { self->state.on_step_done(self, std::move(r)); },
       [=](want_step_atom, const std::string& id, std::size_t step, int attempt, work_vars_ptr& vars) {
         self->state.on_want_step(self, id, step, attempt, std::move(vars));
+      },
+      [=](task_crashed_atom, const std::string& id, caf::actor_id actor, const std::string& reason) {
+        self->state.on_task_crashed(self, id, actor, reason);
       },
       [=](task_ended_atom, agents::task& t, bool wait) { self->state.on_task_ended(self, std::move(t), wait); },
       [=](pending_atom, const std::string& id, agents::decision_record& rec, std::string& default_option) {

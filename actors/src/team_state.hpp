@@ -92,7 +92,6 @@ struct team_state {
   std::unordered_map<std::string, std::string> idempotency;   ///< key -> task id
   std::unordered_map<std::string, std::vector<std::string>> dependents;
   std::unordered_map<std::string, pending_decision> pending_decisions;  ///< by decision id
-  std::unordered_map<caf::actor_id, std::string> task_actors;  ///< running task actors -> task id
   supervision::restart_policy task_policy;  ///< restart intensity of the task actors (one_for_one)
   std::shared_ptr<const task_env> tenv;     ///< shared by the team's task actors
   std::multimap<std::int64_t, std::string> deadlines;  ///< deadline_at_ms -> task id
@@ -124,11 +123,12 @@ struct team_state {
   void enqueue(self_ptr self, task_entry& e, std::size_t step, int attempt);
   // task actors (team_tasks.cpp)
   void refresh_task_env(self_ptr self);
-  void spawn_task(self_ptr self, task_entry& e, std::string restarted_after = {});
+  /// Starts the task's actor; `kick`: no call of it is in flight, so it is sent a first message.
+  void spawn_task(self_ptr self, task_entry& e, std::string restarted_after = {}, bool kick = true);
   void on_want_step(self_ptr self, const std::string& id, std::size_t step, int attempt, work_vars_ptr vars);
   void on_task_ended(self_ptr self, agents::task t, bool wait);
-  /// An exit message from a task actor (false: not one of ours).
-  bool on_task_exit(self_ptr self, const caf::exit_msg& em);
+  /// A task actor threw (its exception handler says so, then it ends).
+  void on_task_crashed(self_ptr self, const std::string& id, caf::actor_id actor, const std::string& reason);
   void restart_parked_tasks(self_ptr self);
   /// Answers a query about one task: from its actor while it runs, else from the team.
   void answer_task(self_ptr self, const task_entry& e, reply_fn reply, bool existing = false);
@@ -199,6 +199,11 @@ struct team_state {
   std::string selector_of(const agents::workflow_node& n) const;
   void check_drained();
   caf::actor spawn_agent_slot(self_ptr self, std::size_t i);
+  /// The team ended (any reason): its task actors end with it.
+  ~team_state();
+  team_state() = default;
+  team_state(const team_state&) = delete;
+  team_state& operator=(const team_state&) = delete;
 };
 
 /// The team's reload message (team_reload.cpp): an update, or (null update) the

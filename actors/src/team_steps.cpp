@@ -157,7 +157,7 @@ bool team_state::assign(self_ptr self, std::size_t i, const queued_step& q) {
     s.attempts = q.attempt;
     s.agent = a.spec.agent->name;
     s.started_ms = now;
-    spawn_task(self, e);
+    spawn_task(self, e, {}, false);
     e.run->prepared.push_back(prepared_step{q.step, q.attempt, std::move(vars)});
   }
   emit_step(e, "step_started", q.step, a.spec.agent->name, q.attempt);

@@ -25,7 +25,7 @@ void team_state::refresh_task_env(self_ptr self) {
   tenv = std::move(te);
 }
 
-void team_state::spawn_task(self_ptr self, task_entry& e, std::string restarted_after) {
+void team_state::spawn_task(self_ptr self, task_entry& e, std::string restarted_after, bool kick) {
   if (e.t.state == task_state::queued) {
     --queued;
     spec.stats->queued.store(queued, std::memory_order_relaxed);
@@ -40,7 +40,9 @@ void team_state::spawn_task(self_ptr self, task_entry& e, std::string restarted_
   start.box = e.run->box;
   start.restarted_after = std::move(restarted_after);
   e.run->actor = spawn_task_actor(self, std::move(start));
-  task_actors[e.run->actor.id()] = e.t.id;
+  // The actor starts with its first message: the report of a call already dispatched
+  // for it (assign), else this kick.
+  if (kick) self->send(e.run->actor, tick_atom::value);
 }
 
 void team_state::on_task_ended(self_ptr self, agents::task t, bool wait) {
@@ -48,11 +50,8 @@ void team_state::on_task_ended(self_ptr self, agents::task t, bool wait) {
   if (it == tasks.end()) return;
   auto& e = it->second;
   if (e.run) {
-    if (e.run->actor) {
-      task_actors.erase(e.run->actor.id());
-      // It waits for this so that reports forwarded before now still reach it.
-      if (wait) self->send(e.run->actor, done_atom::value);
-    }
+    // It waits for this so that reports forwarded before now still reach it.
+    if (e.run->actor && wait) self->send(e.run->actor, done_atom::value);
     e.run.reset();
   }
   if (agents::is_terminal(e.t.state)) return;  // already ended by the team (parked and cancelled)
@@ -62,15 +61,15 @@ void team_state::on_task_ended(self_ptr self, agents::task t, bool wait) {
   ended(self, e);
 }
 
-bool team_state::on_task_exit(self_ptr self, const caf::exit_msg& em) {
-  auto ta = task_actors.find(em.source.id());
-  if (ta == task_actors.end()) return false;
-  auto id = std::move(ta->second);
-  task_actors.erase(ta);
+team_state::~team_state() {
+  for (auto& [id, e] : tasks)
+    if (e.run && e.run->actor) caf::anon_send_exit(e.run->actor, caf::exit_reason::user_shutdown);
+}
+
+void team_state::on_task_crashed(self_ptr self, const std::string& id, caf::actor_id actor, const std::string& reason) {
   auto it = tasks.find(id);
-  if (it == tasks.end() || !it->second.run) return true;
+  if (it == tasks.end() || !it->second.run || !it->second.run->actor || it->second.run->actor.id() != actor) return;
   auto& e = it->second;
-  auto reason = self->system().render(em.reason);
   spdlog::warn("task actor crashed task={} team={} reason=\"{}\"", id, spec.team.name, reason);
   spec.stats->task_restarts.fetch_add(1, std::memory_order_relaxed);
   // Its record as it was when it threw (else as it was when it started): completed
@@ -94,10 +93,9 @@ bool team_state::on_task_exit(self_ptr self, const caf::exit_msg& em) {
                   spec.team.name, id, reason);
     mark_failed(self);
     agent_sup.stop_all(self);
-    return true;
+    return;
   }
   spawn_task(self, e, reason);
-  return true;
 }
 
 void team_state::restart_parked_tasks(self_ptr self) {

@@ -61,6 +61,7 @@ using want_step_atom = caf::atom_constant<caf::atom("wantstep")>;
 using pending_atom = caf::atom_constant<caf::atom("dpending")>;
 using task_ended_atom = caf::atom_constant<caf::atom("taskended")>;
 using fail_atom = caf::atom_constant<caf::atom("taskfail")>;
+using task_crashed_atom = caf::atom_constant<caf::atom("taskcrash")>;
 /// Test hook, never mapped to a control-plane op: (fault_atom, target) makes the
 /// receiving team throw ("" = the team itself, "decision:ID" = that decision actor,
 /// "task:ID" = the task actor running that task).
