@@ -337,7 +337,7 @@ caf::behavior team_actor(detail::self_ptr self, team_spec spec) {
   // An exception ends this incarnation; the root supervisor restarts the team from its
   // last committed state, or, without a store, from what it leaves behind here.
   self->set_exception_handler([self](caf::scheduled_actor*, std::exception_ptr& ep) -> caf::error {
-    auto what = exception_what(ep);
+    auto what = detail::exception_what(ep);
     spdlog::error("team actor threw team={} error=\"{}\"", self->state.spec.team.name, what);
     self->state.save_leftovers();
     return caf::make_error(caf::sec::runtime_error, "team '" + self->state.spec.team.name + "': " + what);
