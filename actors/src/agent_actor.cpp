@@ -28,6 +28,9 @@ struct agent_state {
   /// its provider's replies (memory per idle agent matters at 100,000 agents).
   std::unique_ptr<agents::scripted_model> scripted;
   std::unordered_map<std::uint64_t, in_flight> calls;
+  /// Network calls by their call actor, so a call actor's exit finds its call without a
+  /// scan. Made at the first network call: an idle or scripted agent pays one pointer.
+  std::unique_ptr<std::unordered_map<caf::actor_id, std::uint64_t>> call_actors;
   const caf::actor& dispatcher() const { return spec.env->dispatcher; }
   static inline const char* name = "troupe.agent";
 };
@@ -62,7 +65,7 @@ void run_scripted(caf::stateful_actor<agent_state>* self, const work_order& w) {
       // A scripted crash: the exception ends this actor and its team restarts it.
       throw std::runtime_error("scripted exception in agent '" + st.spec.agent->name + "': " + outcome.error);
     case config::scripted_fault::hang:
-      st.calls[w.call_id] = in_flight{w.task_id, {}, caf::actor{}, std::chrono::steady_clock::now()};
+      st.calls[w.call_id] = in_flight{w.task_id, r, caf::actor{}, std::chrono::steady_clock::now()};
       return;
     case config::scripted_fault::error:
     case config::scripted_fault::fatal:
@@ -114,6 +117,8 @@ void run_network(caf::stateful_actor<agent_state>* self, const work_order& w) {
     };
   }
   auto call = spawn_llm_call(self, id, st.spec.env->llm, std::move(req), std::move(on_token));
+  if (!st.call_actors) st.call_actors = std::make_unique<std::unordered_map<caf::actor_id, std::uint64_t>>();
+  (*st.call_actors)[call.id()] = id;
   st.calls[id] = in_flight{w.task_id, base_result(st, w), call, std::chrono::steady_clock::now()};
 }
 
@@ -124,16 +129,20 @@ caf::behavior agent_actor(caf::stateful_actor<agent_state>* self, agent_spec spe
   self->set_exception_handler(detail::exception_to_error);
   // A call actor that ends without reporting (it crashed) fails its call as retryable.
   self->set_down_handler([=](caf::down_msg& dm) {
-    for (auto& [id, c] : self->state.calls) {
-      if (!c.call || c.call.address() != dm.source) continue;
-      if (!dm.reason) return;  // normal end: its report is already in our mailbox
-      auto r = std::move(c.result);
-      r.ok = false;
-      r.error = base::make_error(base::errc::internal, "LLM call actor failed: " + self->system().render(dm.reason), true);
-      self->state.calls.erase(id);
-      self->send(self->state.dispatcher(), step_done_atom::value, std::move(r));
-      return;
-    }
+    auto& st = self->state;
+    if (!st.call_actors) return;
+    auto ca = st.call_actors->find(dm.source.id());
+    if (ca == st.call_actors->end()) return;
+    auto id = ca->second;
+    st.call_actors->erase(ca);
+    if (!dm.reason) return;  // normal end: its report is already in our mailbox
+    auto it = st.calls.find(id);
+    if (it == st.calls.end()) return;
+    auto r = std::move(it->second.result);
+    r.ok = false;
+    r.error = base::make_error(base::errc::internal, "LLM call actor failed: " + self->system().render(dm.reason), true);
+    st.calls.erase(it);
+    self->send(st.dispatcher(), step_done_atom::value, std::move(r));
   });
   return {
       [=](assign_atom, const work_order& w) {
@@ -184,6 +193,15 @@ caf::behavior agent_actor(caf::stateful_actor<agent_state>* self, agent_spec spe
           if (it->second.task_id == task_id) {
             if (it->second.call)
               caf::anon_send<caf::message_priority::high>(it->second.call, cancel_atom::value);
+            // Abandoned, and reported as such at once: the team frees the slot and
+            // records what the call cost so far (a scripted answer's tokens; nothing
+            // for an aborted network request).
+            auto r = std::move(it->second.result);
+            r.ok = false;
+            r.text.clear();
+            if (it->second.call) r.tokens_in = r.tokens_out = 0;
+            r.error = base::make_error(base::errc::cancelled, "call abandoned: its task was cancelled or ended");
+            self->send(self->state.dispatcher(), step_done_atom::value, std::move(r));
             it = calls.erase(it);
           } else {
             ++it;

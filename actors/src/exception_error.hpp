@@ -8,6 +8,17 @@
 
 namespace troupe::actors::detail {
 
+/// What an exception escaping an actor's handler says.
+inline std::string exception_what(std::exception_ptr& ep) {
+  try {
+    std::rethrow_exception(ep);
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (...) {
+    return "unknown exception";
+  }
+}
+
 inline caf::error exception_to_error(caf::scheduled_actor*, std::exception_ptr& ep) {
   try {
     std::rethrow_exception(ep);

@@ -4,6 +4,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "exception_error.hpp"
 #include "team_state.hpp"
 #include "troupe/agents/task_json.hpp"
 #include "troupe/base/clock.hpp"
@@ -27,6 +28,7 @@ void team_state::init(self_ptr self, team_spec s) {
   spent_usd = spec.spent_usd;
   env = std::make_shared<const agent_env>(agent_env{spec.team.name, caf::actor_cast<caf::actor>(self), spec.llm, spec.bus});
   init_supervisors(self);
+  refresh_task_env(self);
   failed = spec.start_failed;
   agents.reserve(spec.agents.size());
   for (std::size_t i = 0; i < spec.agents.size(); ++i) {
@@ -66,8 +68,13 @@ void team_state::init(self_ptr self, team_spec s) {
     auto id = e.t.id;
     if (!e.t.idempotency_key.empty()) idempotency[e.t.idempotency_key] = id;
     if (e.t.deadline_at_ms > 0) deadlines.emplace(e.t.deadline_at_ms, id);
-    for (std::size_t d = 0; d < e.t.decisions.size(); ++d)
-      if (e.t.decisions[d].pending) pending_decisions[e.t.decisions[d].id] = id;
+    for (const auto& d : e.t.decisions)
+      if (d.pending) {
+        std::string default_option;
+        for (const auto& n : wfp->nodes)
+          if (n.id == d.step) default_option = n.decide.default_option;
+        pending_decisions[d.id] = pending_decision{id, d, std::move(default_option)};
+      }
     if (e.t.state == task_state::queued) ++queued;
     tasks.emplace(id, std::move(e));
     to_start.push_back(id);
@@ -78,14 +85,12 @@ void team_state::init(self_ptr self, team_spec s) {
   spec.stats->queued.store(queued);
   // Pending decisions get their actors back; one whose timeout passed meanwhile takes its default.
   std::vector<std::string> pending;
-  for (const auto& [did, tid] : pending_decisions) pending.push_back(did);
+  for (const auto& [did, p] : pending_decisions) pending.push_back(did);
   std::sort(pending.begin(), pending.end());
   for (const auto& did : pending) start_decision(self, did);
-  for (const auto& id : to_start) {
-    auto& e = tasks.at(id);
-    if (e.t.state == task_state::waiting_decision) continue;  // resumes when decided or timed out
-    start(self, id);
-  }
+  // Tasks under way get their task actors now (one waiting for a decision resumes when
+  // it is decided or timed out); queued ones wait in the queue.
+  for (const auto& id : to_start) start(self, id);
 }
 
 void team_state::submit(self_ptr self, agents::task_spec ts, reply_fn reply) {
@@ -93,11 +98,7 @@ void team_state::submit(self_ptr self, agents::task_spec ts, reply_fn reply) {
   if (draining) return reply(base::fail(errc::unavailable, "the daemon is shutting down; not accepting tasks"));
   if (!ts.idempotency_key.empty()) {
     if (auto it = idempotency.find(ts.idempotency_key); it != idempotency.end()) {
-      if (auto t = tasks.find(it->second); t != tasks.end()) {
-        auto j = agents::to_json(t->second.t);
-        j["existing"] = true;
-        return reply(j);
-      }
+      if (auto t = tasks.find(it->second); t != tasks.end()) return answer_task(self, t->second, std::move(reply), true);
     }
   }
   if (queued >= spec.team.max_queued) {
@@ -154,11 +155,8 @@ void team_state::submit(self_ptr self, agents::task_spec ts, reply_fn reply) {
             }
             if (!r.conflicts.empty()) {
               auto existing = r.conflicts.front().existing_id;
-              if (auto it = st.tasks.find(existing); it != st.tasks.end()) {
-                auto j = agents::to_json(it->second.t);
-                j["existing"] = true;
-                return reply(j);
-              }
+              if (auto it = st.tasks.find(existing); it != st.tasks.end())
+                return st.answer_task(self, it->second, reply, true);
               return reply(nlohmann::json{{"id", existing}, {"existing", true}});
             }
             auto j = agents::to_json(t);
@@ -206,39 +204,38 @@ void team_state::start(self_ptr self, const std::string& id) {
     dependents[dep].push_back(id);
     return;
   }
-  advance(self, id);
+  launch(self, e);
 }
 
-void team_state::advance(self_ptr self, const std::string& id) {
-  auto it = tasks.find(id);
-  if (it == tasks.end()) return;
-  auto& e = it->second;
-  if (agents::is_terminal(e.t.state) || e.t.state == task_state::waiting_decision) return;
-  if (agents::all_done(e.t)) {
-    e.t.result = e.t.steps[e.wf->result_node].output;
-    finish(self, e, task_state::succeeded, std::nullopt);
-    return;
+void team_state::launch(self_ptr self, task_entry& e) {
+  if (agents::is_terminal(e.t.state) || e.run) return;
+  if (e.t.state == task_state::queued) {
+    // The first agent step waits in the queue as plain data: no actor until an agent takes it.
+    auto ready = agents::ready_steps(e.t, *e.wf);
+    if (!ready.empty()) {
+      const auto& node = e.wf->nodes[ready.front()];
+      if (!(node.is_decision && node.human)) return enqueue(self, e, ready.front(), e.t.steps[ready.front()].attempts + 1);
+    }
   }
-  for (auto step : agents::ready_steps(e.t, *e.wf)) {
-    begin_step(self, e, step);
-    if (agents::is_terminal(e.t.state) || e.t.state == task_state::waiting_decision) return;
-  }
+  spawn_task(self, e);
 }
 
 void team_state::finish(self_ptr self, task_entry& e, task_state state, std::optional<base::error> err) {
   if (agents::is_terminal(e.t.state)) return;
+  if (e.run) {
+    // Its task actor owns the record: it ends the task and reports back.
+    if (e.run->actor) {
+      caf::anon_send<caf::message_priority::high>(e.run->actor, fail_atom::value,
+                                                  err ? *err : base::make_error(base::errc::internal, "failed"));
+      return;
+    }
+    // Parked (the team failed after its actor crashed): the team holds the record.
+    e.run.reset();
+  }
   if (e.t.state == task_state::queued) {
     --queued;
     spec.stats->queued.store(queued, std::memory_order_relaxed);
   }
-  auto id = e.t.id;
-  // Abandon in-flight calls at once: the agents drop them (network requests are aborted).
-  std::vector<std::size_t> notify;
-  if (e.active_calls > 0)  // scanning every call in flight only when this task has some
-    for (auto c = calls.begin(); c != calls.end(); ++c)
-      if (c->second.task_id == id) notify.push_back(c->second.agent);
-  for (auto a : notify)
-    if (agents[a].handle) caf::anon_send<caf::message_priority::high>(agents[a].handle, cancel_atom::value, id);
   e.t.state = state;
   e.t.error = std::move(err);
   for (auto& s : e.t.steps)
@@ -248,20 +245,30 @@ void team_state::finish(self_ptr self, task_entry& e, task_state state, std::opt
       d.pending = false;
       d.decided_by = "task " + std::string(agents::to_string(state));
       d.resolved_ms = base::now_ms();
-      pending_decisions.erase(d.id);
+    }
+  persist_task(self, *tenv, e.t, {}, {}, {}, {}, [] {});
+  emit_task(e, "finished");
+  if (e.t.error)
+    spdlog::debug("task ended task={} team={} state={} error=\"{}\"", e.t.id, spec.team.name,
+                  agents::to_string(state), e.t.error->message);
+  ended(self, e);
+}
+
+void team_state::ended(self_ptr self, task_entry& e) {
+  auto id = e.t.id;
+  // Abandon in-flight calls at once: the agents drop them (network requests are aborted).
+  if (e.active_calls > 0) cancel_calls(id);
+  for (const auto& d : e.t.decisions)
+    if (auto p = pending_decisions.find(d.id); p != pending_decisions.end()) {
+      pending_decisions.erase(p);
       end_decision(self, d.id);
     }
-  switch (state) {
+  switch (e.t.state) {
     case task_state::succeeded: spec.stats->succeeded.fetch_add(1, std::memory_order_relaxed); break;
     case task_state::failed: spec.stats->failed.fetch_add(1, std::memory_order_relaxed); break;
     default: spec.stats->cancelled.fetch_add(1, std::memory_order_relaxed); break;
   }
   if (e.t.created_ms > 0) spec.stats->task_seconds.observe(static_cast<double>(base::now_ms() - e.t.created_ms) / 1000.0);
-  persist(self, e, {}, {}, {}, [] {});
-  emit_task(e, "finished");
-  if (e.t.error)
-    spdlog::debug("task ended task={} team={} state={} error=\"{}\"", id, spec.team.name,
-                  agents::to_string(state), e.t.error->message);
   // Release tasks that waited on this one.
   if (auto d = dependents.find(id); d != dependents.end()) {
     auto waiting = std::move(d->second);
@@ -280,12 +287,37 @@ void team_state::finish(self_ptr self, task_entry& e, task_state state, std::opt
   check_drained();
 }
 
+void team_state::cancel_calls(const std::string& id) {
+  std::vector<std::size_t> notify;
+  for (const auto& [cid, c] : calls)
+    if (c.task_id == id) notify.push_back(c.agent);
+  for (auto a : notify)
+    if (agents[a].handle) caf::anon_send<caf::message_priority::high>(agents[a].handle, cancel_atom::value, id);
+}
+
 void team_state::cancel(self_ptr self, const std::string& id, reply_fn reply) {
   auto it = tasks.find(id);
   if (it == tasks.end()) return reply(base::fail(base::errc::not_found, "no task '" + id + "' in team '" + spec.team.name + "'"));
   auto& e = it->second;
   if (agents::is_terminal(e.t.state))
     return reply(base::fail(base::errc::conflict, "task '" + id + "' already " + std::string(agents::to_string(e.t.state))));
+  if (e.run && e.run->actor) {
+    // Preemption: the agents drop the task's calls at once; the task actor, told with
+    // high priority as well, ends the task, commits it and answers.
+    if (e.active_calls > 0) cancel_calls(id);
+    emit_task(e, "cancelling");  // the cancel took effect here; the task actor confirms with `finished`
+    self->request<caf::message_priority::high>(e.run->actor, caf::infinite, cancel_atom::value)
+        .then([reply](json_reply& j) { reply(std::move(j.value)); },
+              [self, reply, id](caf::error&) {
+                // It ended on its own just before: its final record is here (or on its way).
+                auto t = self->state.tasks.find(id);
+                auto state = t != self->state.tasks.end() && agents::is_terminal(t->second.t.state)
+                                 ? std::string(agents::to_string(t->second.t.state))
+                                 : std::string("ended");
+                reply(base::fail(base::errc::conflict, "task '" + id + "' already " + state));
+              });
+    return;
+  }
   finish(self, e, task_state::cancelled, base::make_error(base::errc::cancelled, "cancelled by operator"));
   reply(agents::to_json(e.t));
 }
@@ -305,13 +337,7 @@ caf::behavior team_actor(detail::self_ptr self, team_spec spec) {
   // An exception ends this incarnation; the root supervisor restarts the team from its
   // last committed state, or, without a store, from what it leaves behind here.
   self->set_exception_handler([self](caf::scheduled_actor*, std::exception_ptr& ep) -> caf::error {
-    std::string what = "unknown exception";
-    try {
-      std::rethrow_exception(ep);
-    } catch (const std::exception& e) {
-      what = e.what();
-    } catch (...) {
-    }
+    auto what = detail::exception_what(ep);
     spdlog::error("team actor threw team={} error=\"{}\"", self->state.spec.team.name, what);
     self->state.save_leftovers();
     return caf::make_error(caf::sec::runtime_error, "team '" + self->state.spec.team.name + "': " + what);
@@ -330,7 +356,16 @@ caf::behavior team_actor(detail::self_ptr self, team_spec spec) {
   return {
       [=](submit_atom, agents::task_spec& ts, const reply_fn& reply) { self->state.submit(self, std::move(ts), reply); },
       [=](step_done_atom, step_result& r) { self->state.on_step_done(self, std::move(r)); },
-      [=](retry_atom, const std::string& id, std::size_t step, int attempt) { self->state.on_retry(self, id, step, attempt); },
+      [=](want_step_atom, const std::string& id, std::size_t step, int attempt, work_vars_ptr& vars) {
+        self->state.on_want_step(self, id, step, attempt, std::move(vars));
+      },
+      [=](task_crashed_atom, const std::string& id, caf::actor_id actor, const std::string& reason) {
+        self->state.on_task_crashed(self, id, actor, reason);
+      },
+      [=](task_ended_atom, agents::task& t, bool wait) { self->state.on_task_ended(self, std::move(t), wait); },
+      [=](pending_atom, const std::string& id, agents::decision_record& rec, std::string& default_option) {
+        self->state.on_decision_pending(self, id, std::move(rec), std::move(default_option));
+      },
       [=](tick_atom) {
         self->state.tick(self);
         self->delayed_send(self, std::chrono::milliseconds(self->state.spec.tick_ms), tick_atom::value);
@@ -338,30 +373,17 @@ caf::behavior team_actor(detail::self_ptr self, team_spec spec) {
       [=](task_atom, const std::string& id, const reply_fn& reply) {
         auto it = self->state.tasks.find(id);
         if (it == self->state.tasks.end()) return reply(base::fail(base::errc::not_found, "no task '" + id + "'"));
-        reply(agents::to_json(it->second.t));
+        self->state.answer_task(self, it->second, reply);
       },
-      [=](tasks_atom, const list_filter& f, const reply_fn& reply) {
-        auto out = nlohmann::json::array();
-        for (const auto& [id, e] : self->state.tasks) {
-          if (out.size() >= f.limit) break;
-          if (!f.state.empty() && agents::to_string(e.t.state) != f.state) continue;
-          out.push_back(agents::to_json(e.t));
-        }
-        reply(nlohmann::json{{"tasks", std::move(out)}});
-      },
+      [=](tasks_atom, const list_filter& f, const reply_fn& reply) { self->state.list_tasks(self, f, reply); },
       [=](status_atom, const reply_fn& reply) { reply(self->state.status_json()); },
       [=](decisions_atom, const reply_fn& reply) {
         auto out = nlohmann::json::array();
-        for (const auto& [did, tid] : self->state.pending_decisions) {
-          auto it = self->state.tasks.find(tid);
-          if (it == self->state.tasks.end()) continue;
-          for (const auto& d : it->second.t.decisions)
-            if (d.id == did) {
-              auto j = agents::to_json(d);
-              j["task"] = tid;
-              j["team"] = self->state.spec.team.name;
-              out.push_back(std::move(j));
-            }
+        for (const auto& [did, p] : self->state.pending_decisions) {
+          auto j = agents::to_json(p.record);
+          j["task"] = p.task_id;
+          j["team"] = self->state.spec.team.name;
+          out.push_back(std::move(j));
         }
         reply(nlohmann::json{{"decisions", std::move(out)}});
       },

@@ -80,6 +80,7 @@ void apply_update(self_ptr self, team_update& u, const reply_fn& reply) {
   st.spec.team = std::move(u.team);
   st.spec.snapshot_every = u.snapshot_every;
   st.wf = agents::workflow::from_team(st.spec.team);
+  st.refresh_task_env(self);  // task actors started from now on take the new retry settings
   std::unordered_map<std::string, agent_spec*> next;
   for (auto& a : u.agents) next.emplace(a.agent->name, &a);
   auto added = nlohmann::json::array(), changed = nlohmann::json::array(), retiring = nlohmann::json::array();

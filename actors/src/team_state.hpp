@@ -7,6 +7,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "task_actor.hpp"
 #include "troupe/actors/messages.hpp"
 #include "troupe/actors/supervision/supervisor.hpp"
 #include "troupe/actors/team_actor.hpp"
@@ -28,11 +29,37 @@ struct agent_slot {
   bool retired = false;   ///< stopped; the slot stays so that indexes stay valid
 };
 
+/// A step a task actor wants run: its template variables, until its call reports.
+struct prepared_step {
+  std::size_t step = 0;
+  int attempt = 0;
+  work_vars_ptr vars;
+};
+
+/// What the team keeps of a task while its task actor runs it.
+struct running_task {
+  caf::actor actor;  ///< invalid while parked (the team failed after the actor crashed)
+  std::shared_ptr<task_crash_box> box;
+  std::vector<prepared_step> prepared;
+};
+
+/// A task as the team knows it. Queued: the task itself. Running (task actor alive):
+/// the record as it was when the actor started, kept for what the team decides on
+/// (priority, deadline, dependencies, loop guard counters) and for what a team crash
+/// leaves behind without a store; queries go to the actor. Terminal: the final record.
 struct task_entry {
   agents::task t;
   std::shared_ptr<const agents::workflow> wf;
   std::uint64_t order = 0;  ///< submission order: FIFO within a priority
   int active_calls = 0;
+  std::unique_ptr<running_task> run;  ///< set from start to end (one pointer while queued)
+};
+
+/// A pending human decision, as the team's decision actor needs it and `decisions` lists it.
+struct pending_decision {
+  std::string task_id;
+  agents::decision_record record;
+  std::string default_option;
 };
 
 struct call_info {
@@ -64,7 +91,9 @@ struct team_state {
   std::unordered_map<std::uint64_t, call_info> calls;
   std::unordered_map<std::string, std::string> idempotency;   ///< key -> task id
   std::unordered_map<std::string, std::vector<std::string>> dependents;
-  std::unordered_map<std::string, std::string> pending_decisions;  ///< decision id -> task id
+  std::unordered_map<std::string, pending_decision> pending_decisions;  ///< by decision id
+  supervision::restart_policy task_policy;  ///< restart intensity of the task actors (one_for_one)
+  std::shared_ptr<const task_env> tenv;     ///< shared by the team's task actors
   std::multimap<std::int64_t, std::string> deadlines;  ///< deadline_at_ms -> task id
   std::uint64_t next_call = 1;
   std::uint64_t next_order = 1;
@@ -74,7 +103,6 @@ struct team_state {
   bool paused = false;
   bool draining = false;
   std::vector<reply_fn> drain_waiters;
-  std::mt19937_64 rng{0x7e0b};
   supervision::supervisor agent_sup;     ///< agents, in config order, with the team's strategy
   supervision::supervisor decision_sup;  ///< one decision actor per pending human decision
   std::shared_ptr<const agent_env> env;  ///< shared by every agent of the team
@@ -89,21 +117,38 @@ struct team_state {
   void submit(self_ptr self, agents::task_spec spec, reply_fn reply);
   void accept(self_ptr self, agents::task t, std::shared_ptr<const agents::workflow> wf);
   void start(self_ptr self, const std::string& id);
-  void advance(self_ptr self, const std::string& id);
-  void begin_step(self_ptr self, task_entry& e, std::size_t step);
-  void enqueue(self_ptr self, task_entry& e, std::size_t step);
+  /// A queued task whose dependencies succeeded: its first step goes into the queue (the
+  /// task actor is spawned when an agent takes it), or its actor starts at once.
+  void launch(self_ptr self, task_entry& e);
+  void enqueue(self_ptr self, task_entry& e, std::size_t step, int attempt);
+  // task actors (team_tasks.cpp)
+  void refresh_task_env(self_ptr self);
+  /// Starts the task's actor; `kick`: no call of it is in flight, so it is sent a first message.
+  void spawn_task(self_ptr self, task_entry& e, std::string restarted_after = {}, bool kick = true);
+  void on_want_step(self_ptr self, const std::string& id, std::size_t step, int attempt, work_vars_ptr vars);
+  void on_task_ended(self_ptr self, agents::task t, bool wait);
+  /// A task actor threw (its exception handler says so, then it ends).
+  void on_task_crashed(self_ptr self, const std::string& id, caf::actor_id actor, const std::string& reason);
+  void restart_parked_tasks(self_ptr self);
+  /// Answers a query about one task: from its actor while it runs, else from the team.
+  void answer_task(self_ptr self, const task_entry& e, reply_fn reply, bool existing = false);
+  void list_tasks(self_ptr self, const list_filter& f, reply_fn reply);
+  /// Sends cancel (high priority) to the agents running calls of task `id`.
+  void cancel_calls(const std::string& id);
+  /// Common end of every task: counters, dependents, decisions, eviction.
+  void ended(self_ptr self, task_entry& e);
   void pump_selector(self_ptr self, const std::string& selector);
   void pump_agent(self_ptr self, std::size_t agent);
   bool assign(self_ptr self, std::size_t agent, const queued_step& q);
   void on_step_done(self_ptr self, step_result r);
-  void on_retry(self_ptr self, const std::string& id, std::size_t step, int attempt);
-  void step_failed(self_ptr self, task_entry& e, std::size_t step, base::error err);
+  /// Fails a task: at once while queued, through its task actor while running.
   void finish(self_ptr self, task_entry& e, agents::task_state state, std::optional<base::error> err);
+  /// Tells the task actor of call `info` that its call failed (agent crash, watchdog).
+  void report_failure(self_ptr self, const call_info& info, std::uint64_t call_id, base::error err);
   void cancel(self_ptr self, const std::string& id, reply_fn reply);
   void decide(self_ptr self, decide_cmd cmd, reply_fn reply);
-  void resolve_decision(self_ptr self, task_entry& e, std::size_t decision, const std::string& option,
-                        const std::string& who, const std::string& comment, reply_fn reply,
-                        std::vector<base::cost_row> costs = {});
+  void on_decision_pending(self_ptr self, const std::string& task_id, agents::decision_record rec,
+                           std::string default_option);
   // supervision (team_supervision.cpp)
   void init_supervisors(self_ptr self);
   /// The slot of a supervised agent by name (retiring agents included); agents.size() if none.
@@ -125,8 +170,8 @@ struct team_state {
   /// Aborts the agent's in-flight calls and puts their steps back in the queue
   /// (same attempt: an operator abort is not a failure).
   void requeue_in_flight(self_ptr self, std::size_t agent);
-  /// Removes the agent's calls in flight and frees its slots; returns (task, step) of each.
-  std::vector<std::pair<std::string, std::size_t>> take_calls_of(std::size_t agent);
+  /// Removes the agent's calls in flight and frees its slots; returns each (call id, call).
+  std::vector<std::pair<std::uint64_t, call_info>> take_calls_of(std::size_t agent);
   void tick(self_ptr self);
   // entity state: paused, failed, spent (team_entities.cpp)
   /// Applies spec.recovered_entities (and what a crashed incarnation left) before anything runs.
@@ -145,18 +190,20 @@ struct team_state {
   void mark_failed(self_ptr self);
   /// Answers a pause/resume/restart once its rows are committed (acknowledged = committed).
   void ack_after_commit(self_ptr self, std::vector<base::entity_row> rows, const reply_fn& reply);
-  void persist(self_ptr self, task_entry& e, const std::vector<std::size_t>& steps,
-               const std::vector<std::size_t>& decisions, std::vector<base::cost_row> costs,
-               std::function<void()> then);
   void emit_task(const task_entry& e, const char* what, std::optional<std::size_t> step = std::nullopt);
+  /// step_started / step_requeued of a running task, from what the team knows of the call.
+  void emit_step(const task_entry& e, const char* what, std::size_t step, const std::string& agent, int attempt);
   void emit_agent(std::size_t agent, const std::string& state, const std::string& task = {});
   nlohmann::json status_json() const;
   nlohmann::json agents_json() const;
   std::string selector_of(const agents::workflow_node& n) const;
-  /// Attempts a step may take: the step's own setting, else the task's, else the team's.
-  int max_attempts_of(const task_entry& e, const agents::workflow_node& node) const;
   void check_drained();
   caf::actor spawn_agent_slot(self_ptr self, std::size_t i);
+  /// The team ended (any reason): its task actors end with it.
+  ~team_state();
+  team_state() = default;
+  team_state(const team_state&) = delete;
+  team_state& operator=(const team_state&) = delete;
 };
 
 /// The team's reload message (team_reload.cpp): an update, or (null update) the

@@ -6,30 +6,17 @@
 namespace troupe::actors::detail {
 
 void team_state::emit_task(const task_entry& e, const char* what, std::optional<std::size_t> step) {
+  emit_task_event(*tenv, e.t, what, step);
+}
+
+void team_state::emit_step(const task_entry& e, const char* what, std::size_t step, const std::string& agent,
+                           int attempt) {
   if (!spec.bus || !spec.bus->active()) return;
-  auto ev = agents::make_event("task.update", "tasks", spec.team.name, {}, e.t.id);
-  nlohmann::json data{{"task", e.t.id}, {"team", spec.team.name}, {"state", agents::to_string(e.t.state)},
-                      {"what", what}, {"priority", e.t.priority}};
-  if (step) {
-    const auto& s = e.t.steps[*step];
-    ev->agent = s.agent;
-    data["step"] = s.id;
-    data["step_state"] = agents::to_string(s.state);
-    data["agent"] = s.agent;
-    data["attempt"] = s.attempts;
-    if (s.state == agents::step_state::succeeded) {
-      data["output"] = s.output;
-      data["duration_ms"] = s.finished_ms - s.started_ms;
-      data["tokens"] = s.cost.tokens_in + s.cost.tokens_out;
-    }
-    if (s.error) data["error"] = agents::to_json(*s.error);
-  }
-  if (agents::is_terminal(e.t.state)) {
-    data["result"] = e.t.result;
-    data["cost"] = agents::to_json(e.t.cost);
-    if (e.t.error) data["error"] = agents::to_json(*e.t.error);
-  }
-  ev->data = std::move(data);
+  // The team's record of a running task is not current: say only what the team knows.
+  auto ev = agents::make_event("task.update", "tasks", spec.team.name, agent, e.t.id);
+  ev->data = {{"task", e.t.id}, {"team", spec.team.name}, {"state", "running"}, {"what", what},
+              {"priority", e.t.priority}, {"step", e.wf->nodes[step].id}, {"step_state", "running"},
+              {"agent", agent}, {"attempt", attempt}};
   spec.bus->publish(ev);
 }
 
@@ -83,6 +70,7 @@ nlohmann::json team_state::status_json() const {
           {"max_queued", spec.team.max_queued}, {"strategy", config::to_string(spec.team.sup.strategy)},
           {"restarts", spec.stats->team_restarts.load(std::memory_order_relaxed)},
           {"decision_restarts", spec.stats->decision_restarts.load(std::memory_order_relaxed)},
+          {"task_restarts", spec.stats->task_restarts.load(std::memory_order_relaxed)},
           {"agents", agents_json()}};
 }
 

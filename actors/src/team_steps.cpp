@@ -1,8 +1,9 @@
-// Team actor: steps, dispatch to agents, results, retries, decisions, persistence.
+// Team actor: dispatch of steps to agents, the calls' results (accounting, budgets,
+// forwarding to the task actor) and the periodic tick (deadlines, stall watchdog).
+// What a step's result means for its task is the task actor's business (task_actor.cpp).
 #include <spdlog/spdlog.h>
 
 #include "team_state.hpp"
-#include "troupe/agents/backoff.hpp"
 #include "troupe/agents/task_json.hpp"
 #include "troupe/agents/template.hpp"
 #include "troupe/base/clock.hpp"
@@ -13,64 +14,58 @@ using agents::step_state;
 using agents::task_state;
 
 namespace {
-/// "d_<task hex>_<n>": unique per task and readable next to its task id.
-std::string next_decision_id(const agents::task& t) {
-  return "d_" + t.id.substr(t.id.find('_') + 1) + "_" + std::to_string(t.decisions.size() + 1);
-}
-}  // namespace
 
-int team_state::max_attempts_of(const task_entry& e, const agents::workflow_node& node) const {
-  if (node.max_attempts) return node.max_attempts;
-  return e.t.max_attempts ? e.t.max_attempts : spec.team.max_attempts;
+/// The template variables of a step of a task the team still holds (its first step).
+work_vars_ptr vars_of(const agents::task& t) {
+  auto vars = std::make_shared<work_vars>();
+  vars->emplace_back("input", t.input);
+  for (const auto& s : t.steps)
+    if (!s.output.empty()) vars->emplace_back("step." + s.id, s.output);
+  return vars;
 }
+
+/// The prompt of `node`, rendered with the step's variables.
+std::string render_prompt(const agents::task& t, const agents::workflow_node& node, const work_vars& vars) {
+  auto lookup = [&vars](std::string_view key_name, std::string& out) {
+    for (const auto& [key, value] : vars)
+      if (key == key_name) {
+        out = value;
+        return true;
+      }
+    if (key_name.substr(0, 5) == "step.") {
+      out.clear();  // a step that has not run (yet) renders empty
+      return true;
+    }
+    return false;
+  };
+  if (!node.is_decision) return agents::render_template(node.prompt, lookup);
+  std::string options;
+  for (const auto& o : node.decide.options) options += (options.empty() ? "" : ", ") + o;
+  std::string context;
+  for (auto d : node.deps) context += t.steps[d].output + "\n";
+  auto tmpl = node.decide.prompt.empty() ? "Decide " + node.id + ": answer with exactly one of: " + options + ".\n\n" + context
+                                         : node.decide.prompt;
+  return agents::render_template(tmpl, lookup);
+}
+
+}  // namespace
 
 std::string team_state::selector_of(const agents::workflow_node& n) const {
   return n.agent.empty() ? "c:" + n.capability : "a:" + n.agent;
 }
 
-void team_state::begin_step(self_ptr self, task_entry& e, std::size_t step) {
-  const auto& node = e.wf->nodes[step];
-  auto& s = e.t.steps[step];
-  s.state = step_state::running;
-  s.error.reset();
-  if (node.is_decision && node.human) {
-    // A human decision: pending until an operator decides or its timeout applies the default.
-    ++s.attempts;
-    s.started_ms = base::now_ms();
-    agents::decision_record d;
-    d.id = next_decision_id(e.t);
-    d.step = node.id;
-    d.by = "human";
-    d.options = node.decide.options;
-    d.created_ms = s.started_ms;
-    d.deadline_ms = node.decide.timeout_ms > 0 ? d.created_ms + node.decide.timeout_ms : 0;
-    e.t.decisions.push_back(d);
-    if (e.t.state == task_state::queued) {
-      --queued;
-      spec.stats->queued.store(queued, std::memory_order_relaxed);
-    }
-    e.t.state = task_state::waiting_decision;
-    pending_decisions[d.id] = e.t.id;
-    start_decision(self, d.id);
-    persist(self, e, {step}, {e.t.decisions.size() - 1}, {}, [] {});
-    emit_task(e, "waiting_decision", step);
-    if (spec.bus && spec.bus->active()) {
-      auto ev = agents::make_event("decision.pending", "decisions", spec.team.name, {}, e.t.id);
-      ev->data = agents::to_json(d);
-      ev->data["task"] = e.t.id;
-      ev->data["team"] = spec.team.name;
-      spec.bus->publish(ev);
-    }
-    return;
-  }
-  ++s.attempts;
-  enqueue(self, e, step);
+void team_state::enqueue(self_ptr self, task_entry& e, std::size_t step, int attempt) {
+  auto sel = selector_of(e.wf->nodes[step]);
+  queues[sel].push(e.t.priority, e.t.created_ms, e.order, queued_step{e.t.id, step, attempt});
+  pump_selector(self, sel);
 }
 
-void team_state::enqueue(self_ptr self, task_entry& e, std::size_t step) {
-  auto sel = selector_of(e.wf->nodes[step]);
-  queues[sel].push(e.t.priority, e.t.created_ms, e.order, queued_step{e.t.id, step, e.t.steps[step].attempts});
-  pump_selector(self, sel);
+void team_state::on_want_step(self_ptr self, const std::string& id, std::size_t step, int attempt, work_vars_ptr vars) {
+  auto it = tasks.find(id);
+  if (it == tasks.end() || !it->second.run || agents::is_terminal(it->second.t.state)) return;
+  auto& e = it->second;
+  e.run->prepared.push_back(prepared_step{step, attempt, std::move(vars)});
+  enqueue(self, e, step, attempt);
 }
 
 void team_state::pump_selector(self_ptr self, const std::string& selector) {
@@ -105,31 +100,35 @@ bool team_state::assign(self_ptr self, std::size_t i, const queued_step& q) {
   auto it = tasks.find(q.task_id);
   if (it == tasks.end()) return false;
   auto& e = it->second;
-  auto& s = e.t.steps[q.step];
-  if (agents::is_terminal(e.t.state) || s.state != step_state::running || s.attempts != q.attempt) return false;
+  if (agents::is_terminal(e.t.state)) return false;
+  // A queued task's first step (the team holds the task), or a step its task actor wants.
+  bool first = !e.run;
+  work_vars_ptr vars;
+  if (first) {
+    const auto& s = e.t.steps[q.step];
+    if (e.t.state != task_state::queued || s.state != step_state::pending || s.attempts + 1 != q.attempt) return false;
+  } else {
+    if (!e.run->actor) return false;  // parked: its actor crashed and the team failed
+    for (const auto& p : e.run->prepared)
+      if (p.step == q.step && p.attempt == q.attempt) vars = p.vars;
+    if (!vars) return false;  // stale: a crashed incarnation wanted it
+  }
   auto& a = agents[i];
   // Budgets and loop guards are checked before the call is made, never after overspending.
-  if (spec.team.budget_usd && spent_usd >= *spec.team.budget_usd) {
-    finish(self, e, task_state::failed,
-           base::make_error(base::errc::budget_exceeded, "team '" + spec.team.name + "' spent its budget of $" +
-                                                              std::to_string(*spec.team.budget_usd)));
-    return false;
-  }
-  if (a.spec.agent->budget_usd && a.spent_usd >= *a.spec.agent->budget_usd) {
-    finish(self, e, task_state::failed,
-           base::make_error(base::errc::budget_exceeded, "agent '" + a.spec.agent->name + "' spent its budget of $" +
-                                                              std::to_string(*a.spec.agent->budget_usd)));
-    return false;
-  }
-  if (e.t.cost.calls >= spec.team.limits.max_llm_calls) {
-    finish(self, e, task_state::failed,
-           base::make_error(base::errc::loop_limit, "task made " + std::to_string(e.t.cost.calls) +
-                                                        " LLM calls (limits.max_llm_calls)"));
-    return false;
-  }
-  if (spec.team.limits.max_cost_usd > 0 && e.t.cost.usd >= spec.team.limits.max_cost_usd) {
-    finish(self, e, task_state::failed,
-           base::make_error(base::errc::budget_exceeded, "task cost reached limits.max_cost_usd"));
+  std::optional<base::error> refuse;
+  if (spec.team.budget_usd && spent_usd >= *spec.team.budget_usd)
+    refuse = base::make_error(base::errc::budget_exceeded, "team '" + spec.team.name + "' spent its budget of $" +
+                                                               std::to_string(*spec.team.budget_usd));
+  else if (a.spec.agent->budget_usd && a.spent_usd >= *a.spec.agent->budget_usd)
+    refuse = base::make_error(base::errc::budget_exceeded, "agent '" + a.spec.agent->name + "' spent its budget of $" +
+                                                               std::to_string(*a.spec.agent->budget_usd));
+  else if (e.t.cost.calls >= spec.team.limits.max_llm_calls)
+    refuse = base::make_error(base::errc::loop_limit, "task made " + std::to_string(e.t.cost.calls) +
+                                                          " LLM calls (limits.max_llm_calls)");
+  else if (spec.team.limits.max_cost_usd > 0 && e.t.cost.usd >= spec.team.limits.max_cost_usd)
+    refuse = base::make_error(base::errc::budget_exceeded, "task cost reached limits.max_cost_usd");
+  if (refuse) {
+    finish(self, e, task_state::failed, std::move(refuse));
     return false;
   }
   const auto& node = e.wf->nodes[q.step];
@@ -140,46 +139,28 @@ bool team_state::assign(self_ptr self, std::size_t i, const queued_step& q) {
   w.step_id = node.id;
   w.attempt = q.attempt;
   w.priority = e.t.priority;
-  w.vars.emplace_back("input", e.t.input);
+  if (first) vars = vars_of(e.t);
+  w.vars.reserve(vars->size() + 2);
+  w.vars = *vars;
   w.vars.emplace_back("agent", a.spec.agent->name);
   w.vars.emplace_back("attempt", std::to_string(q.attempt));
-  for (std::size_t k = 0; k < e.t.steps.size(); ++k)
-    // Outputs of steps reset by a decision loop stay visible (a writer sees the editor's verdict).
-    if (!e.t.steps[k].output.empty()) w.vars.emplace_back("step." + e.t.steps[k].id, e.t.steps[k].output);
-  auto lookup = [&w](std::string_view key_name, std::string& out) {
-    for (const auto& [key, value] : w.vars)
-      if (key == key_name) {
-        out = value;
-        return true;
-      }
-    if (key_name.substr(0, 5) == "step.") {
-      out.clear();  // a step that has not run (yet) renders empty
-      return true;
-    }
-    return false;
-  };
-  if (node.is_decision) {
-    std::string options;
-    for (const auto& o : node.decide.options) options += (options.empty() ? "" : ", ") + o;
-    std::string context;
-    for (auto d : node.deps) context += e.t.steps[d].output + "\n";
-    auto tmpl = node.decide.prompt.empty() ? "Decide " + node.id + ": answer with exactly one of: " + options + ".\n\n" + context
-                                           : node.decide.prompt;
-    w.prompt = agents::render_template(tmpl, lookup);
-  } else {
-    w.prompt = agents::render_template(node.prompt, lookup);
-  }
-  s.agent = a.spec.agent->name;
-  s.started_ms = base::now_ms();
-  calls[w.call_id] = call_info{e.t.id, q.step, q.attempt, i, s.started_ms};
+  w.prompt = render_prompt(e.t, node, w.vars);
+  auto now = base::now_ms();
+  calls[w.call_id] = call_info{e.t.id, q.step, q.attempt, i, now};
   ++a.in_flight;
   ++e.active_calls;
-  if (e.t.state == task_state::queued) {
-    e.t.state = task_state::running;
-    --queued;
-    spec.stats->queued.store(queued, std::memory_order_relaxed);
+  if (first) {
+    // The task starts: its actor takes the record with this step under way.
+    auto& s = e.t.steps[q.step];
+    s.state = step_state::running;
+    s.error.reset();
+    s.attempts = q.attempt;
+    s.agent = a.spec.agent->name;
+    s.started_ms = now;
+    spawn_task(self, e, {}, false);
+    e.run->prepared.push_back(prepared_step{q.step, q.attempt, std::move(vars)});
   }
-  emit_task(e, "step_started", q.step);
+  emit_step(e, "step_started", q.step, a.spec.agent->name, q.attempt);
   if (a.in_flight == 1) emit_agent(i, "busy", e.t.id);
   self->send(a.handle, assign_atom::value, std::move(w));
   return true;
@@ -187,8 +168,8 @@ bool team_state::assign(self_ptr self, std::size_t i, const queued_step& q) {
 
 void team_state::on_step_done(self_ptr self, step_result r) {
   auto c = calls.find(r.call_id);
-  if (c == calls.end()) return;  // abandoned (task cancelled or agent restarted)
-  auto info = c->second;
+  if (c == calls.end()) return;  // abandoned (agent restarted, requeued, or timed out)
+  auto info = std::move(c->second);
   calls.erase(c);
   auto& a = agents[info.agent];
   --a.in_flight;
@@ -206,9 +187,13 @@ void team_state::on_step_done(self_ptr self, step_result r) {
   stats.cost_micro_usd.fetch_add(static_cast<std::uint64_t>(usd * 1e6), std::memory_order_relaxed);
   stats.step_latency_ms_total.fetch_add(static_cast<std::uint64_t>(r.latency_ms), std::memory_order_relaxed);
   stats.llm_seconds.at(r.provider, r.model).observe(static_cast<double>(r.latency_ms) / 1000.0);
-  std::vector<base::cost_row> costs;
+  call_report rep;
+  rep.step = info.step;
+  rep.attempt = info.attempt;
+  rep.usd = usd;
+  rep.started_ms = info.started_ms;
   auto it = tasks.find(info.task_id);
-  const std::string step_id = it != tasks.end() ? it->second.t.steps[info.step].id : std::string();
+  const std::string step_id = it != tasks.end() ? it->second.wf->nodes[info.step].id : std::string();
   if (spec.store) {
     base::cost_row row;
     row.task_id = info.task_id;
@@ -223,7 +208,8 @@ void team_state::on_step_done(self_ptr self, step_result r) {
     row.latency_ms = r.latency_ms;
     row.usd = usd;
     row.ts_ms = base::now_ms();
-    costs.push_back(std::move(row));
+    rep.costs.push_back(std::move(row));
+    rep.spend = spend_rows(rep.costs);
   }
   if (spec.bus && spec.bus->active()) {
     auto ev = agents::make_event("llm.call", "llm", spec.team.name, a.spec.agent->name, info.task_id);
@@ -234,108 +220,58 @@ void team_state::on_step_done(self_ptr self, step_result r) {
     spec.bus->publish(ev);
   }
   if (a.in_flight == 0) emit_agent(info.agent, a.paused ? "paused" : "idle");
-  auto free_agent = [&] {
-    check_drained();
-    pump_agent(self, info.agent);
-  };
-  if (it == tasks.end()) {
-    // The task is gone from memory (evicted): its cost and the spend still commit.
-    if (!costs.empty()) {
-      auto batch = std::make_shared<base::write_batch>();
-      batch->entities = spend_rows(costs);
-      batch->costs = std::move(costs);
-      self->request(spec.store, caf::infinite, write_atom::value, batch)
-          .then([](commit_reply&) {}, [](caf::error&) {});
-    }
-    free_agent();
-    return;
-  }
-  auto& e = it->second;
-  --e.active_calls;
-  auto& s = e.t.steps[info.step];
-  if (agents::is_terminal(e.t.state) || s.state != step_state::running || s.attempts != info.attempt) {
-    if (!costs.empty()) persist(self, e, {}, {}, std::move(costs), [] {});
-    free_agent();
-    return;
-  }
-  s.cost.add({r.tokens_in, r.tokens_out, usd, 1});
-  e.t.cost.add({r.tokens_in, r.tokens_out, usd, 1});
-  const auto& node = e.wf->nodes[info.step];
-  if (!r.ok) {
-    step_failed(self, e, info.step, r.error);
-    if (!costs.empty()) persist(self, e, {}, {}, std::move(costs), [] {});
-    free_agent();
-    return;
-  }
-  s.finished_ms = base::now_ms();
-  if (s.started_ms > 0) stats.step_seconds.observe(static_cast<double>(s.finished_ms - s.started_ms) / 1000.0);
-  auto id = e.t.id;
-  if (node.is_decision) {
-    auto option = agents::parse_decision(r.text, node.decide.options);
-    if (option.empty()) {
-      // Unparseable verdict: retry like a failed call; once attempts run out the default applies.
-      auto max_attempts = max_attempts_of(e, node);
-      if (s.attempts >= max_attempts && !node.decide.default_option.empty()) {
-        option = node.decide.default_option;
-      } else {
-        step_failed(self, e, info.step,
-                    base::make_error(base::errc::provider_error, "agent '" + a.spec.agent->name +
-                                         "' answered none of the options: \"" + r.text.substr(0, 200) + "\"", true));
-        if (!costs.empty()) persist(self, e, {}, {}, std::move(costs), [] {});
-        free_agent();
-        return;
+  bool forwarded = false;
+  if (it != tasks.end()) {
+    auto& e = it->second;
+    --e.active_calls;
+    // The loop guard's counters (checked at dispatch) follow every call of the task.
+    e.t.cost.add({r.tokens_in, r.tokens_out, usd, 1});
+    if (e.run) {
+      auto& prep = e.run->prepared;
+      for (auto p = prep.begin(); p != prep.end(); ++p)
+        if (p->step == info.step && p->attempt == info.attempt) {
+          prep.erase(p);
+          break;
+        }
+      if (e.run->actor) {
+        rep.r = std::move(r);
+        self->send(e.run->actor, step_done_atom::value, std::move(rep));
+        forwarded = true;
       }
     }
-    agents::decision_record d;
-    d.id = next_decision_id(e.t);
-    d.step = node.id;
-    d.by = "agent:" + a.spec.agent->name;
-    d.options = node.decide.options;
-    d.chosen = option;
-    d.decided_by = a.spec.agent->name;
-    d.comment = r.text;
-    d.pending = false;
-    d.created_ms = s.started_ms;
-    d.resolved_ms = s.finished_ms;
-    e.t.decisions.push_back(std::move(d));
-    // The call's cost row and the verdict commit together: after a crash either both are
-    // there (the call is not repeated) or neither (it is, and paid once).
-    resolve_decision(self, e, e.t.decisions.size() - 1, option, a.spec.agent->name, r.text, nullptr,
-                     std::move(costs));
-  } else {
-    s.output = std::move(r.text);
-    s.state = step_state::succeeded;
-    emit_task(e, "step_finished", info.step);
-    // Durability contract: the step's output is committed before the next step starts.
-    persist(self, e, {info.step}, {}, std::move(costs), [self, id] { self->state.advance(self, id); });
   }
-  free_agent();
+  if (!forwarded && !rep.costs.empty()) {
+    // No task actor takes it (the task ended or is parked): its cost and the spend still commit.
+    auto batch = std::make_shared<base::write_batch>();
+    batch->entities = std::move(rep.spend);
+    batch->costs = std::move(rep.costs);
+    self->request(spec.store, caf::infinite, write_atom::value, batch).then([](commit_reply&) {}, [](caf::error&) {});
+  }
+  check_drained();
+  pump_agent(self, info.agent);
 }
 
-void team_state::step_failed(self_ptr self, task_entry& e, std::size_t step, base::error err) {
-  const auto& node = e.wf->nodes[step];
-  auto& s = e.t.steps[step];
-  s.error = err;
-  auto max_attempts = max_attempts_of(e, node);
-  if (err.retryable && s.attempts < max_attempts) {
-    auto delay = agents::backoff_ms(s.attempts, spec.team.backoff_ms, spec.team.backoff_max_ms, rng);
-    emit_task(e, "step_retry", step);
-    self->delayed_send(self, std::chrono::milliseconds(delay), retry_atom::value, e.t.id, step, s.attempts);
-    return;
-  }
-  s.state = step_state::failed;
-  auto msg = "step '" + s.id + "' failed after " + std::to_string(s.attempts) + " attempt(s): " + err.message;
-  finish(self, e, task_state::failed, base::make_error(err.code, std::move(msg)));
-}
-
-void team_state::on_retry(self_ptr self, const std::string& id, std::size_t step, int attempt) {
-  auto it = tasks.find(id);
+void team_state::report_failure(self_ptr self, const call_info& info, std::uint64_t call_id, base::error err) {
+  auto it = tasks.find(info.task_id);
   if (it == tasks.end()) return;
   auto& e = it->second;
-  auto& s = e.t.steps[step];
-  if (agents::is_terminal(e.t.state) || s.state != step_state::running || s.attempts != attempt) return;
-  ++s.attempts;
-  enqueue(self, e, step);
+  --e.active_calls;
+  if (agents::is_terminal(e.t.state) || !e.run) return;
+  auto& prep = e.run->prepared;
+  for (auto p = prep.begin(); p != prep.end(); ++p)
+    if (p->step == info.step && p->attempt == info.attempt) {
+      prep.erase(p);
+      break;
+    }
+  if (!e.run->actor) return;
+  call_report rep;
+  rep.step = info.step;
+  rep.attempt = info.attempt;
+  rep.started_ms = info.started_ms;
+  rep.r.call_id = call_id;
+  rep.r.agent = agents[info.agent].spec.agent->name;
+  rep.r.error = std::move(err);
+  self->send(e.run->actor, step_done_atom::value, std::move(rep));
 }
 
 void team_state::tick(self_ptr self) {
@@ -371,60 +307,6 @@ void team_state::tick(self_ptr self) {
     emit_agent(c.agent, "stalled", c.task_id);
     on_step_done(self, std::move(r));
   }
-}
-
-void team_state::persist(self_ptr self, task_entry& e, const std::vector<std::size_t>& steps,
-                         const std::vector<std::size_t>& decisions, std::vector<base::cost_row> costs,
-                         std::function<void()> then) {
-  e.t.updated_ms = base::now_ms();
-  if (!spec.store) {
-    then();
-    return;
-  }
-  ++e.t.seq;
-  auto batch = std::make_shared<base::write_batch>();
-  bool terminal = agents::is_terminal(e.t.state);
-  if (terminal || e.t.seq - e.t.snapshot_seq >= spec.snapshot_every) {
-    base::task_row row;
-    row.id = e.t.id;
-    row.team = e.t.team;
-    row.agent = e.t.agent;
-    row.priority = e.t.priority;
-    row.state = std::string(agents::to_string(e.t.state));
-    row.idempotency_key = e.t.idempotency_key;
-    row.snapshot = agents::to_json(e.t).dump();
-    row.seq = e.t.seq;
-    row.created_ms = e.t.created_ms;
-    row.updated_ms = e.t.updated_ms;
-    batch->snapshots.push_back(std::move(row));
-    e.t.snapshot_seq = e.t.seq;
-  } else {
-    base::journal_row j;
-    j.task_id = e.t.id;
-    j.seq = e.t.seq;
-    j.kind = "patch";
-    j.payload = agents::make_patch(e.t, steps, decisions).dump();
-    j.ts_ms = e.t.updated_ms;
-    batch->journal.push_back(std::move(j));
-  }
-  for (auto d : decisions) {
-    const auto& rec = e.t.decisions[d];
-    base::decision_row row;
-    row.id = rec.id;
-    row.task_id = e.t.id;
-    row.step_id = rec.step;
-    row.state = rec.pending ? "pending" : "resolved";
-    row.record = agents::to_json(rec).dump();
-    row.deadline_ms = rec.deadline_ms;
-    batch->decisions.push_back(std::move(row));
-  }
-  // Spend travels with its cost rows: no extra commit per call, and after a crash the
-  // budget spent and the calls recorded agree.
-  batch->entities = spend_rows(costs);
-  batch->costs = std::move(costs);
-  self->request(spec.store, caf::infinite, write_atom::value, batch)
-      .then([then](commit_reply&) { then(); },
-            [](caf::error&) { /* the store actor is gone: the daemon is stopping */ });
 }
 
 }  // namespace troupe::actors::detail

@@ -46,18 +46,13 @@ void team_state::init_supervisors(self_ptr self) {
   child_hooks decision_hooks;
   decision_hooks.start = [this, self](const std::string& did) -> caf::actor {
     auto p = pending_decisions.find(did);
-    if (p == pending_decisions.end()) return {};
-    auto t = tasks.find(p->second);
-    if (t == tasks.end()) return {};
-    const auto* rec = t->second.t.find_decision(did);
-    if (!rec || !rec->pending) return {};
+    if (p == pending_decisions.end() || !p->second.record.pending) return {};
     decision_spec ds;
     ds.id = did;
-    ds.task_id = p->second;
-    ds.options = rec->options;
-    ds.deadline_ms = rec->deadline_ms;
-    for (const auto& n : t->second.wf->nodes)
-      if (n.id == rec->step) ds.default_option = n.decide.default_option;
+    ds.task_id = p->second.task_id;
+    ds.options = p->second.record.options;
+    ds.deadline_ms = p->second.record.deadline_ms;
+    ds.default_option = p->second.default_option;
     ds.team = caf::actor_cast<caf::actor>(self);
     return spawn_decision(self, std::move(ds));
   };
@@ -73,6 +68,8 @@ void team_state::init_supervisors(self_ptr self) {
     mark_failed(self);
     agent_sup.stop_all(self);
   };
+  // Task actors are independent of each other: one_for_one (team_tasks.cpp).
+  task_policy = restart_policy{strategy::one_for_one, spec.team.sup.max_restarts, spec.team.sup.within_ms};
   decision_sup = supervisor{restart_policy{strategy::one_for_one, spec.team.sup.max_restarts, spec.team.sup.within_ms},
                             restart_mode::transient, intensity_scope::group, std::move(decision_hooks)};
 }
@@ -93,22 +90,16 @@ void team_state::agent_stopped(self_ptr self, std::size_t i, const supervision::
   // The calls it had in flight fail as retryable errors: their tasks retry per attempts.
   auto lost = take_calls_of(i);
   emit_agent(i, info.restarting ? "restarting" : "failed");
-  for (const auto& [task_id, step] : lost) {
-    auto it = tasks.find(task_id);
-    if (it == tasks.end()) continue;
-    auto& e = it->second;
-    --e.active_calls;
-    if (agents::is_terminal(e.t.state)) continue;
-    step_failed(self, e, step,
-                base::make_error(base::errc::internal, "agent '" + a.spec.agent->name + "' crashed: " + info.reason, true));
-  }
+  for (const auto& [call_id, c] : lost)
+    report_failure(self, c, call_id,
+                   base::make_error(base::errc::internal, "agent '" + a.spec.agent->name + "' crashed: " + info.reason, true));
 }
 
-std::vector<std::pair<std::string, std::size_t>> team_state::take_calls_of(std::size_t agent) {
-  std::vector<std::pair<std::string, std::size_t>> taken;
+std::vector<std::pair<std::uint64_t, call_info>> team_state::take_calls_of(std::size_t agent) {
+  std::vector<std::pair<std::uint64_t, call_info>> taken;
   for (auto c = calls.begin(); c != calls.end();) {
     if (c->second.agent == agent) {
-      taken.emplace_back(c->second.task_id, c->second.step);
+      taken.emplace_back(c->first, std::move(c->second));
       c = calls.erase(c);
     } else {
       ++c;
@@ -121,16 +112,17 @@ std::vector<std::pair<std::string, std::size_t>> team_state::take_calls_of(std::
 void team_state::requeue_in_flight(self_ptr self, std::size_t i) {
   auto& a = agents[i];
   auto aborted = take_calls_of(i);
-  for (const auto& [task_id, step] : aborted) {
-    if (a.handle) caf::anon_send<caf::message_priority::high>(a.handle, cancel_atom::value, task_id);
-    auto it = tasks.find(task_id);
+  for (const auto& [call_id, c] : aborted) {
+    if (a.handle) caf::anon_send<caf::message_priority::high>(a.handle, cancel_atom::value, c.task_id);
+    auto it = tasks.find(c.task_id);
     if (it == tasks.end()) continue;
-    --it->second.active_calls;
-    if (agents::is_terminal(it->second.t.state)) continue;
-    emit_task(it->second, "step_requeued", step);
-    auto sel = selector_of(it->second.wf->nodes[step]);
-    queues[sel].push(it->second.t.priority, it->second.t.created_ms, it->second.order,
-                     queued_step{task_id, step, it->second.t.steps[step].attempts});
+    auto& e = it->second;
+    --e.active_calls;
+    if (agents::is_terminal(e.t.state) || !e.run) continue;
+    // Same attempt: the step's prepared variables stay with the team until its call reports.
+    emit_step(e, "step_requeued", c.step, a.spec.agent->name, c.attempt);
+    auto sel = selector_of(e.wf->nodes[c.step]);
+    queues[sel].push(e.t.priority, e.t.created_ms, e.order, queued_step{c.task_id, c.step, c.attempt});
   }
   (void)self;
 }
@@ -151,6 +143,8 @@ void team_state::operator_restart(self_ptr self) {
   for (auto& a : agents) a.failed = false;
   agent_sup.restart_stopped(self);
   decision_sup.restart_stopped(self);
+  task_policy.reset();
+  restart_parked_tasks(self);
   for (std::size_t i = 0; i < agents.size(); ++i) {
     if (agents[i].in_flight == 0) emit_agent(i, agents[i].paused ? "paused" : "idle");
     pump_agent(self, i);
@@ -161,6 +155,12 @@ void team_state::inject_fault(self_ptr self, const std::string& target) {
   if (target.empty()) throw std::runtime_error("injected fault in team '" + spec.team.name + "'");
   if (target.rfind("decision:", 0) == 0) {
     if (auto h = decision_sup.handle(target.substr(9))) self->send(h, fault_atom::value, target);
+    return;
+  }
+  if (target.rfind("task:", 0) == 0) {
+    auto it = tasks.find(target.substr(5));
+    if (it != tasks.end() && it->second.run && it->second.run->actor)
+      self->send(it->second.run->actor, fault_atom::value, target);
     return;
   }
   spdlog::warn("fault injection: unknown target team={} target={}", spec.team.name, target);

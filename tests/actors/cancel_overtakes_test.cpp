@@ -73,15 +73,29 @@ TEST(team_actor, a_cancel_overtakes_ten_thousand_queued_submissions) {
     ts.input = "x";
     caf::anon_send(team, submit_atom::value, ts, reply_fn([&](base::result<nlohmann::json>) { ++submits_answered; }));
   }
+  // The team takes the cancel (it aborts the call and tells the task actor, both with high
+  // priority) and says so with a `cancelling` event; the task actor answers after it ended
+  // the task. The coordinator runs a mailbox dry per turn, so the answer itself comes only
+  // after the team's turn: the event marks when the cancel took effect.
+  bool took_effect = false;
+  auto token = spec.bus->subscribe([&](const agents::event_ptr& ev) {
+    if (ev->task == victim && ev->data.value("what", "") == "cancelling" && !took_effect) {
+      took_effect = true;
+      answered_before_cancel = submits_answered;
+    }
+  });
+  std::string final_state;
   caf::anon_send<caf::message_priority::high>(team, cancel_atom::value, victim,
                                               reply_fn([&](base::result<nlohmann::json> r) {
                                                 EXPECT_TRUE(r) << r.error().message;
                                                 cancelled = true;
-                                                answered_before_cancel = submits_answered;
+                                                if (r) final_state = (*r)["state"];
                                               }));
   while (!cancelled && sched.try_run_once()) {
   }
   ASSERT_TRUE(cancelled);
+  ASSERT_TRUE(took_effect);
+  EXPECT_EQ(final_state, "cancelled");
   EXPECT_LT(answered_before_cancel, 100u) << "the cancel waited behind queued work";
   sched.run();
   EXPECT_EQ(submits_answered, 10000u);

@@ -54,8 +54,17 @@ using decided_atom = caf::atom_constant<caf::atom("decided")>;
 using done_atom = caf::atom_constant<caf::atom("done")>;
 // Supervision
 using ready_atom = caf::atom_constant<caf::atom("supready")>;
+// Task actors (task_actor.cpp): task -> team (a step to dispatch, a pending human
+// decision, the terminal state), team -> task (a call's report, a failure it must
+// take: budget, deadline)
+using want_step_atom = caf::atom_constant<caf::atom("wantstep")>;
+using pending_atom = caf::atom_constant<caf::atom("dpending")>;
+using task_ended_atom = caf::atom_constant<caf::atom("taskended")>;
+using fail_atom = caf::atom_constant<caf::atom("taskfail")>;
+using task_crashed_atom = caf::atom_constant<caf::atom("taskcrash")>;
 /// Test hook, never mapped to a control-plane op: (fault_atom, target) makes the
-/// receiving team throw ("" = the team itself, "decision:ID" = that decision actor).
+/// receiving team throw ("" = the team itself, "decision:ID" = that decision actor,
+/// "task:ID" = the task actor running that task).
 using fault_atom = caf::atom_constant<caf::atom("fault")>;
 
 /// One LLM call an agent performs for a task step.
@@ -83,6 +92,28 @@ struct step_result {
   std::int64_t latency_ms = 0;
   std::string provider;
   std::string model;
+};
+
+/// Template variables of a work order, prepared by the task actor that wants the step run.
+using work_vars = std::vector<std::pair<std::string, std::string>>;
+using work_vars_ptr = std::shared_ptr<const work_vars>;
+
+/// A call's outcome as the team forwards it to the task actor: the agent's result with
+/// what the team added (cost, and the rows that must commit with the step's journal entry).
+struct call_report {
+  step_result r;
+  std::size_t step = 0;
+  int attempt = 0;
+  double usd = 0;
+  std::int64_t started_ms = 0;
+  std::vector<base::cost_row> costs;      ///< empty without a store
+  std::vector<base::entity_row> spend;    ///< the team's and the agent's spend after this call
+};
+
+/// A JSON document as a message or response. Wrapped: CAF copies message elements with
+/// brace initialisation, which turns a bare nlohmann::json into a one-element array.
+struct json_reply {
+  nlohmann::json value;
 };
 
 struct decide_cmd {
@@ -121,6 +152,12 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::recovered_tasks)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::reply_fn)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::work_order)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::step_result)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::call_report)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::work_vars_ptr)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::agents::task)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::agents::decision_record)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::json_reply)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::base::error)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::decide_cmd)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::list_filter)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::batch_ptr)

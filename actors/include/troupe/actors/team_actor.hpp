@@ -1,12 +1,12 @@
 #pragma once
-/// The team actor: supervisor of its agents and decision actors, and dispatcher
-/// of its tasks.
+/// The team actor: supervisor of its agents, task actors and decision actors, and
+/// dispatcher of its tasks.
 ///
-/// It owns the state of every task of the team (queued tasks are plain data in
-/// a priority queue, so a million queued tasks cost no actors), moves each task
-/// through the workflow with the pure functions of agents/, assigns steps to
-/// agents with free capacity, makes every change durable through the store actor
-/// before acting on it, and restarts crashed agents with the team's strategy
+/// Queued tasks are plain data in its priority queues (a million queued tasks cost
+/// no actors). When a task starts, a task actor (actors/src/task_actor.hpp) takes
+/// it and drives it through the workflow until it is terminal; the team assigns the
+/// steps it wants to agents with free capacity, checks budgets, forwards each call's
+/// result to it, restarts it from its last record if it throws, and restarts crashed agents with the team's strategy
 /// (`one_for_one`, `one_for_all`, `rest_for_one`) within its restart intensity.
 /// Past the intensity the team goes `failed`: its agents stop, it keeps its
 /// queue, and it resumes on an operator `restart`. Each pending human decision is
@@ -40,6 +40,7 @@ struct team_stats {
   std::atomic<std::int64_t> queued{0};
   std::atomic<std::uint64_t> team_restarts{0};  ///< incarnations of the team actor after the first
   std::atomic<std::uint64_t> decision_restarts{0};
+  std::atomic<std::uint64_t> task_restarts{0};  ///< task actors restarted after an exception
   std::atomic<std::uint64_t> restarts{0}, llm_calls{0}, llm_failures{0}, tokens_in{0}, tokens_out{0};
   std::atomic<std::uint64_t> cost_micro_usd{0};
   std::atomic<std::uint64_t> step_latency_ms_total{0};

@@ -1,0 +1,171 @@
+// Team actor: its task actors. The team spawns a task's actor when the task starts,
+// takes its final record when it ends, supervises it (one_for_one, with the team's
+// restart intensity) and routes queries about running tasks to it.
+#include <spdlog/spdlog.h>
+
+#include "team_state.hpp"
+#include "troupe/agents/task_json.hpp"
+
+namespace troupe::actors::detail {
+
+using agents::step_state;
+using agents::task_state;
+
+void team_state::refresh_task_env(self_ptr self) {
+  auto te = std::make_shared<task_env>();
+  te->team = spec.team.name;
+  te->team_actor = caf::actor_cast<caf::actor>(self);
+  te->store = spec.store;
+  te->bus = spec.bus;
+  te->stats = spec.stats;
+  te->snapshot_every = spec.snapshot_every;
+  te->max_attempts = spec.team.max_attempts;
+  te->backoff_ms = spec.team.backoff_ms;
+  te->backoff_max_ms = spec.team.backoff_max_ms;
+  tenv = std::move(te);
+}
+
+void team_state::spawn_task(self_ptr self, task_entry& e, std::string restarted_after, bool kick) {
+  if (e.t.state == task_state::queued) {
+    --queued;
+    spec.stats->queued.store(queued, std::memory_order_relaxed);
+    e.t.state = task_state::running;
+  }
+  if (!e.run) e.run = std::make_unique<running_task>();
+  e.run->box = std::make_shared<task_crash_box>();
+  task_start start;
+  start.t = e.t;  // the team keeps the record as it was at start (see task_entry)
+  start.wf = e.wf;
+  start.env = tenv;
+  start.box = e.run->box;
+  start.restarted_after = std::move(restarted_after);
+  e.run->actor = spawn_task_actor(self, std::move(start));
+  // The actor starts with its first message: the report of a call already dispatched
+  // for it (assign), else this kick.
+  if (kick) self->send(e.run->actor, tick_atom::value);
+}
+
+void team_state::on_task_ended(self_ptr self, agents::task t, bool wait) {
+  auto it = tasks.find(t.id);
+  if (it == tasks.end()) return;
+  auto& e = it->second;
+  if (e.run) {
+    // It waits for this so that reports forwarded before now still reach it.
+    if (e.run->actor && wait) self->send(e.run->actor, done_atom::value);
+    e.run.reset();
+  }
+  if (agents::is_terminal(e.t.state)) return;  // already ended by the team (parked and cancelled)
+  auto cost = e.t.cost;  // the team's count includes calls the task actor never saw (abandoned)
+  e.t = std::move(t);
+  if (cost.calls > e.t.cost.calls) e.t.cost = cost;
+  ended(self, e);
+}
+
+team_state::~team_state() {
+  for (auto& [id, e] : tasks)
+    if (e.run && e.run->actor) caf::anon_send_exit(e.run->actor, caf::exit_reason::user_shutdown);
+}
+
+void team_state::on_task_crashed(self_ptr self, const std::string& id, caf::actor_id actor, const std::string& reason) {
+  auto it = tasks.find(id);
+  if (it == tasks.end() || !it->second.run || !it->second.run->actor || it->second.run->actor.id() != actor) return;
+  auto& e = it->second;
+  spdlog::warn("task actor crashed task={} team={} reason=\"{}\"", id, spec.team.name, reason);
+  spec.stats->task_restarts.fetch_add(1, std::memory_order_relaxed);
+  // Its record as it was when it threw (else as it was when it started): completed
+  // steps stay completed; the steps it was running are run again per their attempts.
+  {
+    std::lock_guard guard{e.run->box->mutex};
+    if (e.run->box->task) {
+      auto cost = e.t.cost;
+      e.t = std::move(*e.run->box->task);
+      if (cost.calls > e.t.cost.calls) e.t.cost = cost;
+    }
+  }
+  e.run->actor = nullptr;
+  e.run->prepared.clear();  // its queued wants are stale now
+  emit_task(e, "task_restarting");
+  auto now = std::chrono::duration_cast<std::chrono::milliseconds>(self->clock().now().time_since_epoch()).count();
+  if (task_policy.on_failure(0, 1, now).escalate) {
+    // Past the intensity: the team fails like it does for its agents; this task stays
+    // parked with its record and restarts with the team (operator `restart`).
+    spdlog::error("team failed: task actors exceeded the restart intensity team={} task={} reason=\"{}\"",
+                  spec.team.name, id, reason);
+    mark_failed(self);
+    agent_sup.stop_all(self);
+    return;
+  }
+  spawn_task(self, e, reason);
+}
+
+void team_state::restart_parked_tasks(self_ptr self) {
+  std::vector<std::string> parked;
+  for (const auto& [id, e] : tasks)
+    if (e.run && !e.run->actor && !agents::is_terminal(e.t.state)) parked.push_back(id);
+  for (const auto& id : parked) spawn_task(self, tasks.at(id), "restarted by an operator after the team failed");
+}
+
+namespace {
+
+/// The record of task `id` as the team holds it now (final once the task actor reported).
+base::result<nlohmann::json> held_record(self_ptr self, const std::string& id) {
+  auto it = self->state.tasks.find(id);
+  if (it == self->state.tasks.end()) return base::fail(base::errc::not_found, "no task '" + id + "'");
+  return agents::to_json(it->second.t);
+}
+
+}  // namespace
+
+void team_state::answer_task(self_ptr self, const task_entry& e, reply_fn reply, bool existing) {
+  auto finish_reply = [reply = std::move(reply), existing](base::result<nlohmann::json> r) {
+    if (r && existing) (*r)["existing"] = true;
+    reply(std::move(r));
+  };
+  if (e.run && e.run->actor) {
+    // A task actor that ended meanwhile answers with an error; its final record reached
+    // the team before that error did (both come from it, in order).
+    auto id = e.t.id;
+    self->request(e.run->actor, caf::infinite, task_atom::value)
+        .then([finish_reply](json_reply& j) { finish_reply(std::move(j.value)); },
+              [self, finish_reply, id](caf::error&) { finish_reply(held_record(self, id)); });
+    return;
+  }
+  finish_reply(agents::to_json(e.t));
+}
+
+namespace {
+
+/// Collects a task list whose running tasks answer from their actors; answers when
+/// the last piece is in.
+struct task_list {
+  explicit task_list(reply_fn r) : reply(std::move(r)) {}
+  ~task_list() { reply(nlohmann::json{{"tasks", std::move(out)}}); }
+  task_list(const task_list&) = delete;
+  task_list& operator=(const task_list&) = delete;
+  reply_fn reply;
+  nlohmann::json out = nlohmann::json::array();
+};
+
+}  // namespace
+
+void team_state::list_tasks(self_ptr self, const list_filter& f, reply_fn reply) {
+  auto list = std::make_shared<task_list>(std::move(reply));
+  std::size_t n = 0;
+  for (const auto& [id, e] : tasks) {
+    if (n >= f.limit) break;
+    if (!f.state.empty() && agents::to_string(e.t.state) != f.state) continue;
+    ++n;
+    if (!e.run || !e.run->actor) {
+      list->out.push_back(agents::to_json(e.t));
+      continue;
+    }
+    auto keep = [list, state = f.state](base::result<nlohmann::json> r) {
+      if (r && (state.empty() || (*r)["state"] == state)) list->out.push_back(std::move(*r));
+    };
+    self->request(e.run->actor, caf::infinite, task_atom::value)
+        .then([keep](json_reply& j) { keep(std::move(j.value)); },
+              [self, keep, id = id](caf::error&) { keep(held_record(self, id)); });
+  }
+}
+
+}  // namespace troupe::actors::detail

@@ -1,0 +1,123 @@
+// Task actors under their team, deterministic on CAF's test coordinator: a task
+// actor that throws is restarted from its record (completed steps are not run again,
+// the step it was running is retried), other tasks and the agents are untouched;
+// past the restart intensity the team fails and keeps its work; a cancel reaches a
+// running task's actor and abandons its call.
+#include "team_fixture.hpp"
+
+namespace troupe::actors::testing {
+namespace {
+
+using nlohmann::json;
+
+json three_steps() {
+  return json::array({{{"id", "s1"}, {"capability", "work"}, {"prompt", "{{input}} one"}},
+                      {{"id", "s2"}, {"capability", "work"}, {"prompt", "{{input}} two {{step.s1}}"}},
+                      {{"id", "s3"}, {"capability", "work"}, {"prompt", "{{input}} three {{step.s2}}"}}});
+}
+json echo() { return json::array({{{"text", "ok {{input}}"}}}); }
+
+class team_task_actor : public team_fixture {
+ public:
+  /// LLM calls made for `task` (and one of its steps).
+  std::size_t calls(const std::string& task, const std::string& step = {}) const {
+    return count("llm.call", [&](const json& d) { return d["task"] == task && (step.empty() || d["step"] == step); });
+  }
+  bool step_finished(const std::string& task, const std::string& step) const {
+    return count("task.update", [&](const json& d) {
+             return d["task"] == task && d["what"] == "step_finished" && d["step"] == step;
+           }) > 0;
+  }
+  json task(const std::string& id) {
+    auto r = ask(caf::make_message(task_atom::value, id));
+    EXPECT_TRUE(r);
+    return r ? *r : json();
+  }
+  void crash(const std::string& id) { caf::anon_send(team, fault_atom::value, "task:" + id); }
+};
+
+TEST_F(team_task_actor, a_crashed_task_actor_resumes_its_task_without_rerunning_completed_steps) {
+  spawn(spec_of(team_config(echo(), three_steps(), 2, {{"strategy", "one_for_one"}})));
+  auto a = submit("a");
+  auto b = submit("b");
+  ASSERT_TRUE(run_until([&] { return step_finished(a, "s1") && calls(a) == 1; }, 60000, 10));
+  crash(a);  // s1 is done, s2 is in flight
+  ASSERT_TRUE(run_until([&] { return finished.count(a) && finished.count(b); }));
+  EXPECT_EQ(finished[a]["state"], "succeeded");
+  EXPECT_EQ(finished[b]["state"], "succeeded");
+  EXPECT_EQ(calls(a, "s1"), 1u) << "a completed step is not run again";
+  EXPECT_EQ(calls(a, "s3"), 1u);
+  auto ta = task(a);
+  EXPECT_EQ(ta["steps"][0]["attempts"], 1);
+  EXPECT_EQ(ta["steps"][1]["attempts"], 2) << "the step it was running is retried";
+  EXPECT_EQ(ta["result"], "ok a");
+  // The other task and the agents saw nothing of it.
+  EXPECT_EQ(calls(b), 3u);
+  auto tb = task(b);
+  for (const auto& s : tb["steps"]) EXPECT_EQ(s["attempts"], 1);
+  for (const auto& agent : {"a1", "a2"}) {
+    auto seq = agent_states(agent);
+    EXPECT_EQ(std::count(seq.begin(), seq.end(), "restarting"), 0) << agent;
+  }
+  auto st = status();
+  EXPECT_EQ(st["task_restarts"], 1);
+  EXPECT_EQ(st["state"], "running");
+  EXPECT_EQ(count("task.update", [&](const json& d) { return d["task"] == a && d["what"] == "task_restarting"; }), 1u);
+}
+
+TEST_F(team_task_actor, a_step_out_of_attempts_fails_its_task_when_the_task_actor_crashes) {
+  spawn(spec_of(team_config(echo(), three_steps(), 1, {{"strategy", "one_for_one"}})));
+  auto a = submit("a", "", 1);  // one attempt per step
+  ASSERT_TRUE(run_until([&] { return calls(a) == 0 && count("task.update", [&](const json& d) {
+                                        return d["task"] == a && d["what"] == "step_started";
+                                      }) == 1; }, 60000, 10));
+  crash(a);
+  ASSERT_TRUE(run_until([&] { return finished.count(a) > 0; }));
+  EXPECT_EQ(finished[a]["state"], "failed");
+  EXPECT_NE(finished[a]["error"]["message"].get<std::string>().find("task actor crashed"), std::string::npos);
+}
+
+TEST_F(team_task_actor, past_the_intensity_the_team_fails_keeps_its_tasks_and_an_operator_restart_resumes_them) {
+  spawn(spec_of(team_config(echo(), three_steps(), 1, {{"max_restarts", 1}, {"within_ms", 60000}})));
+  auto a = submit("a", "", 5);
+  ASSERT_TRUE(run_until([&] { return step_finished(a, "s1"); }, 60000, 10));
+  crash(a);  // restarted
+  ASSERT_TRUE(run_until([&] { return status()["task_restarts"] == 1; }, 1000, 10));
+  crash(a);  // past max_restarts 1 within the window: the team fails
+  ASSERT_TRUE(run_until([&] { return status()["state"] == "failed"; }, 1000, 10));
+  auto x = submit("x");
+  run_until([] { return false; }, 5000);
+  EXPECT_EQ(finished.count(a), 0u) << "a failed team runs nothing";
+  EXPECT_EQ(finished.count(x), 0u);
+  auto st = status();
+  EXPECT_EQ(st["queued"], 1) << "the queue is kept";
+  EXPECT_EQ(task(a)["state"], "running") << "the crashed task is kept with its record";
+  ASSERT_TRUE(ask(caf::make_message(restart_atom::value)));
+  ASSERT_TRUE(run_until([&] { return finished.count(a) && finished.count(x); }));
+  EXPECT_EQ(finished[a]["state"], "succeeded");
+  EXPECT_EQ(finished[x]["state"], "succeeded");
+  EXPECT_EQ(calls(a, "s1"), 1u) << "its completed step was not run again";
+  EXPECT_EQ(status()["state"], "running");
+}
+
+TEST_F(team_task_actor, a_cancel_reaches_the_running_tasks_actor_and_frees_the_agent_at_once) {
+  spawn(spec_of(team_config(echo(), three_steps(), 1, {{"strategy", "one_for_one"}}, 60000)));
+  auto a = submit("a");
+  ASSERT_TRUE(run_until([&] {
+    return count("task.update", [&](const json& d) { return d["task"] == a && d["what"] == "step_started"; }) == 1;
+  }, 1000, 10));
+  auto r = ask(caf::make_message(cancel_atom::value, a));
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ((*r)["state"], "cancelled");
+  ASSERT_TRUE(run_until([&] { return finished.count(a) > 0; }, 1000, 10));
+  EXPECT_EQ(finished[a]["state"], "cancelled");
+  // The abandoned call is reported (and accounted) at once, not at its provider timeout:
+  // the agent is free for the next task well before the 60 s latency of the first call.
+  EXPECT_EQ(count("llm.call", [&](const json& d) { return d["task"] == a && d["outcome"] == "cancelled"; }), 1u);
+  auto seq = agent_states("a1");
+  EXPECT_EQ(seq.back(), "idle");
+  EXPECT_EQ(ask(caf::make_message(cancel_atom::value, a)).error().code, base::errc::conflict);
+}
+
+}  // namespace
+}  // namespace troupe::actors::testing
