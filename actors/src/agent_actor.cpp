@@ -157,6 +157,14 @@ caf::behavior agent_actor(caf::stateful_actor<agent_state>* self, agent_spec spe
           self->send(st.dispatcher(), step_done_atom::value, std::move(r));
         }
       },
+      // Test hook ("call:AGENT"): one of this agent's LLM call actors throws.
+      [=](fault_atom, const std::string& target) {
+        for (const auto& [id, c] : self->state.calls)
+          if (c.call) {
+            self->send(c.call, fault_atom::value, target);
+            return;
+          }
+      },
       [=](reconfigure_atom, agent_spec& next) {
         auto& st = self->state;
         // A new provider means new scripted replies (and fresh reply counters).

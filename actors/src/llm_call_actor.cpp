@@ -1,7 +1,10 @@
 #include "troupe/actors/llm_call_actor.hpp"
 
 #include <chrono>
+#include <stdexcept>
+#include <string>
 
+#include "exception_error.hpp"
 #include "troupe/actors/messages.hpp"
 
 namespace troupe::actors {
@@ -20,6 +23,8 @@ struct call_state {
 caf::behavior llm_call_actor(caf::stateful_actor<call_state>* self, caf::actor agent, std::uint64_t id,
                              std::shared_ptr<base::llm_client> llm, base::llm_request req,
                              base::llm_token_fn on_token) {
+  // An exception ends the call with an error its agent sees in the down message.
+  self->set_exception_handler(detail::exception_to_error);
   auto me = caf::actor_cast<caf::actor>(self);
   auto timeout = std::chrono::milliseconds(req.timeout_ms + grace_ms);
   // The client calls back on an I/O thread; the outcome comes back as a message.
@@ -39,6 +44,12 @@ caf::behavior llm_call_actor(caf::stateful_actor<call_state>* self, caf::actor a
         report(std::make_shared<base::result<base::llm_response>>(base::fail(
             base::errc::timeout, "the provider client did not answer within " +
                                      std::to_string(timeout.count()) + " ms", true)));
+      },
+      // Test hook: an exception inside a call actor. Its agent sees the abnormal down
+      // message and fails the call as retryable (the step is retried per its attempts).
+      [=](fault_atom, const std::string&) {
+        if (self->state.handle) self->state.handle->cancel();
+        throw std::runtime_error("injected fault in an LLM call actor");
       },
       [=](cancel_atom) {
         if (self->state.handle) self->state.handle->cancel();

@@ -163,6 +163,11 @@ void team_state::inject_fault(self_ptr self, const std::string& target) {
       self->send(it->second.run->actor, fault_atom::value, target);
     return;
   }
+  if (target.rfind("call:", 0) == 0) {  // an LLM call actor of the named agent
+    auto a = slot_of(target.substr(5));
+    if (a < agents.size() && agents[a].handle) self->send(agents[a].handle, fault_atom::value, target);
+    return;
+  }
   spdlog::warn("fault injection: unknown target team={} target={}", spec.team.name, target);
 }
 

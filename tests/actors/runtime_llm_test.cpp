@@ -1,6 +1,8 @@
 // The runtime with network providers: agents call a fake OpenAI/Anthropic server
 // over real HTTP on loopback.
+#include <chrono>
 #include <cstdlib>
+#include <thread>
 
 #include "runtime_fixture.hpp"
 #include "troupe/fake_llm/fake_llm.hpp"
@@ -108,6 +110,32 @@ TEST(runtime_llm_errors, cancel_aborts_the_in_flight_http_call) {
   auto cancelled = call(*r.rt, "cancel", {{"id", id}});
   ASSERT_TRUE(cancelled) << cancelled.error().message;
   EXPECT_EQ(r.log->wait_terminal(id)["state"], "cancelled");
+}
+
+TEST(runtime_llm_errors, an_llm_call_actor_that_throws_fails_its_call_and_the_step_is_retried) {
+  llm_runtime r{"openai"};
+  r.fake.set_hang(true);
+  auto id = r.submit("x");
+  // The request is at the provider: the call actor exists.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (r.fake.counters().total < 1 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));  // polling a condition, with a deadline
+  ASSERT_GE(r.fake.counters().total, 1);
+  ASSERT_TRUE(r.rt->inject_fault_for_tests("t", "call:a1"));
+  auto retry = r.log->wait_event("task.update", [&](const json& d) {
+    return d["task"] == id && d["what"] == "step_retry" &&
+           d.value("error", json::object()).value("message", "").find("LLM call actor failed") != std::string::npos;
+  });
+  ASSERT_FALSE(retry.is_null());
+  EXPECT_NE(retry["error"]["message"].get<std::string>().find("injected fault"), std::string::npos) << retry.dump();
+  r.fake.set_hang(false);
+  auto done = r.log->wait_terminal(id);
+  ASSERT_EQ(done["state"], "succeeded") << done.dump();
+  // Only the call actor ended: its agent was not restarted.
+  EXPECT_EQ(r.log->count("agent.status", [](const json& d) { return d["state"] == "restarting"; }), 0u);
+  auto t = call(*r.rt, "task", {{"id", id}});
+  ASSERT_TRUE(t);
+  EXPECT_EQ((*t)["steps"][0]["attempts"].get<int>(), 2);
 }
 
 }  // namespace

@@ -64,7 +64,8 @@ using fail_atom = caf::atom_constant<caf::atom("taskfail")>;
 using task_crashed_atom = caf::atom_constant<caf::atom("taskcrash")>;
 /// Test hook, never mapped to a control-plane op: (fault_atom, target) makes the
 /// receiving team throw ("" = the team itself, "decision:ID" = that decision actor,
-/// "task:ID" = the task actor running that task).
+/// "task:ID" = the task actor running that task, "call:AGENT" = one LLM call actor
+/// of that agent).
 using fault_atom = caf::atom_constant<caf::atom("fault")>;
 
 /// One LLM call an agent performs for a task step.

@@ -52,7 +52,8 @@ class runtime : public protocols::control_port {
   const config::config& cfg() const;
   std::shared_ptr<agents::event_bus> bus() const;
   /// Test hook, not reachable from the control plane: makes the current team actor
-  /// `team` throw (target "") or one of its decision actors throw ("decision:ID").
+  /// `team` throw (target ""), or one of its decision actors ("decision:ID"), task
+  /// actors ("task:ID") or an LLM call actor of an agent ("call:AGENT").
   /// False when the team has no running incarnation.
   bool inject_fault_for_tests(const std::string& team, const std::string& target = {});
   /// Called when an admin asks for shutdown over the control plane.
