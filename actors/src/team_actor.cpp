@@ -2,6 +2,7 @@
 // handling live in team_steps.cpp, status and events in team_status.cpp.
 #include <algorithm>
 
+#include <caf/detail/scope_guard.hpp>
 #include <spdlog/spdlog.h>
 
 #include "exception_error.hpp"
@@ -144,11 +145,15 @@ void team_state::submit(self_ptr self, agents::task_spec ts, reply_fn reply) {
   row.created_ms = row.updated_ms = t.created_ms;
   batch->new_tasks.push_back(std::move(row));
   ++queued;  // reserve the slot while the commit is in flight
+  ++submits_in_flight;  // a drain waits for it: its client gets the commit's outcome
   self->request(spec.store, caf::infinite, write_atom::value, batch)
       .then(
           [=, t = std::move(t)](commit_reply& r) mutable {
             auto& st = self->state;
             --st.queued;
+            --st.submits_in_flight;
+            // Runs last: the reply below goes out before a drain can complete.
+            auto drained = caf::detail::make_scope_guard([self] { self->state.check_drained(); });
             if (!r.ok) {
               st.spec.stats->rejected.fetch_add(1, std::memory_order_relaxed);
               return reply(base::fail(r.error));
@@ -165,7 +170,9 @@ void team_state::submit(self_ptr self, agents::task_spec ts, reply_fn reply) {
           },
           [=](caf::error& err) {
             --self->state.queued;
+            --self->state.submits_in_flight;
             reply(base::fail(base::errc::unavailable, "store actor failed: " + self->system().render(err)));
+            self->state.check_drained();
           });
 }
 
@@ -323,7 +330,7 @@ void team_state::cancel(self_ptr self, const std::string& id, reply_fn reply) {
 }
 
 void team_state::check_drained() {
-  if (!draining || drain_waiters.empty() || !calls.empty()) return;
+  if (!draining || drain_waiters.empty() || !calls.empty() || submits_in_flight > 0) return;
   auto waiters = std::move(drain_waiters);
   drain_waiters.clear();
   for (auto& w : waiters) w(nlohmann::json{{"team", spec.team.name}, {"drained", true}});

@@ -98,6 +98,7 @@ struct team_state {
   std::uint64_t next_call = 1;
   std::uint64_t next_order = 1;
   std::int64_t queued = 0;
+  int submits_in_flight = 0;  ///< submits whose commit is under way (a drain waits for their answers)
   double spent_usd = 0;
   bool failed = false;
   bool paused = false;
