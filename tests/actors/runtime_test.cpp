@@ -164,6 +164,9 @@ TEST(runtime, an_agent_that_throws_is_restarted_and_work_retried) {
   json replies = json::array({{{"fault", "throw"}, {"every", 10}, {"error", "kaboom"}, {"text", "ok {{input}}"}}});
   auto cfg = base_config(replies, one_step(), 1, 4);
   cfg["teams"][0]["supervision"] = {{"max_restarts", 1000}, {"within_ms", 60000}};
+  // Every call in flight on a crashing agent fails with it (4 at a time here), so a task
+  // can be caught by several crashes in a row: enough attempts that none runs out.
+  cfg["teams"][0]["max_attempts"] = 10;
   running r{cfg};
   std::vector<std::string> ids;
   for (int i = 0; i < 200; ++i) ids.push_back(r.submit({{"team", "t"}, {"input", std::to_string(i)}}));
