@@ -144,11 +144,25 @@ void team_state::submit(self_ptr self, agents::task_spec ts, reply_fn reply) {
   row.snapshot = agents::to_json(t).dump();
   row.created_ms = row.updated_ms = t.created_ms;
   batch->new_tasks.push_back(std::move(row));
+  // The submit's audit row commits with its task. Not with an idempotency key: the
+  // commit may find the key taken, and the row must then name the existing task
+  // (written once the answer is known, as for every refused submit).
+  const bool audit_in_batch = ts.audit && t.idempotency_key.empty();
+  if (audit_in_batch) {
+    base::audit_row a;
+    a.ts_ms = t.created_ms;
+    a.principal = ts.audit->principal;
+    a.action = "submit";
+    a.target = t.id;
+    a.detail = R"({"args":)" + ts.audit->args_json + '}';
+    a.outcome = "ok";
+    batch->audit.push_back(std::move(a));
+  }
   ++queued;  // reserve the slot while the commit is in flight
   ++submits_in_flight;  // a drain waits for it: its client gets the commit's outcome
   self->request(spec.store, caf::infinite, write_atom::value, batch)
       .then(
-          [=, t = std::move(t)](commit_reply& r) mutable {
+          [=, t = std::move(t), audit = audit_in_batch ? ts.audit : nullptr](commit_reply& r) mutable {
             auto& st = self->state;
             --st.queued;
             --st.submits_in_flight;
@@ -164,6 +178,7 @@ void team_state::submit(self_ptr self, agents::task_spec ts, reply_fn reply) {
                 return st.answer_task(self, it->second, reply, true);
               return reply(nlohmann::json{{"id", existing}, {"existing", true}});
             }
+            if (audit) audit->committed = true;
             auto j = agents::to_json(t);
             st.accept(self, std::move(t), wfp);
             reply(std::move(j));

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "runtime_fixture.hpp"
+#include "troupe/persistence/open_store.hpp"
 #include "troupe/base/clock.hpp"
 
 namespace troupe::test {
@@ -145,6 +146,45 @@ TEST(audit, every_command_is_logged_with_principal_args_outcome_and_time_and_no_
   std::vector<std::string> actions;
   for (const auto& e : entries) actions.push_back(e["action"]);
   EXPECT_EQ(actions, (std::vector<std::string>{"cancel", "pause", "decide", "submit", "submit"})) << text;
+  rt.stop(1000);
+}
+
+// Durability of the log: an acknowledged submit's row is committed with its task,
+// so it is in the database when the answer arrives (read here on a connection of
+// our own, not through the store actor, which would first flush what is queued).
+TEST(audit, an_acknowledged_submit_finds_its_row_already_committed) {
+  scratch_dir dir;
+  const std::string url = "sqlite:" + (dir.path / "t.db").string();
+  host::runtime rt(load(config_with_signoff(url).dump()), host::runtime_options{true, {}, 20});
+  ASSERT_TRUE(rt.start());
+  auto reader = persistence::open_store(url);
+  ASSERT_TRUE(reader) << reader.error().message;
+  for (int i = 0; i < 20; ++i) {
+    auto submitted = call_as(rt, "frank", "submit", {{"team", "t"}, {"input", "story " + std::to_string(i)}});
+    ASSERT_TRUE(submitted) << submitted.error().message;
+    const std::string id = (*submitted)["id"];
+    auto rows = (*reader)->load_audit(100);
+    ASSERT_TRUE(rows) << rows.error().message;
+    int found = 0;
+    for (const auto& r : *rows)
+      if (r.action == "submit" && r.target == id && r.principal == "frank" && r.outcome == "ok") ++found;
+    ASSERT_EQ(found, 1) << "submit " << i << " (" << id << ") was answered before its audit row was committed";
+  }
+  // With an idempotency key the row is written once the answer is known: the repeat
+  // names the task it found.
+  auto first = call_as(rt, "frank", "submit", {{"team", "t"}, {"input", "keyed"}, {"idempotency_key", "k-1"}});
+  auto again = call_as(rt, "grace", "submit", {{"team", "t"}, {"input", "keyed"}, {"idempotency_key", "k-1"}});
+  ASSERT_TRUE(first && again);
+  EXPECT_EQ((*first)["id"], (*again)["id"]);
+  auto audit = call_as(rt, "viewer", "audit", {{"limit", 2}});
+  ASSERT_TRUE(audit) << audit.error().message;
+  const auto& e = (*audit)["entries"];
+  ASSERT_EQ(e.size(), 2u);
+  EXPECT_EQ(e[0]["principal"], "grace");
+  EXPECT_EQ(e[0]["target"], (*first)["id"]);
+  EXPECT_EQ(e[0]["detail"].value("existing", false), true) << e.dump();
+  EXPECT_EQ(e[1]["principal"], "frank");
+  EXPECT_EQ(e[1]["target"], (*first)["id"]);
   rt.stop(1000);
 }
 

@@ -285,9 +285,21 @@ void runtime::dispatch(const protocols::principal& who, const std::string& op, j
   const auto routes = d.routes();  // this request's view, whatever a reload does meanwhile
   const auto& table = *routes;
   if (op == "submit") {
-    reply = d.audited(who, "submit", "", args, std::move(reply));  // target: the new task's id
+    // The audit row goes into the task's own commit when the team can put it there
+    // (see team_state::submit); otherwise it is written when the submit is answered.
+    auto audit = std::make_shared<agents::submit_audit>();
+    if (d.store_actor) {
+      audit->principal = who.name;
+      audit->args_json = actors::audit_args(args);
+      auto logged = actors::audited(d.store_actor, who.name, "submit", "", audit->args_json, reply);
+      reply = [audit, plain = std::move(reply), logged = std::move(logged)](base::result<json> r) {
+        if (audit->committed.load()) return plain(std::move(r));
+        logged(std::move(r));  // target: the new task's id
+      };
+    }
     auto spec = protocols::wire::parse_submit(args);
     if (!spec) return reply(base::fail(spec.error()));
+    if (d.store_actor) spec->audit = audit;
     std::string team = spec->team;
     if (team.empty()) {
       auto it = table.agent_team.find(spec->agent);

@@ -1,7 +1,9 @@
 #pragma once
 /// Task, step and decision value types: the state a team keeps for every task it
 /// owns, snapshotted to the store and shown on the control plane.
+#include <atomic>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -26,6 +28,14 @@ inline bool is_terminal(task_state s) noexcept {
 std::optional<int> parse_priority(std::string_view text) noexcept;
 
 /// What a client submits.
+/// A submit's audit row as the control plane prepared it, to be committed in the
+/// same group commit as the new task (a crash then keeps both or neither).
+struct submit_audit {
+  std::string principal;
+  std::string args_json;           ///< the command's arguments, secrets removed
+  std::atomic<bool> committed{false};  ///< set by the team when the row went in with the task
+};
+
 struct task_spec {
   std::string team;   ///< run the team workflow, or
   std::string agent;  ///< run one step on this agent
@@ -36,6 +46,7 @@ struct task_spec {
   int max_attempts = 0;          ///< 0 = the team's setting
   std::vector<std::string> depends_on;
   std::string metadata = "{}";   ///< JSON object, stored and echoed as is
+  std::shared_ptr<submit_audit> audit;  ///< null: the caller audits the submit itself
 };
 
 struct usage_cost {
