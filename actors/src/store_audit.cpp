@@ -55,6 +55,18 @@ std::string audit_args(const nlohmann::json& args) {
   return scrub(args).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
+base::audit_row audit_row_ok(std::string principal, std::string action, std::string target,
+                             const std::string& args_json) {
+  base::audit_row row;
+  row.ts_ms = base::now_ms();
+  row.principal = std::move(principal);
+  row.action = std::move(action);
+  row.target = std::move(target);
+  row.detail = R"({"args":)" + args_json + '}';
+  row.outcome = "ok";
+  return row;
+}
+
 reply_fn audited(const caf::actor& store, std::string principal, std::string action,
                  std::string target, std::string args_json, reply_fn reply) {
   if (!store) return reply;
@@ -62,17 +74,12 @@ reply_fn audited(const caf::actor& store, std::string principal, std::string act
           target = std::move(target), args_json = std::move(args_json),
           reply = std::move(reply)](base::result<nlohmann::json> r) mutable {
     auto batch = std::make_shared<base::write_batch>();
-    base::audit_row row;
-    row.ts_ms = base::now_ms();
-    row.principal = std::move(principal);
-    row.action = std::move(action);
-    row.target = std::move(target);
-    if (row.target.empty() && r && r->is_object()) {
-      if (auto id = r->find("id"); id != r->end() && id->is_string()) row.target = id->get<std::string>();
+    if (target.empty() && r && r->is_object()) {
+      if (auto id = r->find("id"); id != r->end() && id->is_string()) target = id->get<std::string>();
     }
-    row.detail = R"({"args":)" + args_json;
+    auto row = audit_row_ok(std::move(principal), std::move(action), std::move(target), args_json);
+    row.detail.pop_back();  // the closing brace: the outcome's details follow
     if (r) {
-      row.outcome = "ok";
       if (r->is_object() && r->value("existing", false)) row.detail += R"(,"existing":true)";
     } else {
       row.outcome = std::string(base::to_string(r.error().code));

@@ -7,6 +7,7 @@
 
 #include "exception_error.hpp"
 #include "team_state.hpp"
+#include "troupe/actors/store_actor.hpp"
 #include "troupe/agents/task_json.hpp"
 #include "troupe/base/clock.hpp"
 
@@ -148,16 +149,7 @@ void team_state::submit(self_ptr self, agents::task_spec ts, reply_fn reply) {
   // commit may find the key taken, and the row must then name the existing task
   // (written once the answer is known, as for every refused submit).
   const bool audit_in_batch = ts.audit && t.idempotency_key.empty();
-  if (audit_in_batch) {
-    base::audit_row a;
-    a.ts_ms = t.created_ms;
-    a.principal = ts.audit->principal;
-    a.action = "submit";
-    a.target = t.id;
-    a.detail = R"({"args":)" + ts.audit->args_json + '}';
-    a.outcome = "ok";
-    batch->audit.push_back(std::move(a));
-  }
+  if (audit_in_batch) batch->audit.push_back(audit_row_ok(ts.audit->principal, "submit", t.id, ts.audit->args_json));
   ++queued;  // reserve the slot while the commit is in flight
   ++submits_in_flight;  // a drain waits for it: its client gets the commit's outcome
   self->request(spec.store, caf::infinite, write_atom::value, batch)

@@ -287,8 +287,9 @@ void runtime::dispatch(const protocols::principal& who, const std::string& op, j
   if (op == "submit") {
     // The audit row goes into the task's own commit when the team can put it there
     // (see team_state::submit); otherwise it is written when the submit is answered.
-    auto audit = std::make_shared<agents::submit_audit>();
+    std::shared_ptr<agents::submit_audit> audit;
     if (d.store_actor) {
+      audit = std::make_shared<agents::submit_audit>();
       audit->principal = who.name;
       audit->args_json = actors::audit_args(args);
       auto logged = actors::audited(d.store_actor, who.name, "submit", "", audit->args_json, reply);
@@ -299,7 +300,7 @@ void runtime::dispatch(const protocols::principal& who, const std::string& op, j
     }
     auto spec = protocols::wire::parse_submit(args);
     if (!spec) return reply(base::fail(spec.error()));
-    if (d.store_actor) spec->audit = audit;
+    spec->audit = audit;
     std::string team = spec->team;
     if (team.empty()) {
       auto it = table.agent_team.find(spec->agent);

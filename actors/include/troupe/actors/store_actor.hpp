@@ -92,6 +92,12 @@ struct store_options {
 /// costs the log a few hundred bytes at most.
 std::string audit_args(const nlohmann::json& args);
 
+/// The audit row of a command that succeeded: now, the principal, action, target,
+/// `{"args": args_json}` as detail, outcome "ok". `audited` amends it for an error or
+/// an existing task; a submit's row committed with its task is this row as is.
+base::audit_row audit_row_ok(std::string principal, std::string action, std::string target,
+                             const std::string& args_json);
+
 /// Wraps a command's reply so that, when the command is answered, its audit row
 /// (time, principal, action, target, arguments, outcome "ok" or the error code)
 /// goes to the store actor. The row joins the next group commit; nothing waits
