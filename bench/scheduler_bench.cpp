@@ -28,6 +28,9 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#ifdef TROUPE_WITH_TCMALLOC
+#include <gperftools/malloc_extension_c.h>
+#endif
 #include <spdlog/spdlog.h>
 
 #include "bench_proc.hpp"
@@ -247,11 +250,18 @@ std::int64_t settled_rss() {
   return last;
 }
 
-/// Bytes malloc has handed out and not taken back (small blocks and mmapped ones).
-/// Unlike RSS it does not depend on where freed memory (the parsed JSON) left holes.
+/// Bytes the allocator has handed out and not taken back. Unlike RSS it does not
+/// depend on where freed memory (the parsed JSON) left holes, nor on the caches
+/// of the allocator.
 std::int64_t heap_in_use() {
+#ifdef TROUPE_WITH_TCMALLOC
+  std::size_t bytes = 0;
+  MallocExtension_GetNumericProperty("generic.current_allocated_bytes", &bytes);
+  return static_cast<std::int64_t>(bytes);
+#else
   auto mi = mallinfo2();
   return static_cast<std::int64_t>(mi.uordblks + mi.hblkhd);
+#endif
 }
 
 /// Child: a runtime with `n` idle agents in one team. Prints RSS before the
@@ -417,7 +427,7 @@ int main(int argc, char** argv) {
     row("per idle agent: actors + team state (RSS delta / agents)", strf("%.0f bytes", per_agent_rt));
     row("per idle agent: including its parsed config", strf("%.0f bytes", per_agent_all));
     auto heap_delta = [](const std::vector<long long>& v) { return double(v[4] - v[3]); };
-    row("per idle agent: heap in use after start (mallinfo2 delta / agents)",
+    row("per idle agent: heap in use after start (allocator's count, delta / agents)",
         strf("%.0f bytes", (heap_delta(many) - heap_delta(base)) / double(idle_agents - 1)));
   }
   {

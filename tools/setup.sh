@@ -8,6 +8,7 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config git
   libcaf-dev libboost1.81-dev libpqxx-dev libpq-dev nlohmann-json3-dev libspdlog-dev
   libsqlite3-dev libssl-dev libexpected-dev
+  libgoogle-perftools-dev  # tcmalloc_minimal, the allocator of release builds (docs/benchmarks.md)
   googletest libgtest-dev libgmock-dev
   postgresql curl
   tmux  # tests/integration/watch_test.cpp runs `troupe watch` in a terminal

@@ -22,16 +22,24 @@ struct in_flight {
   std::chrono::steady_clock::time_point started;
 };
 
-struct agent_state {
-  agent_spec spec;
-  /// Built at the first scripted call, not at spawn: an idle agent costs no copy of
-  /// its provider's replies (memory per idle agent matters at 100,000 agents).
-  std::unique_ptr<agents::scripted_model> scripted;
+/// What an agent needs once it has worked: made at its first work order, so that an
+/// idle agent's actor carries two pointers of state (memory per idle agent matters at
+/// 100,000 agents: it keeps the actor in a smaller allocation class).
+struct agent_work {
+  std::unique_ptr<agents::scripted_model> scripted;   ///< built at the first scripted call
   std::unordered_map<std::uint64_t, in_flight> calls;
-  /// Network calls by their call actor, so a call actor's exit finds its call without a
-  /// scan. Made at the first network call: an idle or scripted agent pays one pointer.
-  std::unique_ptr<std::unordered_map<caf::actor_id, std::uint64_t>> call_actors;
-  const caf::actor& dispatcher() const { return spec.env->dispatcher; }
+  /// Network calls by their call actor, so a call actor's exit finds its call without a scan.
+  std::unordered_map<caf::actor_id, std::uint64_t> call_actors;
+};
+
+struct agent_state {
+  std::shared_ptr<const agent_spec> spec;  ///< shared with the team's slot; replaced by a reload
+  std::unique_ptr<agent_work> busy;
+  agent_work& work() {
+    if (!busy) busy = std::make_unique<agent_work>();
+    return *busy;
+  }
+  const caf::actor& dispatcher() const { return spec->env->dispatcher; }
   static inline const char* name = "troupe.agent";
 };
 
@@ -39,9 +47,9 @@ struct agent_state {
 step_result base_result(const agent_state& st, const work_order& w) {
   step_result r;
   r.call_id = w.call_id;
-  r.agent = st.spec.agent->name;
-  r.provider = st.spec.provider->name;
-  r.model = st.spec.model->name;
+  r.agent = st.spec->agent->name;
+  r.provider = st.spec->provider->name;
+  r.model = st.spec->model->name;
   return r;
 }
 
@@ -55,17 +63,18 @@ void run_scripted(caf::stateful_actor<agent_state>* self, const work_order& w) {
       }
     return false;
   };
-  if (!st.scripted) st.scripted = std::make_unique<agents::scripted_model>(*st.spec.provider);
-  auto outcome = st.scripted->answer(st.spec.agent->system, w.prompt, lookup);
+  auto& scripted = st.work().scripted;
+  if (!scripted) scripted = std::make_unique<agents::scripted_model>(*st.spec->provider);
+  auto outcome = scripted->answer(st.spec->agent->system, w.prompt, lookup);
   auto r = base_result(st, w);
   r.tokens_in = outcome.tokens_in;
   r.latency_ms = outcome.latency_ms;
   switch (outcome.fault) {
     case config::scripted_fault::throw_:
       // A scripted crash: the exception ends this actor and its team restarts it.
-      throw std::runtime_error("scripted exception in agent '" + st.spec.agent->name + "': " + outcome.error);
+      throw std::runtime_error("scripted exception in agent '" + st.spec->agent->name + "': " + outcome.error);
     case config::scripted_fault::hang:
-      st.calls[w.call_id] = in_flight{w.task_id, r, caf::actor{}, std::chrono::steady_clock::now()};
+      st.work().calls[w.call_id] = in_flight{w.task_id, r, caf::actor{}, std::chrono::steady_clock::now()};
       return;
     case config::scripted_fault::error:
     case config::scripted_fault::fatal:
@@ -84,31 +93,31 @@ void run_scripted(caf::stateful_actor<agent_state>* self, const work_order& w) {
     return;
   }
   auto id = w.call_id;
-  st.calls[id] = in_flight{w.task_id, std::move(r), caf::actor{}, std::chrono::steady_clock::now()};
+  st.work().calls[id] = in_flight{w.task_id, std::move(r), caf::actor{}, std::chrono::steady_clock::now()};
   self->delayed_send(self, std::chrono::milliseconds(outcome.latency_ms), scripted_atom::value, id);
 }
 
 void run_network(caf::stateful_actor<agent_state>* self, const work_order& w) {
   auto& st = self->state;
   base::llm_request req;
-  const auto& model = *st.spec.model;
-  req.provider = st.spec.provider->name;
+  const auto& model = *st.spec->model;
+  req.provider = st.spec->provider->name;
   req.model = model.api_name.empty() ? model.name : model.api_name;
-  req.system = st.spec.agent->system;
+  req.system = st.spec->agent->system;
   req.messages.push_back({"user", w.prompt});
   req.max_tokens = model.max_tokens;
   req.temperature = model.temperature.value_or(-1);
   req.stop = model.stop;
   req.stream = model.stream;
-  req.timeout_ms = st.spec.provider->timeout_ms;
+  req.timeout_ms = st.spec->provider->timeout_ms;
   req.priority = w.priority;
-  req.team = st.spec.env->team;
+  req.team = st.spec->env->team;
   req.task_id = w.task_id;
   auto id = w.call_id;
   base::llm_token_fn on_token;
-  if (st.spec.env->bus && req.stream) {
-    auto bus = st.spec.env->bus;
-    auto team = st.spec.env->team, agent = st.spec.agent->name, task = w.task_id, step = w.step_id;
+  if (st.spec->env->bus && req.stream) {
+    auto bus = st.spec->env->bus;
+    auto team = st.spec->env->team, agent = st.spec->agent->name, task = w.task_id, step = w.step_id;
     on_token = [bus, team, agent, task, step](std::string_view token) {
       if (!bus->active()) return;
       auto ev = agents::make_event("task.update", "tasks", team, agent, task);
@@ -116,13 +125,13 @@ void run_network(caf::stateful_actor<agent_state>* self, const work_order& w) {
       bus->publish(ev);
     };
   }
-  auto call = spawn_llm_call(self, id, st.spec.env->llm, std::move(req), std::move(on_token));
-  if (!st.call_actors) st.call_actors = std::make_unique<std::unordered_map<caf::actor_id, std::uint64_t>>();
-  (*st.call_actors)[call.id()] = id;
-  st.calls[id] = in_flight{w.task_id, base_result(st, w), call, std::chrono::steady_clock::now()};
+  auto call = spawn_llm_call(self, id, st.spec->env->llm, std::move(req), std::move(on_token));
+  auto& wk = st.work();
+  wk.call_actors[call.id()] = id;
+  wk.calls[id] = in_flight{w.task_id, base_result(st, w), call, std::chrono::steady_clock::now()};
 }
 
-caf::behavior agent_actor(caf::stateful_actor<agent_state>* self, agent_spec spec) {
+caf::behavior agent_actor(caf::stateful_actor<agent_state>* self, std::shared_ptr<const agent_spec> spec) {
   self->state.spec = std::move(spec);
   // An exception ends this incarnation with an error its team (the supervisor) sees in the
   // down message; say what happened in our log instead of CAF's raw stderr line.
@@ -130,36 +139,36 @@ caf::behavior agent_actor(caf::stateful_actor<agent_state>* self, agent_spec spe
   // A call actor that ends without reporting (it crashed) fails its call as retryable.
   self->set_down_handler([=](caf::down_msg& dm) {
     auto& st = self->state;
-    if (!st.call_actors) return;
-    auto ca = st.call_actors->find(dm.source.id());
-    if (ca == st.call_actors->end()) return;
+    if (!st.busy) return;
+    auto ca = st.busy->call_actors.find(dm.source.id());
+    if (ca == st.busy->call_actors.end()) return;
     auto id = ca->second;
-    st.call_actors->erase(ca);
+    st.busy->call_actors.erase(ca);
     if (!dm.reason) return;  // normal end: its report is already in our mailbox
-    auto it = st.calls.find(id);
-    if (it == st.calls.end()) return;
+    auto it = st.work().calls.find(id);
+    if (it == st.work().calls.end()) return;
     auto r = std::move(it->second.result);
     r.ok = false;
     r.error = base::make_error(base::errc::internal, "LLM call actor failed: " + self->system().render(dm.reason), true);
-    st.calls.erase(it);
+    st.work().calls.erase(it);
     self->send(st.dispatcher(), step_done_atom::value, std::move(r));
   });
   return {
       [=](assign_atom, const work_order& w) {
         auto& st = self->state;
-        if (st.spec.provider->kind == config::provider_kind::scripted) {
+        if (st.spec->provider->kind == config::provider_kind::scripted) {
           run_scripted(self, w);
-        } else if (st.spec.env->llm) {
+        } else if (st.spec->env->llm) {
           run_network(self, w);
         } else {
           auto r = base_result(st, w);
-          r.error = base::make_error(base::errc::unavailable, "no client for provider '" + st.spec.provider->name + "'");
+          r.error = base::make_error(base::errc::unavailable, "no client for provider '" + st.spec->provider->name + "'");
           self->send(st.dispatcher(), step_done_atom::value, std::move(r));
         }
       },
       // Test hook ("call:AGENT"): one of this agent's LLM call actors throws.
       [=](fault_atom, const std::string& target) {
-        for (const auto& [id, c] : self->state.calls)
+        for (const auto& [id, c] : self->state.work().calls)
           if (c.call) {
             self->send(c.call, fault_atom::value, target);
             return;
@@ -168,22 +177,22 @@ caf::behavior agent_actor(caf::stateful_actor<agent_state>* self, agent_spec spe
       [=](reconfigure_atom, agent_spec& next) {
         auto& st = self->state;
         // A new provider means new scripted replies (and fresh reply counters).
-        if (next.provider != st.spec.provider) st.scripted.reset();
-        st.spec = std::move(next);
+        if (next.provider != st.spec->provider && st.busy) st.busy->scripted.reset();
+        st.spec = std::make_shared<const agent_spec>(std::move(next));
       },
       [=](scripted_atom, std::uint64_t id) {
-        auto it = self->state.calls.find(id);
-        if (it == self->state.calls.end()) return;  // cancelled meanwhile
+        auto it = self->state.work().calls.find(id);
+        if (it == self->state.work().calls.end()) return;  // cancelled meanwhile
         self->send(self->state.dispatcher(), step_done_atom::value, std::move(it->second.result));
-        self->state.calls.erase(it);
+        self->state.work().calls.erase(it);
       },
       [=](llm_done_atom, std::uint64_t id, const llm_outcome& res) {
-        auto it = self->state.calls.find(id);
-        if (it == self->state.calls.end()) return;
+        auto it = self->state.work().calls.find(id);
+        if (it == self->state.work().calls.end()) return;
         auto r = std::move(it->second.result);
         r.latency_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                            std::chrono::steady_clock::now() - it->second.started).count();
-        self->state.calls.erase(it);
+        self->state.work().calls.erase(it);
         if (*res) {
           r.ok = true;
           r.text = std::move((*res)->text);
@@ -196,7 +205,7 @@ caf::behavior agent_actor(caf::stateful_actor<agent_state>* self, agent_spec spe
         self->send(self->state.dispatcher(), step_done_atom::value, std::move(r));
       },
       [=](cancel_atom, const std::string& task_id) {
-        auto& calls = self->state.calls;
+        auto& calls = self->state.work().calls;
         for (auto it = calls.begin(); it != calls.end();) {
           if (it->second.task_id == task_id) {
             if (it->second.call)
@@ -221,11 +230,12 @@ caf::behavior agent_actor(caf::stateful_actor<agent_state>* self, agent_spec spe
 
 }  // namespace
 
-caf::actor spawn_agent(caf::local_actor* parent, const agent_spec& spec) {
-  // Linked so agents end with their team; monitored so the team sees each crash as a down
-  // message. Lazy: the behavior is built at the first message, so an agent that never
-  // works costs no handlers (memory per idle agent).
-  return parent->spawn<caf::monitored + caf::linked + caf::lazy_init>(agent_actor, spec);
+caf::actor spawn_agent(caf::local_actor* parent, std::shared_ptr<const agent_spec> spec) {
+  // The team's supervisor monitors the agent (supervisor::attach), so each crash comes
+  // back as one down message; the team stops its agents when it ends. Lazy: the behavior is
+  // built at the first message, so an agent that never works costs no handlers (memory
+  // per idle agent).
+  return parent->spawn<caf::lazy_init>(agent_actor, std::move(spec));
 }
 
 }  // namespace troupe::actors

@@ -18,7 +18,11 @@ using agents::task_state;
 
 caf::actor team_state::spawn_agent_slot(self_ptr self, std::size_t i) {
   auto& a = agents[i];
-  a.spec.env = env;
+  if (a.spec->env != env) {  // the team restarted: a new team actor, a new env
+    auto next = std::make_shared<agent_spec>(*a.spec);
+    next->env = env;
+    a.spec = std::move(next);
+  }
   a.handle = spawn_agent(self, a.spec);
   a.in_flight = 0;
   return a.handle;
@@ -35,11 +39,12 @@ void team_state::init(self_ptr self, team_spec s) {
   agents.reserve(spec.agents.size());
   for (std::size_t i = 0; i < spec.agents.size(); ++i) {
     agent_slot a;
-    a.spec = std::move(spec.agents[i]);
-    a.selectors.push_back("a:" + a.spec.agent->name);
-    for (const auto& c : a.spec.agent->capabilities) a.selectors.push_back("c:" + c);
+    spec.agents[i].env = env;
+    a.spec = std::make_shared<const agent_spec>(std::move(spec.agents[i]));
+    a.selectors.push_back("a:" + a.spec->agent->name);
+    for (const auto& c : a.spec->agent->capabilities) a.selectors.push_back("c:" + c);
     for (const auto& sel : a.selectors) selector_agents[sel].push_back(i);
-    agent_index[a.spec.agent->name] = i;
+    agent_index[a.spec->agent->name] = i;
     agents.push_back(std::move(a));
   }
   spec.agents.clear();
@@ -54,7 +59,8 @@ void team_state::init(self_ptr self, team_spec s) {
     if (spec.start_failed) mark_failed(self);
   }
   // A failed team (or agent) keeps its agents stopped until an operator restart.
-  for (std::size_t i = 0; i < agents.size(); ++i) agent_sup.add(self, agents[i].spec.agent->name, !agents[i].failed);
+  agent_sup.reserve(agents.size());
+  for (std::size_t i = 0; i < agents.size(); ++i) agent_sup.add(self, agents[i].spec->agent->name, !agents[i].failed);
   for (std::size_t i = 0; i < agents.size(); ++i)
     emit_agent(i, agents[i].failed ? "failed" : (paused || agents[i].paused) ? "paused" : "idle");
   // Resume what the store handed back: completed steps stay completed.

@@ -43,7 +43,7 @@ base::entity_row team_state::entity_row_of(std::optional<std::size_t> agent) con
     return row;
   }
   const auto& a = agents[*agent];
-  row.agent = a.spec.agent->name;
+  row.agent = a.spec->agent->name;
   row.paused = a.paused;
   row.failed = a.failed;
   row.spent_usd = a.spent_usd;

@@ -47,7 +47,7 @@ void rebuild_selectors(team_state& st) {
   for (auto& a : st.agents) {
     a.selectors.clear();
     if (a.retired || a.retiring) continue;
-    a.selectors = selectors_of(*a.spec.agent);
+    a.selectors = selectors_of(*a.spec->agent);
     served.insert(a.selectors.begin(), a.selectors.end());
   }
   st.legacy_selectors.clear();
@@ -87,7 +87,7 @@ void apply_update(self_ptr self, team_update& u, const reply_fn& reply) {
   for (std::size_t i = 0; i < st.agents.size(); ++i) {
     auto& slot = st.agents[i];
     if (slot.retired) continue;
-    const auto name = slot.spec.agent->name;
+    const auto name = slot.spec->agent->name;
     auto it = next.find(name);
     if (it == next.end()) {
       if (!slot.retiring) {
@@ -104,8 +104,8 @@ void apply_update(self_ptr self, team_update& u, const reply_fn& reply) {
     }
     auto& spec = *it->second;
     spec.env = st.env;
-    if (!same_spec(slot.spec, spec)) {
-      slot.spec = spec;
+    if (!same_spec(*slot.spec, spec)) {
+      slot.spec = std::make_shared<const agent_spec>(spec);
       // Normal priority on purpose: work assigned before the reload is already in the
       // agent's mailbox and runs with the settings it was assigned under. A stopped agent
       // (failed team) starts with the new spec.
@@ -117,13 +117,14 @@ void apply_update(self_ptr self, team_update& u, const reply_fn& reply) {
   for (auto& spec : u.agents) {
     if (!next.count(spec.agent->name)) continue;  // kept above
     agent_slot slot;
-    slot.spec = std::move(spec);
+    spec.env = st.env;
+    slot.spec = std::make_shared<const agent_spec>(std::move(spec));
     st.agents.push_back(std::move(slot));
     auto i = st.agents.size() - 1;
-    st.agent_index[st.agents[i].spec.agent->name] = i;
-    st.agent_sup.add(self, st.agents[i].spec.agent->name, !st.failed);  // spawns it unless the team failed
+    st.agent_index[st.agents[i].spec->agent->name] = i;
+    st.agent_sup.add(self, st.agents[i].spec->agent->name, !st.failed);  // spawns it unless the team failed
     st.emit_agent(i, st.failed ? "failed" : "idle");
-    added.push_back(st.agents[i].spec.agent->name);
+    added.push_back(st.agents[i].spec->agent->name);
   }
   rebuild_selectors(st);
   if (!retiring.empty() || !st.legacy_selectors.empty()) arm_check(self);
@@ -172,11 +173,11 @@ void check(self_ptr self) {
       auto& a = st.agents[i];
       if (!a.retiring || a.retired || !a.selectors.empty() || a.in_flight > 0) continue;
       // Released from supervision first: its exit must not look like a crash to us.
-      if (auto h = st.agent_sup.release(self, a.spec.agent->name)) caf::anon_send_exit(h, caf::exit_reason::user_shutdown);
+      if (auto h = st.agent_sup.release(self, a.spec->agent->name)) caf::anon_send_exit(h, caf::exit_reason::user_shutdown);
       a.handle = nullptr;
       a.retired = true;
       st.emit_agent(i, "retired");
-      spdlog::info("agent retired agent={} team={}", a.spec.agent->name, st.spec.team.name);
+      spdlog::info("agent retired agent={} team={}", a.spec->agent->name, st.spec.team.name);
     }
     any_retiring = false;
     for (const auto& a : st.agents) any_retiring |= a.retiring && !a.retired;

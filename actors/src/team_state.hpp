@@ -17,7 +17,9 @@
 namespace troupe::actors::detail {
 
 struct agent_slot {
-  agent_spec spec;    ///< shared immutable parts; replaced by a reload
+  /// Shared with the agent's actor until its first work (an idle agent keeps one copy);
+  /// replaced by a reload.
+  std::shared_ptr<const agent_spec> spec;
   caf::actor handle;  ///< invalid while stopped (restarting, retired, or the team failed)
   int in_flight = 0;
   bool paused = false;

@@ -23,9 +23,9 @@ void team_state::emit_step(const task_entry& e, const char* what, std::size_t st
 void team_state::emit_agent(std::size_t i, const std::string& state, const std::string& task) {
   if (!spec.bus || !spec.bus->active()) return;
   const auto& a = agents[i];
-  auto ev = agents::make_event("agent.status", "agents", spec.team.name, a.spec.agent->name, task);
-  ev->data = {{"agent", a.spec.agent->name}, {"team", spec.team.name}, {"state", state},
-              {"in_flight", a.in_flight}, {"max_concurrent", a.spec.agent->max_concurrent},
+  auto ev = agents::make_event("agent.status", "agents", spec.team.name, a.spec->agent->name, task);
+  ev->data = {{"agent", a.spec->agent->name}, {"team", spec.team.name}, {"state", state},
+              {"in_flight", a.in_flight}, {"max_concurrent", a.spec->agent->max_concurrent},
               {"restarts", a.restarts}, {"spent_usd", a.spent_usd}};
   if (!task.empty()) ev->data["task"] = task;
   spec.bus->publish(ev);
@@ -42,11 +42,11 @@ nlohmann::json team_state::agents_json() const {
     for (const auto& [id, c] : calls)
       if (c.agent == i)
         in_flight.push_back({{"task", c.task_id}, {"step", c.step}, {"attempt", c.attempt}, {"age_ms", now - c.started_ms}});
-    out.push_back({{"name", a.spec.agent->name}, {"team", spec.team.name}, {"state", state},
-                   {"model", a.spec.model->name}, {"provider", a.spec.provider->name},
-                   {"capabilities", a.spec.agent->capabilities}, {"max_concurrent", a.spec.agent->max_concurrent},
+    out.push_back({{"name", a.spec->agent->name}, {"team", spec.team.name}, {"state", state},
+                   {"model", a.spec->model->name}, {"provider", a.spec->provider->name},
+                   {"capabilities", a.spec->agent->capabilities}, {"max_concurrent", a.spec->agent->max_concurrent},
                    {"in_flight", std::move(in_flight)}, {"restarts", a.restarts}, {"spent_usd", a.spent_usd},
-                   {"budget_usd", a.spec.agent->budget_usd ? nlohmann::json(*a.spec.agent->budget_usd) : nlohmann::json()}});
+                   {"budget_usd", a.spec->agent->budget_usd ? nlohmann::json(*a.spec->agent->budget_usd) : nlohmann::json()}});
   }
   return out;
 }

@@ -77,7 +77,7 @@ void team_state::pump_selector(self_ptr self, const std::string& selector) {
 void team_state::pump_agent(self_ptr self, std::size_t i) {
   if (failed || paused || draining) return;
   auto& a = agents[i];
-  while (a.handle && !a.paused && a.in_flight < a.spec.agent->max_concurrent) {
+  while (a.handle && !a.paused && a.in_flight < a.spec->agent->max_concurrent) {
     auto now = base::now_ms();
     agents::queue_key best;
     agents::work_queue<queued_step>* from = nullptr;
@@ -119,9 +119,9 @@ bool team_state::assign(self_ptr self, std::size_t i, const queued_step& q) {
   if (spec.team.budget_usd && spent_usd >= *spec.team.budget_usd)
     refuse = base::make_error(base::errc::budget_exceeded, "team '" + spec.team.name + "' spent its budget of $" +
                                                                std::to_string(*spec.team.budget_usd));
-  else if (a.spec.agent->budget_usd && a.spent_usd >= *a.spec.agent->budget_usd)
-    refuse = base::make_error(base::errc::budget_exceeded, "agent '" + a.spec.agent->name + "' spent its budget of $" +
-                                                               std::to_string(*a.spec.agent->budget_usd));
+  else if (a.spec->agent->budget_usd && a.spent_usd >= *a.spec->agent->budget_usd)
+    refuse = base::make_error(base::errc::budget_exceeded, "agent '" + a.spec->agent->name + "' spent its budget of $" +
+                                                               std::to_string(*a.spec->agent->budget_usd));
   else if (e.t.cost.calls >= spec.team.limits.max_llm_calls)
     refuse = base::make_error(base::errc::loop_limit, "task made " + std::to_string(e.t.cost.calls) +
                                                           " LLM calls (limits.max_llm_calls)");
@@ -142,7 +142,7 @@ bool team_state::assign(self_ptr self, std::size_t i, const queued_step& q) {
   if (first) vars = vars_of(e.t);
   w.vars.reserve(vars->size() + 2);
   w.vars = *vars;
-  w.vars.emplace_back("agent", a.spec.agent->name);
+  w.vars.emplace_back("agent", a.spec->agent->name);
   w.vars.emplace_back("attempt", std::to_string(q.attempt));
   w.prompt = render_prompt(e.t, node, w.vars);
   auto now = base::now_ms();
@@ -155,12 +155,12 @@ bool team_state::assign(self_ptr self, std::size_t i, const queued_step& q) {
     s.state = step_state::running;
     s.error.reset();
     s.attempts = q.attempt;
-    s.agent = a.spec.agent->name;
+    s.agent = a.spec->agent->name;
     s.started_ms = now;
     spawn_task(self, e, {}, false);
     e.run->prepared.push_back(prepared_step{q.step, q.attempt, std::move(vars)});
   }
-  emit_step(e, "step_started", q.step, a.spec.agent->name, q.attempt);
+  emit_step(e, "step_started", q.step, a.spec->agent->name, q.attempt);
   if (a.in_flight == 1) emit_agent(i, "busy", e.t.id);
   self->send(a.handle, assign_atom::value, std::move(w));
   return true;
@@ -174,7 +174,7 @@ void team_state::on_step_done(self_ptr self, step_result r) {
   auto& a = agents[info.agent];
   --a.in_flight;
   // Account the call whatever became of its task: cancelled work still cost money.
-  const auto& model = *a.spec.model;
+  const auto& model = *a.spec->model;
   double usd = (static_cast<double>(r.tokens_in) * model.usd_per_mtok_in +
                 static_cast<double>(r.tokens_out) * model.usd_per_mtok_out) / 1e6;
   spent_usd += usd;
@@ -198,7 +198,7 @@ void team_state::on_step_done(self_ptr self, step_result r) {
     base::cost_row row;
     row.task_id = info.task_id;
     row.step_id = step_id;
-    row.agent = a.spec.agent->name;
+    row.agent = a.spec->agent->name;
     row.team = spec.team.name;
     row.provider = r.provider;
     row.model = r.model;
@@ -212,8 +212,8 @@ void team_state::on_step_done(self_ptr self, step_result r) {
     rep.spend = spend_rows(rep.costs);
   }
   if (spec.bus && spec.bus->active()) {
-    auto ev = agents::make_event("llm.call", "llm", spec.team.name, a.spec.agent->name, info.task_id);
-    ev->data = {{"provider", r.provider}, {"model", r.model}, {"agent", a.spec.agent->name},
+    auto ev = agents::make_event("llm.call", "llm", spec.team.name, a.spec->agent->name, info.task_id);
+    ev->data = {{"provider", r.provider}, {"model", r.model}, {"agent", a.spec->agent->name},
                 {"team", spec.team.name}, {"task", info.task_id}, {"step", step_id},
                 {"latency_ms", r.latency_ms}, {"tokens_in", r.tokens_in}, {"tokens_out", r.tokens_out},
                 {"cost_usd", usd}, {"outcome", r.ok ? "ok" : std::string(base::to_string(r.error.code))}};
@@ -269,7 +269,7 @@ void team_state::report_failure(self_ptr self, const call_info& info, std::uint6
   rep.attempt = info.attempt;
   rep.started_ms = info.started_ms;
   rep.r.call_id = call_id;
-  rep.r.agent = agents[info.agent].spec.agent->name;
+  rep.r.agent = agents[info.agent].spec->agent->name;
   rep.r.error = std::move(err);
   self->send(e.run->actor, step_done_atom::value, std::move(rep));
 }
@@ -290,7 +290,7 @@ void team_state::tick(self_ptr self) {
   std::vector<std::uint64_t> stalled;
   for (const auto& [id, c] : calls) {
     const auto& a = agents[c.agent];
-    auto limit = a.spec.provider->timeout_ms + 1000;
+    auto limit = a.spec->provider->timeout_ms + 1000;
     if (now - c.started_ms > limit) stalled.push_back(id);
   }
   for (auto id : stalled) {
@@ -299,11 +299,11 @@ void team_state::tick(self_ptr self) {
       caf::anon_send<caf::message_priority::high>(agents[c.agent].handle, cancel_atom::value, c.task_id);
     step_result r;
     r.call_id = id;
-    r.agent = agents[c.agent].spec.agent->name;
-    r.provider = agents[c.agent].spec.provider->name;
-    r.model = agents[c.agent].spec.model->name;
+    r.agent = agents[c.agent].spec->agent->name;
+    r.provider = agents[c.agent].spec->provider->name;
+    r.model = agents[c.agent].spec->model->name;
     r.error = base::make_error(base::errc::timeout, "no answer from agent '" + r.agent + "' within " +
-                                   std::to_string(agents[c.agent].spec.provider->timeout_ms) + " ms", true);
+                                   std::to_string(agents[c.agent].spec->provider->timeout_ms) + " ms", true);
     emit_agent(c.agent, "stalled", c.task_id);
     on_step_done(self, std::move(r));
   }

@@ -15,7 +15,7 @@ std::size_t team_state::slot_of(const std::string& agent) const {
   if (auto it = agent_index.find(agent); it != agent_index.end()) return it->second;
   // A retiring agent is no longer indexed by name (team_reload.cpp) but is still supervised.
   for (std::size_t i = 0; i < agents.size(); ++i)
-    if (!agents[i].retired && agents[i].spec.agent->name == agent) return i;
+    if (!agents[i].retired && agents[i].spec->agent->name == agent) return i;
   return agents.size();
 }
 
@@ -40,6 +40,7 @@ void team_state::init_supervisors(self_ptr self) {
   };
   agent_sup = supervisor{restart_policy{spec.team.sup}, restart_mode::permanent, intensity_scope::group,
                          std::move(agent_hooks)};
+  agent_sup.monitor_only();  // ~team_state stops the agents
 
   // Decision actors share no state with each other: one_for_one, and a decision that
   // resolved (normal exit) is not restarted.
@@ -84,7 +85,7 @@ void team_state::agent_stopped(self_ptr self, std::size_t i, const supervision::
     emit_agent(i, info.restarting ? "restarting" : "failed");
     return;
   }
-  spdlog::warn("agent crashed agent={} team={} reason=\"{}\"", a.spec.agent->name, spec.team.name, info.reason);
+  spdlog::warn("agent crashed agent={} team={} reason=\"{}\"", a.spec->agent->name, spec.team.name, info.reason);
   ++a.restarts;
   spec.stats->restarts.fetch_add(1, std::memory_order_relaxed);
   // The calls it had in flight fail as retryable errors: their tasks retry per attempts.
@@ -92,7 +93,7 @@ void team_state::agent_stopped(self_ptr self, std::size_t i, const supervision::
   emit_agent(i, info.restarting ? "restarting" : "failed");
   for (const auto& [call_id, c] : lost)
     report_failure(self, c, call_id,
-                   base::make_error(base::errc::internal, "agent '" + a.spec.agent->name + "' crashed: " + info.reason, true));
+                   base::make_error(base::errc::internal, "agent '" + a.spec->agent->name + "' crashed: " + info.reason, true));
 }
 
 std::vector<std::pair<std::uint64_t, call_info>> team_state::take_calls_of(std::size_t agent) {
@@ -120,7 +121,7 @@ void team_state::requeue_in_flight(self_ptr self, std::size_t i) {
     --e.active_calls;
     if (agents::is_terminal(e.t.state) || !e.run) continue;
     // Same attempt: the step's prepared variables stay with the team until its call reports.
-    emit_step(e, "step_requeued", c.step, a.spec.agent->name, c.attempt);
+    emit_step(e, "step_requeued", c.step, a.spec->agent->name, c.attempt);
     auto sel = selector_of(e.wf->nodes[c.step]);
     queues[sel].push(e.t.priority, e.t.created_ms, e.order, queued_step{c.task_id, c.step, c.attempt});
   }
@@ -181,7 +182,7 @@ void team_state::save_leftovers() {
     if (!agents::is_terminal(e.t.state)) box.tasks.push_back(e.t);
   box.spent_usd = spent_usd;
   box.agent_spent_usd.clear();
-  for (const auto& a : agents) box.agent_spent_usd.emplace_back(a.spec.agent->name, a.spent_usd);
+  for (const auto& a : agents) box.agent_spent_usd.emplace_back(a.spec->agent->name, a.spent_usd);
 }
 
 }  // namespace troupe::actors::detail

@@ -62,8 +62,12 @@ void team_state::on_task_ended(self_ptr self, agents::task t, bool wait) {
 }
 
 team_state::~team_state() {
+  // Task actors and agents are monitored, not linked (memory per idle agent, a lock per
+  // task's end): whatever ends the team, they end with it here.
   for (auto& [id, e] : tasks)
     if (e.run && e.run->actor) caf::anon_send_exit(e.run->actor, caf::exit_reason::user_shutdown);
+  for (auto& a : agents)
+    if (a.handle) caf::anon_send_exit(a.handle, caf::exit_reason::user_shutdown);
 }
 
 void team_state::on_task_crashed(self_ptr self, const std::string& id, caf::actor_id actor, const std::string& reason) {

@@ -89,6 +89,22 @@ TEST_F(root_supervision, an_exception_in_a_team_restarts_that_team_only_from_wha
   EXPECT_EQ((*y_task)["steps"][0]["attempts"], 1) << "u's work was disturbed";
 }
 
+TEST_F(root_supervision, a_crashed_teams_agents_and_task_actors_end_with_it) {
+  // Agents and task actors are monitored by their team, not linked to it: the team's
+  // state stops them when it ends. Count every running actor before and after a crash.
+  start_root(3);
+  auto idle = sys.registry().running();
+  // In the old incarnation: x's task actor, and an agent busy with x's call (its scripted
+  // answer is 1 s away, so nothing but its team's end can stop it before then).
+  auto x = submit_to("t", "x");
+  crash("t");
+  // Now: the idle count again (new agents for the old ones), plus x's new task actor.
+  EXPECT_EQ(sys.registry().running(), idle + 1) << "actors of the crashed incarnation outlived it";
+  ASSERT_TRUE(run_until([&] { return finished.count(x) > 0; }));
+  sched.run();
+  EXPECT_EQ(sys.registry().running(), idle) << "actors of the crashed incarnation outlived it";
+}
+
 TEST_F(root_supervision, past_the_roots_intensity_the_team_comes_back_failed_until_an_operator_restart) {
   start_root(1);
   auto x = submit_to("t", "x");

@@ -49,7 +49,7 @@ void supervisor::remember(const caf::actor_addr& addr) {
 void supervisor::attach(caf::local_actor* self, std::size_t pos, caf::actor handle) {
   // Monitor before linking: a child that is already dead still yields exactly one down message.
   self->monitor(handle);
-  self->link_to(handle);
+  if (link_) self->link_to(handle);
   children_[pos].handle = std::move(handle);
 }
 
@@ -78,7 +78,7 @@ caf::actor supervisor::release(caf::local_actor* self, const std::string& key) {
   auto h = std::move(children_[pos].handle);
   if (h) {
     self->demonitor(h);
-    self->unlink_from(h);
+    if (link_) self->unlink_from(h);
   }
   children_.erase(children_.begin() + static_cast<std::ptrdiff_t>(pos));
   if (scope_ == intensity_scope::per_child) per_child_.erase(per_child_.begin() + static_cast<std::ptrdiff_t>(pos));
@@ -91,7 +91,7 @@ void supervisor::stop(caf::local_actor* self, std::size_t pos, bool restarting) 
   if (!h) return;
   // Unlink and demonitor first: the kill must not come back to us as a crash.
   self->demonitor(h);
-  self->unlink_from(h);
+  if (link_) self->unlink_from(h);
   remember(h.address());
   self->send_exit(h, caf::exit_reason::kill);
   if (hooks_.stopped) hooks_.stopped(children_[pos].key, stop_info{false, restarting, {}});

@@ -41,8 +41,8 @@ struct agent_spec {
 /// flight finish as they started.
 using reconfigure_atom = caf::atom_constant<caf::atom("reconfig")>;
 
-/// Spawns an agent monitored by `parent` (its team).
-caf::actor spawn_agent(caf::local_actor* parent, const agent_spec& spec);
+/// Spawns an agent; its team's supervisor monitors it and stops it when the team ends.
+caf::actor spawn_agent(caf::local_actor* parent, std::shared_ptr<const agent_spec> spec);
 
 }  // namespace troupe::actors
 

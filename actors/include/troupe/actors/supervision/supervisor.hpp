@@ -56,6 +56,11 @@ class supervisor {
 
   /// Appends a child (start order = order of add) and starts it unless `start_now` is false.
   void add(caf::local_actor* self, std::string key, bool start_now = true);
+  /// Children are monitored but not linked: the owner stops them when it ends itself
+  /// (a team's agents: a link costs two more attachables per agent, one in each actor).
+  void monitor_only() { link_ = false; }
+  /// Room for `n` children without reallocating (a team of 100,000 agents).
+  void reserve(std::size_t n) { children_.reserve(n); }
   /// Takes over a child the owner started itself (after start() returned an invalid handle).
   void adopt(caf::local_actor* self, const std::string& key, caf::actor handle);
   /// Ends supervision of a child without restarting it (no down or exit message
@@ -102,6 +107,7 @@ class supervisor {
   std::size_t recent_next_ = 0;
   std::uint64_t restarts_ = 0;
   bool escalated_ = false;
+  bool link_ = true;
 };
 
 }  // namespace troupe::actors::supervision
