@@ -20,6 +20,9 @@ struct in_flight {
   step_result result;                              ///< scripted: the answer to deliver later
   caf::actor call;                                 ///< network calls: the call actor
   std::chrono::steady_clock::time_point started;
+  /// Network calls: the prompt's estimated tokens, recorded if the call is abandoned (the
+  /// provider may have read and billed the prompt; the output tokens stay unknown).
+  std::int64_t est_tokens_in = 0;
 };
 
 /// What an agent needs once it has worked: made at its first work order, so that an
@@ -128,7 +131,8 @@ void run_network(caf::stateful_actor<agent_state>* self, const work_order& w) {
   auto call = spawn_llm_call(self, id, st.spec->env->llm, std::move(req), std::move(on_token));
   auto& wk = st.work();
   wk.call_actors[call.id()] = id;
-  wk.calls[id] = in_flight{w.task_id, base_result(st, w), call, std::chrono::steady_clock::now()};
+  wk.calls[id] = in_flight{w.task_id, base_result(st, w), call, std::chrono::steady_clock::now(),
+                          agents::estimate_tokens(st.spec->agent->system) + agents::estimate_tokens(w.prompt)};
 }
 
 caf::behavior agent_actor(caf::stateful_actor<agent_state>* self, std::shared_ptr<const agent_spec> spec) {
@@ -211,12 +215,15 @@ caf::behavior agent_actor(caf::stateful_actor<agent_state>* self, std::shared_pt
             if (it->second.call)
               caf::anon_send<caf::message_priority::high>(it->second.call, cancel_atom::value);
             // Abandoned, and reported as such at once: the team frees the slot and
-            // records what the call cost so far (a scripted answer's tokens; nothing
-            // for an aborted network request).
+            // records what the call cost so far (a scripted answer's tokens; for an
+            // aborted network request, its prompt's estimated tokens and no output).
             auto r = std::move(it->second.result);
             r.ok = false;
             r.text.clear();
-            if (it->second.call) r.tokens_in = r.tokens_out = 0;
+            if (it->second.call) {
+              r.tokens_in = it->second.est_tokens_in;
+              r.tokens_out = 0;
+            }
             r.error = base::make_error(base::errc::cancelled, "call abandoned: its task was cancelled or ended");
             self->send(self->state.dispatcher(), step_done_atom::value, std::move(r));
             it = calls.erase(it);

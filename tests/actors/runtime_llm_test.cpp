@@ -106,10 +106,24 @@ TEST(runtime_llm_errors, cancel_aborts_the_in_flight_http_call) {
   llm_runtime r{"openai"};
   r.fake.set_hang(true);
   auto id = r.submit("x");
-  r.log->wait_event("task.update", [&](const json& d) { return d["task"] == id && d["what"] == "step_started"; });
+  // The request is at the provider (it hangs there): only a cancel can end it.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (r.fake.counters().total < 1 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));  // polling a condition, with a deadline
+  ASSERT_GE(r.fake.counters().total, 1);
   auto cancelled = call(*r.rt, "cancel", {{"id", id}});
   ASSERT_TRUE(cancelled) << cancelled.error().message;
   EXPECT_EQ(r.log->wait_terminal(id)["state"], "cancelled");
+  // The abandoned call still costs its prompt (estimated: the provider may have billed it),
+  // and the task's cost says so.
+  auto ev = r.log->wait_event("llm.call", [&](const json& d) { return d["task"] == id; });
+  EXPECT_EQ(ev["outcome"], "cancelled") << ev.dump();
+  EXPECT_GT(ev["tokens_in"].get<std::int64_t>(), 0) << ev.dump();
+  EXPECT_EQ(ev["tokens_out"], 0) << ev.dump();
+  EXPECT_GT(ev["cost_usd"].get<double>(), 0.0) << ev.dump();
+  auto t = call(*r.rt, "task", {{"id", id}});
+  ASSERT_TRUE(t);
+  EXPECT_GT((*t)["cost"]["usd"].get<double>(), 0.0) << t->dump();
 }
 
 TEST(runtime_llm_errors, an_llm_call_actor_that_throws_fails_its_call_and_the_step_is_retried) {
