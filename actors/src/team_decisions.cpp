@@ -21,9 +21,23 @@ void team_state::end_decision(self_ptr self, const std::string& decision_id) {
   if (auto h = decision_sup.release(self, decision_id)) self->send(h, done_atom::value);
 }
 
+bool team_state::parked(const std::string& task_id) const {
+  auto t = tasks.find(task_id);
+  return t != tasks.end() && t->second.run && !t->second.run->actor;
+}
+
+base::error team_state::parked_error(const std::string& decision_id, const std::string& task_id) const {
+  return base::make_error(base::errc::unavailable,
+                          "team '" + spec.team.name + "' is failed and task '" + task_id + "' waits for an operator " +
+                              "restart; decision '" + decision_id + "' stays pending: decide it again after the restart",
+                          true);
+}
+
 void team_state::decide(self_ptr self, decide_cmd cmd, reply_fn reply) {
-  if (!pending_decisions.count(cmd.decision_id))
+  auto p = pending_decisions.find(cmd.decision_id);
+  if (p == pending_decisions.end())
     return reply(base::fail(base::errc::not_found, "no pending decision '" + cmd.decision_id + "'"));
+  if (parked(p->second.task_id)) return reply(base::fail(parked_error(cmd.decision_id, p->second.task_id)));
   auto h = decision_sup.handle(cmd.decision_id);
   if (!h)
     return reply(base::fail(base::errc::unavailable, "team '" + spec.team.name +
@@ -37,6 +51,13 @@ void team_state::on_decided(self_ptr self, const std::string& decision_id, const
                             const std::string& who, const std::string& comment, reply_fn reply) {
   end_decision(self, decision_id);
   auto p = pending_decisions.find(decision_id);
+  if (p != pending_decisions.end() && parked(p->second.task_id)) {
+    // Its task actor crashed and its team failed meanwhile: the choice (or the timeout's
+    // default) cannot be committed now. The decision stays pending; an operator restart
+    // re-arms it (rearm_decisions) with the task.
+    if (reply) reply(base::fail(parked_error(decision_id, p->second.task_id)));
+    return;
+  }
   auto t = p == pending_decisions.end() ? tasks.end() : tasks.find(p->second.task_id);
   if (t == tasks.end() || !t->second.run || !t->second.run->actor) {
     // The task ended (cancelled, deadline) while the choice was on its way.
@@ -48,6 +69,11 @@ void team_state::on_decided(self_ptr self, const std::string& decision_id, const
   if (e.t.state == task_state::waiting_decision) e.t.state = task_state::running;
   // The task actor records the choice, commits it, answers the operator and moves on.
   self->send(e.run->actor, decided_atom::value, decision_id, option, who, comment, std::move(reply));
+}
+
+void team_state::rearm_decisions(self_ptr self) {
+  for (const auto& [did, pd] : pending_decisions)
+    if (!decision_sup.has(did)) start_decision(self, did);
 }
 
 void team_state::on_decision_pending(self_ptr self, const std::string& task_id, agents::decision_record rec,

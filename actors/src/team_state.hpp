@@ -168,6 +168,11 @@ struct team_state {
   void start_decision(self_ptr self, const std::string& decision_id);
   /// Ends the decision actor of a decision that is no longer pending.
   void end_decision(self_ptr self, const std::string& decision_id);
+  /// Starts a decision actor for each pending decision that has none (operator restart).
+  void rearm_decisions(self_ptr self);
+  /// A running task whose actor crashed while its team failed: it waits for a restart.
+  bool parked(const std::string& task_id) const;
+  base::error parked_error(const std::string& decision_id, const std::string& task_id) const;
   void on_decided(self_ptr self, const std::string& decision_id, const std::string& option, const std::string& who,
                   const std::string& comment, reply_fn reply);
   /// Aborts the agent's in-flight calls and puts their steps back in the queue

@@ -146,6 +146,7 @@ void team_state::operator_restart(self_ptr self) {
   decision_sup.restart_stopped(self);
   task_policy.reset();
   restart_parked_tasks(self);
+  rearm_decisions(self);  // a decision that resolved while its task was parked is pending again
   for (std::size_t i = 0; i < agents.size(); ++i) {
     if (agents[i].in_flight == 0) emit_agent(i, agents[i].paused ? "paused" : "idle");
     pump_agent(self, i);

@@ -100,6 +100,32 @@ TEST_F(team_decisions, a_crashed_decision_actor_is_restarted_from_the_record_and
   EXPECT_EQ(resolved(other)["decided_by"], "timeout");
 }
 
+TEST_F(team_decisions, a_decision_whose_task_is_parked_in_a_failed_team_stays_pending_until_an_operator_restart) {
+  spawn(spec_of(team_config(json::array({{{"text", "draft of {{input}}"}}}), publish_flow(600000), 1,
+                            {{"max_restarts", 1}, {"within_ms", 60000}}, 0)));
+  std::string task;
+  auto did = pending_decision("news", &task);
+  // The task's actor crashes twice while it waits: past max_restarts 1 the team fails and
+  // the task is parked with its record.
+  for (int i = 1; i <= 2; ++i) {
+    caf::anon_send(team, fault_atom::value, "task:" + task);
+    ASSERT_TRUE(run_until([&] { return status()["task_restarts"] == i || status()["state"] == "failed"; }, 1000, 10));
+  }
+  ASSERT_EQ(status()["state"], "failed");
+  auto refused = decide(did, "publish");
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, base::errc::unavailable);
+  EXPECT_NE(refused.error().message.find("decide it again after the restart"), std::string::npos)
+      << refused.error().message;
+  ASSERT_TRUE(ask(caf::make_message(restart_atom::value)));
+  sched.run();
+  auto ok = decide(did, "publish");
+  ASSERT_TRUE(ok) << ok.error().message;
+  ASSERT_TRUE(run_until([&] { return finished.count(task) > 0; }));
+  EXPECT_EQ(finished[task]["state"], "succeeded");
+  EXPECT_EQ(resolved(did)["chosen"], "publish") << resolved(did).dump();
+}
+
 TEST_F(team_decisions, recovery_recreates_pending_decisions_and_an_expired_one_takes_its_default) {
   start(3600000);
   std::string t1, t2;

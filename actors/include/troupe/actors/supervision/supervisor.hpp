@@ -78,6 +78,8 @@ class supervisor {
   /// True for a current child or one that ended recently (its exit message may still be queued).
   bool knows(const caf::actor_addr& source) const;
   caf::actor handle(const std::string& key) const;
+  /// True for a child under supervision, running or stopped (not released).
+  bool has(const std::string& key) const { return find(key) < children_.size(); }
   bool running(const std::string& key) const { return static_cast<bool>(handle(key)); }
   /// Group scope: the intensity was exceeded and no restart_stopped happened since.
   bool escalated() const { return escalated_; }
