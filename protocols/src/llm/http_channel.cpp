@@ -46,23 +46,30 @@ class channel_impl final : public http_channel,
  public:
   static constexpr bool is_tls = !std::is_same_v<Stream, beast::tcp_stream>;
 
-  channel_impl(asio::any_io_executor ex, endpoint ep, std::shared_ptr<tls_context> tls)
-      : stream_(make_stream(ex, tls)), resolver_(ex), ep_(std::move(ep)), tls_(std::move(tls)) {}
-
-  void exchange(http_request_spec spec, std::chrono::steady_clock::time_point deadline,
-                std::chrono::milliseconds connect_timeout, bool stream, chunk_fn on_chunk,
-                done_fn done) override {
-    req_ = {};
+  channel_impl(asio::any_io_executor ex, endpoint ep, std::shared_ptr<tls_context> tls,
+               const std::shared_ptr<const header_list>& headers)
+      : stream_(make_stream(ex, tls)), resolver_(ex), ep_(std::move(ep)), tls_(std::move(tls)) {
+    // The header is built once per connection; an exchange sets only what varies
+    // (target, accept, body and its length).
     req_.method(http::verb::post);
-    req_.target(spec.target);
     req_.version(11);
     req_.set(http::field::host, ep_.host_header());
     req_.set(http::field::user_agent, "troupe/0.1");
     req_.set(http::field::content_type, "application/json");
-    req_.set(http::field::accept, stream ? "text/event-stream" : "application/json");
-    for (auto& [k, v] : spec.headers) req_.set(k, v);
-    req_.body() = std::move(spec.body);
+    if (headers)
+      for (const auto& [k, v] : *headers) req_.set(k, v);
     req_.keep_alive(true);
+  }
+
+  void exchange(http_request_spec spec, std::chrono::steady_clock::time_point deadline,
+                std::chrono::milliseconds connect_timeout, bool stream, chunk_fn on_chunk,
+                done_fn done) override {
+    if (req_.target() != spec.target) req_.target(spec.target);
+    if (!accept_set_ || stream != stream_mode_) {
+      req_.set(http::field::accept, stream ? "text/event-stream" : "application/json");
+      accept_set_ = true;
+    }
+    req_.body() = std::move(spec.body);
     req_.prepare_payload();
     deadline_ = deadline;
     stream_mode_ = stream;
@@ -145,6 +152,7 @@ class channel_impl final : public http_channel,
     out_.stage = "write";
     auto self = this->shared_from_this();
     http::async_write(stream_, req_, [self](beast::error_code ec, std::size_t) {
+      std::string().swap(self->req_.body());  // sent: an idle connection keeps no prompt
       if (ec) return self->finish(ec);
       self->parser_.emplace();
       self->parser_->body_limit(max_body_bytes);
@@ -236,6 +244,7 @@ class channel_impl final : public http_channel,
   done_fn done_;
   http_outcome out_;
   bool stream_mode_ = false;
+  bool accept_set_ = false;
   bool incremental_ = false;
   bool connected_ = false;
   bool keep_alive_ = false;
@@ -247,9 +256,11 @@ class channel_impl final : public http_channel,
 }  // namespace
 
 std::shared_ptr<http_channel> http_channel::create(asio::any_io_executor ex, const endpoint& ep,
-                                                   std::shared_ptr<tls_context> tls) {
-  if (ep.tls) return std::make_shared<channel_impl<beast::ssl_stream<beast::tcp_stream>>>(ex, ep, std::move(tls));
-  return std::make_shared<channel_impl<beast::tcp_stream>>(ex, ep, nullptr);
+                                                   std::shared_ptr<tls_context> tls,
+                                                   std::shared_ptr<const header_list> headers) {
+  if (ep.tls)
+    return std::make_shared<channel_impl<beast::ssl_stream<beast::tcp_stream>>>(ex, ep, std::move(tls), headers);
+  return std::make_shared<channel_impl<beast::tcp_stream>>(ex, ep, nullptr, headers);
 }
 
 }  // namespace troupe::protocols::llm::detail

@@ -24,9 +24,11 @@ struct tls_context;
 /// cannot be loaded.
 base::result<std::shared_ptr<tls_context>> make_tls_context(const std::string& ca_file);
 
+/// Header fields every request of a provider carries (credentials, API version).
+using header_list = std::vector<std::pair<std::string, std::string>>;
+
 struct http_request_spec {
   std::string target;
-  std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
 };
 
@@ -54,8 +56,10 @@ class http_channel {
   using done_fn = std::function<void(http_outcome)>;
 
   virtual ~http_channel() = default;
+  /// `headers` are set once on the connection's request and sent with every exchange.
   static std::shared_ptr<http_channel> create(boost::asio::any_io_executor ex, const endpoint& ep,
-                                              std::shared_ptr<tls_context> tls);
+                                              std::shared_ptr<tls_context> tls,
+                                              std::shared_ptr<const header_list> headers);
 
   /// Sends the request (connecting first if needed) and reads the response. The
   /// whole exchange must end by `deadline`; connecting by connect_timeout too. With

@@ -71,6 +71,14 @@ engine::engine(asio::io_context& ioc, config::provider cfg, std::string name)
       else config_error_ = base::error{errc::invalid_config, where_ + ": " + tls.error().message};
     }
   }
+  auto headers = std::make_shared<header_list>();
+  if (kind_ == api_kind::openai) {
+    if (!cfg_.api_key.empty()) headers->emplace_back("authorization", "Bearer " + cfg_.api_key);
+  } else {
+    if (!cfg_.api_key.empty()) headers->emplace_back("x-api-key", cfg_.api_key);
+    headers->emplace_back("anthropic-version", cfg_.anthropic_version);
+  }
+  headers_ = std::move(headers);
   if (config_error_) llm_log()->error("llm provider unusable provider={} error=\"{}\"", name_, config_error_->message);
 }
 
@@ -197,17 +205,11 @@ void engine::start_attempt(const std::shared_ptr<call_state>& c, bool counts) {
     ch = std::move(idle_.back());
     idle_.pop_back();
   } else {
-    ch = http_channel::create(strand_, ep_, tls_);
+    ch = http_channel::create(strand_, ep_, tls_, headers_);
   }
   c->channel = ch;
   http_request_spec spec;
   spec.target = target_;
-  if (kind_ == api_kind::openai) {
-    if (!cfg_.api_key.empty()) spec.headers.emplace_back("authorization", "Bearer " + cfg_.api_key);
-  } else {
-    if (!cfg_.api_key.empty()) spec.headers.emplace_back("x-api-key", cfg_.api_key);
-    spec.headers.emplace_back("anthropic-version", cfg_.anthropic_version);
-  }
   spec.body = build_request_body(kind_, c->req);
   auto deadline = c->deadline;
   if (cfg_.timeout_ms > 0) deadline = std::min(deadline, steady::now() + std::chrono::milliseconds(cfg_.timeout_ms));

@@ -112,6 +112,7 @@ class engine {
   api_kind kind_;
   endpoint ep_;
   std::string target_;
+  std::shared_ptr<const header_list> headers_;  ///< credentials and API version, for every request
   std::shared_ptr<tls_context> tls_;
   std::optional<base::error> config_error_;
   token_bucket requests_;

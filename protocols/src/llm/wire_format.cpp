@@ -1,6 +1,8 @@
 #include "troupe/protocols/llm/wire_format.hpp"
 
 #include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
 
 namespace troupe::protocols::llm {
 namespace {
@@ -25,40 +27,168 @@ std::string anthropic_text(const json& content) {
 }
 }  // namespace
 
+namespace {
+
+/// Appends `s` as a JSON string (quoted, escaped). UTF-8 passes through; a byte that
+/// does not start or continue a valid UTF-8 sequence becomes U+FFFD, so the body is
+/// always valid JSON whatever the prompt holds.
+void append_json_string(std::string& out, std::string_view s) {
+  static constexpr char hex[] = "0123456789abcdef";
+  out += '"';
+  std::size_t i = 0;
+  const std::size_t n = s.size();
+  while (i < n) {
+    // Runs of plain ASCII are copied in one go.
+    std::size_t j = i;
+    while (j < n) {
+      auto c = static_cast<unsigned char>(s[j]);
+      if (c < 0x20 || c == '"' || c == '\\' || c >= 0x80) break;
+      ++j;
+    }
+    out.append(s.data() + i, j - i);
+    i = j;
+    if (i == n) break;
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      switch (c) {
+        case '"': out += "\\\""; break;
+        case '\\': out += "\\\\"; break;
+        case '\b': out += "\\b"; break;
+        case '\f': out += "\\f"; break;
+        case '\n': out += "\\n"; break;
+        case '\r': out += "\\r"; break;
+        case '\t': out += "\\t"; break;
+        default:
+          out += "\\u00";
+          out += hex[c >> 4];
+          out += hex[c & 0xf];
+      }
+      ++i;
+      continue;
+    }
+    // A multi-byte sequence: its length from the lead byte, then its continuation
+    // bytes, rejecting overlong forms, surrogates and code points past U+10FFFF.
+    std::size_t len = 0;
+    unsigned lo = 0x80, hi = 0xbf;  // the allowed range of the second byte
+    if (c >= 0xc2 && c <= 0xdf) len = 2;
+    else if (c >= 0xe0 && c <= 0xef) {
+      len = 3;
+      if (c == 0xe0) lo = 0xa0;
+      if (c == 0xed) hi = 0x9f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      len = 4;
+      if (c == 0xf0) lo = 0x90;
+      if (c == 0xf4) hi = 0x8f;
+    }
+    bool ok = len > 0 && i + len <= n;
+    for (std::size_t k = 1; ok && k < len; ++k) {
+      auto b = static_cast<unsigned char>(s[i + k]);
+      ok = k == 1 ? (b >= lo && b <= hi) : (b >= 0x80 && b <= 0xbf);
+    }
+    if (ok) {
+      out.append(s.data() + i, len);
+      i += len;
+    } else {
+      out += "\xef\xbf\xbd";  // U+FFFD
+      ++i;
+    }
+  }
+  out += '"';
+}
+
+void append_key(std::string& out, std::string_view key) {
+  out += '"';
+  out += key;
+  out += "\":";
+}
+
+}  // namespace
+
 std::string build_request_body(api_kind kind, const base::llm_request& r) {
-  json body;
-  body["model"] = r.model;
-  json messages = json::array();
-  if (kind == api_kind::openai && !r.system.empty())
-    messages.push_back({{"role", "system"}, {"content", r.system}});
+  // Written directly rather than through a JSON tree: this runs for every attempt on
+  // the client's I/O thread. wire_format_test parses the result back.
+  struct turn {
+    std::string_view role;
+    std::string_view first;
+    std::string merged;  ///< set when turns of one role were merged
+    bool is_merged = false;
+  };
+  std::vector<turn> turns;
+  turns.reserve(r.messages.size() + 1);
+  if (kind == api_kind::openai && !r.system.empty()) turns.push_back({"system", r.system, {}, false});
   // Consecutive turns of one role are merged (a step prompt right after another
   // user turn): Anthropic and the strict chat templates of some local servers
   // want user and assistant to alternate. Anthropic also rejects empty turns.
   for (const auto& m : r.messages) {
     if (kind == api_kind::anthropic && m.content.empty()) continue;
-    if (!messages.empty() && messages.back()["role"] == m.role && messages.back()["role"] != "system") {
-      auto prev = messages.back()["content"].get<std::string>();
-      messages.back()["content"] = prev.empty() ? m.content : m.content.empty() ? prev : prev + "\n\n" + m.content;
+    if (!turns.empty() && turns.back().role == m.role && turns.back().role != "system") {
+      auto& prev = turns.back();
+      std::string_view before = prev.is_merged ? std::string_view(prev.merged) : prev.first;
+      std::string joined = before.empty()        ? m.content
+                           : m.content.empty()   ? std::string(before)
+                                                 : std::string(before) + "\n\n" + m.content;
+      prev.merged = std::move(joined);
+      prev.is_merged = true;
       continue;
     }
-    messages.push_back({{"role", m.role}, {"content", m.content}});
+    turns.push_back({m.role, m.content, {}, false});
   }
-  body["messages"] = std::move(messages);
-  body["max_tokens"] = r.max_tokens;
-  if (r.temperature >= 0) body["temperature"] = r.temperature;
+  std::size_t size = 128 + r.model.size() + r.system.size();
+  for (const auto& t : turns) size += 32 + (t.is_merged ? t.merged.size() : t.first.size());
+  for (const auto& s : r.stop) size += 4 + s.size();
+  std::string out;
+  out.reserve(size + size / 8);
+  out += '{';
+  append_key(out, "model");
+  append_json_string(out, r.model);
+  out += ',';
+  append_key(out, "messages");
+  out += '[';
+  for (std::size_t i = 0; i < turns.size(); ++i) {
+    if (i) out += ',';
+    out += '{';
+    append_key(out, "role");
+    append_json_string(out, turns[i].role);
+    out += ',';
+    append_key(out, "content");
+    append_json_string(out, turns[i].is_merged ? std::string_view(turns[i].merged) : turns[i].first);
+    out += '}';
+  }
+  out += "],";
+  append_key(out, "max_tokens");
+  out += std::to_string(r.max_tokens);
+  if (r.temperature >= 0) {
+    out += ',';
+    append_key(out, "temperature");
+    out += json(r.temperature).dump();  // nlohmann's shortest round-trip form
+  }
+  auto stop_list = [&](std::string_view key) {
+    out += ',';
+    append_key(out, key);
+    out += '[';
+    for (std::size_t i = 0; i < r.stop.size(); ++i) {
+      if (i) out += ',';
+      append_json_string(out, r.stop[i]);
+    }
+    out += ']';
+  };
   if (kind == api_kind::openai) {
-    if (!r.stop.empty()) body["stop"] = r.stop;
+    if (!r.stop.empty()) stop_list("stop");
     if (r.stream) {
-      body["stream"] = true;
-      // Without this the stream carries no token counts at all.
-      body["stream_options"] = {{"include_usage", true}};
+      // Without stream_options the stream carries no token counts at all.
+      out += R"(,"stream":true,"stream_options":{"include_usage":true})";
     }
   } else {
-    if (!r.system.empty()) body["system"] = r.system;
-    if (!r.stop.empty()) body["stop_sequences"] = r.stop;
-    if (r.stream) body["stream"] = true;
+    if (!r.system.empty()) {
+      out += ',';
+      append_key(out, "system");
+      append_json_string(out, r.system);
+    }
+    if (!r.stop.empty()) stop_list("stop_sequences");
+    if (r.stream) out += R"(,"stream":true)";
   }
-  return body.dump();
+  out += '}';
+  return out;
 }
 
 base::result<base::llm_response> parse_response(api_kind kind, std::string_view body,

@@ -65,6 +65,39 @@ TEST(wire_format, consecutive_turns_of_one_role_are_merged) {
   EXPECT_EQ(an["messages"][2]["content"], "d");
 }
 
+TEST(wire_format, request_text_is_escaped_as_json_and_utf8_passes_through) {
+  base::llm_request r;
+  r.model = "m\"1";
+  r.system = std::string("tab\t nl\n cr\r bs\\ q\" bell\x07 nul") + '\0' + " end";
+  r.messages = {{"user", "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x99\x82 </script>"}};
+  r.max_tokens = 5;
+  r.temperature = 0.1;
+  r.stop = {"\n\nHuman:"};
+  for (auto kind : {api_kind::openai, api_kind::anthropic}) {
+    auto text = build_request_body(kind, r);
+    auto body = json::parse(text);
+    EXPECT_EQ(body["model"], r.model);
+    const auto& sys = kind == api_kind::openai ? body["messages"][0]["content"] : body["system"];
+    EXPECT_EQ(sys, r.system);
+    EXPECT_EQ(body["messages"].back()["content"], r.messages[0].content);
+    EXPECT_EQ(body["temperature"], 0.1);
+    EXPECT_EQ(body[kind == api_kind::openai ? "stop" : "stop_sequences"], json::array({"\n\nHuman:"}));
+    // Control characters never appear raw in the body.
+    for (char c : text) EXPECT_GE(static_cast<unsigned char>(c), 0x20u);
+  }
+}
+
+TEST(wire_format, invalid_utf8_in_a_prompt_becomes_the_replacement_character) {
+  base::llm_request r;
+  r.model = "m";
+  // A stray continuation byte, a truncated sequence, an overlong form and a surrogate.
+  r.messages = {{"user", std::string("a\x80" "b\xe2\x82" "c\xc0\xaf" "d\xed\xa0\x80" "e")}};
+  auto body = json::parse(build_request_body(api_kind::openai, r));
+  const std::string rep = "\xef\xbf\xbd";
+  EXPECT_EQ(body["messages"][0]["content"],
+            "a" + rep + "b" + rep + rep + "c" + rep + rep + "d" + rep + rep + rep + "e");
+}
+
 TEST(wire_format, parses_both_response_shapes) {
   auto o = parse_response(api_kind::openai,
                           R"({"choices":[{"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],
