@@ -1,8 +1,9 @@
 // llm_daemon_bench: the real `troupe` daemon making network LLM calls. Starts
 // `fake-llm` (a separate process, fixed latency) and `troupe run` on a config
-// with one provider of the given kind pointed at it, a 1-step team whose agents
-// hold exactly N calls in flight (agents x max_concurrent = provider
-// max_concurrency = N), and a fresh SQLite store.
+// with one provider of the given kind pointed at it, a team whose agents hold
+// exactly N calls in flight (agents x max_concurrent = provider max_concurrency
+// = N), and a fresh SQLite store. The team's workflow has S sequential steps
+// (--steps, default 1 and 8), each one LLM call.
 //
 // Per case: warm-up; the team is paused (WebSocket op) while M tasks are
 // submitted over keep-alive HTTP connections; then resumed, and the run is timed
@@ -10,10 +11,20 @@
 // dispatching, the calls and their durable results, not the HTTP submits
 // (reported apart). The bound for N in flight at latency L is N / L calls/s.
 // CPU time is the daemon process's only (/proc/PID/stat), split by thread name
-// (the llm client's I/O threads are named "troupe-llm-io").
+// (the llm client's I/O threads are named "troupe-llm-io"; CAF's workers, its
+// clock and the store actor's own thread are the rest).
+//
+// What a call costs versus the durable task around it: a 1-step task pays the
+// task's fixed costs (its actor, the task row, its completion's commit) once per
+// call; an S-step task spreads them over S calls (each step still commits its
+// result). With CPU per call c1 (1 step) and cS (S steps), c = a + b / S gives
+// the task's fixed cost b = (c1 - cS) S / (S - 1) and a call's own cost a
+// (dispatch, the HTTP call, the step's durable result), printed at the end.
+// The daemon always has a store; a call without any store is measured by
+// llm_bench (the client alone) and the in-process runtime tests.
 //
 //   llm_daemon_bench [--troupe PATH] [--fake-llm PATH] [--latency-ms 50]
-//                    [--inflight 256,1000] [--kinds openai,anthropic]
+//                    [--inflight 256,1000] [--kinds openai,anthropic] [--steps 1,8]
 //                    [--seconds 8] [--stream] [--clients 16] [--fake-threads 1]
 #include <dirent.h>
 #include <signal.h>
@@ -28,6 +39,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -62,6 +74,7 @@ struct options {
   long latency_ms = 50;
   std::vector<int> inflight = {256, 1000};
   std::vector<std::string> kinds = {"openai", "anthropic"};
+  std::vector<int> steps = {1, 8};
   double seconds = 8;
   bool stream = false;
   int clients = 16;
@@ -78,9 +91,10 @@ std::vector<std::string> split(const std::string& s) {
 }
 
 /// The daemon's config: provider "llm" of `kind` at `base_url`, team "t" of
-/// `agents` agents whose max_concurrent adds up to `inflight`.
+/// `agents` agents whose max_concurrent adds up to `inflight`, and a workflow of
+/// `steps` sequential steps.
 json make_config(const options& o, const std::string& kind, const std::string& base_url, int inflight,
-                 const std::string& store) {
+                 int steps, const std::string& store) {
   const int agents = 4;
   json cfg;
   cfg["store"] = store;
@@ -102,7 +116,9 @@ json make_config(const options& o, const std::string& kind, const std::string& b
                              {"capabilities", {"work"}}});
     names.push_back(name);
   }
-  json wf = json::array({{{"id", "only"}, {"capability", "work"}, {"prompt", "Echo: {{input}}"}}});
+  json wf = json::array();
+  for (int s = 0; s < steps; ++s)
+    wf.push_back({{"id", numbered("s", s)}, {"capability", "work"}, {"prompt", "Echo: {{input}}"}});
   cfg["teams"] = json::array({{{"name", "t"}, {"agents", names}, {"workflow", wf}, {"max_queued", 10000000}}});
   return cfg;
 }
@@ -206,7 +222,12 @@ drain_result wait_finished(client::http_connection& c, std::uint16_t port, doubl
   return out;
 }
 
-void run_case(const options& o, const std::string& kind, int inflight) {
+/// CPU per call of one case, for the summary.
+struct case_cpu {
+  double total = 0, io = 0, rest = 0;
+};
+
+case_cpu run_case(const options& o, const std::string& kind, int inflight, int steps) {
   std::string tmpl = (fs::temp_directory_path() / "troupe-llm-bench-XXXXXX").string();
   if (!mkdtemp(tmpl.data())) die("mkdtemp failed");
   fs::path dir = tmpl;
@@ -220,7 +241,7 @@ void run_case(const options& o, const std::string& kind, int inflight) {
   auto base_url = "http://127.0.0.1:" + std::to_string(fake_port) + (kind == "openai" ? "/v1" : "");
   {
     std::ofstream out(dir / "troupe.json");
-    out << make_config(o, kind, base_url, inflight, "sqlite:" + (dir / "troupe.db").string()).dump(1);
+    out << make_config(o, kind, base_url, inflight, steps, "sqlite:" + (dir / "troupe.db").string()).dump(1);
   }
   troupe::test::daemon_process d;
   if (!d.start(o.troupe, {"run", (dir / "troupe.json").string(), "--log-level", "info"}, "", why))
@@ -231,11 +252,11 @@ void run_case(const options& o, const std::string& kind, int inflight) {
   if (auto c = probe.connect("127.0.0.1", *port); !c) die("connect: " + c.error().message);
 
   // Warm-up: connections to the fake, allocator arenas, SQLite cache.
-  long long warm = submit(*port, inflight * 4LL, o.clients);
+  long long warm = submit(*port, std::max(inflight * 4LL / steps, 2LL * inflight), o.clients);
   (void)wait_finished(probe, *port, static_cast<double>(warm), clock_type::now());
 
   const double bound = inflight * 1000.0 / static_cast<double>(o.latency_ms);
-  const auto m = static_cast<long long>(bound * o.seconds);
+  const auto m = static_cast<long long>(bound * o.seconds / steps);
   control_op(*port, "pause");
   auto cpu_s0 = proc_cpu_seconds(d.pid());
   auto ts = clock_type::now();
@@ -259,8 +280,9 @@ void run_case(const options& o, const std::string& kind, int inflight) {
   double failed = delta("troupe_llm_provider_calls_total{provider=\"llm\",outcome=\"failed\"}");
   double succeeded = delta("troupe_tasks_total{team=\"t\",outcome=\"succeeded\"}");
 
-  heading(strf("%s, %d calls in flight%s", kind.c_str(), inflight, o.stream ? ", streaming" : ""));
-  row("tasks (1 LLM call each): submitted / succeeded", strf("%lld / %.0f", accepted, succeeded));
+  heading(strf("%s, %d calls in flight, %d-step tasks%s", kind.c_str(), inflight, steps, o.stream ? ", streaming" : ""));
+  row(strf("tasks (%d LLM call%s each): submitted / succeeded", steps, steps == 1 ? "" : "s"),
+      strf("%lld / %.0f", accepted, succeeded));
   row("LLM calls / failed / retries",
       strf("%.0f / %.0f / %.0f", calls, failed, delta("troupe_llm_provider_retries_total{provider=\"llm\"}")));
   row("calls/s (resume -> all finished)", strf("%.0f", calls / r.seconds));
@@ -274,6 +296,20 @@ void run_case(const options& o, const std::string& kind, int inflight) {
     (name == "troupe-llm-io" ? io : rest) += used;
   }
   row("  of which the llm I/O thread / all other threads", strf("%.1f / %.1f us", io * 1e6 / calls, rest * 1e6 / calls));
+  double clock = 0, store = 0;
+  for (const auto& [name, s] : threads1) {
+    double used = s - (threads0.count(name) ? threads0.at(name) : 0.0);
+    if (name == "caf.clock") clock += used;
+    else if (name == "caf.actor") store += used;  // detached actors: the store's writer
+  }
+  row("  other threads: CAF workers / detached (the store) / CAF clock",
+      strf("%.1f / %.1f / %.1f us", (rest - clock - store) * 1e6 / calls, store * 1e6 / calls, clock * 1e6 / calls));
+  std::string load;
+  {
+    std::ifstream la("/proc/loadavg");
+    std::getline(la, load);
+  }
+  row("load average (1/5/15 min) at the end", load.substr(0, load.find(' ', load.find(' ', load.find(' ') + 1) + 1)));
   row("fake-llm CPU per call (separate process)", strf("%.1f us", fake_cpu * 1e6 / calls));
   row("submits while paused: tasks/s, daemon CPU per submit",
       strf("%.0f, %.1f us", static_cast<double>(accepted) / submit_s, submit_cpu * 1e6 / static_cast<double>(accepted)));
@@ -284,6 +320,7 @@ void run_case(const options& o, const std::string& kind, int inflight) {
   fake.signal(SIGTERM);
   if (!fake.wait_exit(std::chrono::seconds(10))) fake.kill_hard();
   fs::remove_all(dir);
+  return {cpu * 1e6 / calls, io * 1e6 / calls, rest * 1e6 / calls};
 }
 
 }  // namespace
@@ -303,25 +340,50 @@ int main(int argc, char** argv) {
       o.inflight.clear();
       for (const auto& s : split(next())) o.inflight.push_back(std::stoi(s));
     } else if (a == "--kinds") o.kinds = split(next());
+    else if (a == "--steps") {
+      o.steps.clear();
+      for (const auto& s : split(next())) o.steps.push_back(std::stoi(s));
+    }
     else if (a == "--seconds") o.seconds = std::stod(next());
     else if (a == "--stream") o.stream = true;
     else if (a == "--clients") o.clients = std::stoi(next());
     else if (a == "--fake-threads") o.fake_threads = std::stoi(next());
     else
       die("unknown argument '" + a +
-          "' (use --troupe PATH --fake-llm PATH --latency-ms N --inflight N,N --kinds openai,anthropic "
+          "' (use --troupe PATH --fake-llm PATH --latency-ms N --inflight N,N --kinds openai,anthropic --steps 1,8 "
           "--seconds S --stream --clients C --fake-threads N)");
   }
   if (o.latency_ms <= 0) die("--latency-ms must be positive");
+  for (int s : o.steps)
+    if (s < 1) die("--steps must be positive");
   for (const auto& k : o.kinds)
     if (k != "openai" && k != "anthropic") die("unknown kind '" + k + "' (openai or anthropic)");
   for (const auto* bin : {&o.troupe, &o.fake})
     if (access(bin->c_str(), X_OK) != 0) die("no executable at '" + *bin + "' (pass --troupe / --fake-llm)");
   signal(SIGPIPE, SIG_IGN);
-  std::printf("llm_daemon_bench: troupe run + fake-llm (separate processes), latency %ld ms, 1-step team of 4 agents,\n"
+  std::printf("llm_daemon_bench: troupe run + fake-llm (separate processes), latency %ld ms, team of 4 agents,\n"
               "  %.0f s of calls at the bound per case, %d submit connections, %u hardware threads\n",
               o.latency_ms, o.seconds, o.clients, std::thread::hardware_concurrency());
+  std::map<std::tuple<std::string, int, int>, case_cpu> got;
   for (const auto& kind : o.kinds)
-    for (int n : o.inflight) run_case(o, kind, n);
+    for (int n : o.inflight)
+      for (int s : o.steps) got[{kind, n, s}] = run_case(o, kind, n, s);
+  // A call's own cost and the task's fixed cost, from each pair (1 step, S steps).
+  bool titled = false;
+  for (const auto& kind : o.kinds)
+    for (int n : o.inflight)
+      for (int s : o.steps) {
+        if (s == 1 || !got.count({kind, n, 1})) continue;
+        if (!titled) {
+          heading("CPU per call split: c = a + b / steps (from the 1-step and the S-step case)");
+          titled = true;
+        }
+        const auto& one = got.at({kind, n, 1});
+        const auto& many = got.at({kind, n, s});
+        double k = static_cast<double>(s) / (s - 1);
+        double b = (one.total - many.total) * k, b_io = (one.io - many.io) * k;
+        row(strf("%s, %d in flight, S = %d: a call / a task's fixed part", kind.c_str(), n, s),
+            strf("%.1f us (I/O thread %.1f) / %.1f us", one.total - b, one.io - b_io, b));
+      }
   return 0;
 }
