@@ -45,6 +45,13 @@ struct llm_runtime {
     rt->stop(0);
     fake.stop();
   }
+  /// Waits (10 s at most) until a request has reached the fake provider.
+  bool wait_for_request() {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (fake.counters().total < 1 && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));  // polling a condition, with a deadline
+    return fake.counters().total >= 1;
+  }
   std::string submit(const std::string& input) {
     auto r = call(*rt, "submit", {{"team", "t"}, {"input", input}});
     EXPECT_TRUE(r) << (r ? "" : r.error().message);
@@ -107,10 +114,7 @@ TEST(runtime_llm_errors, cancel_aborts_the_in_flight_http_call) {
   r.fake.set_hang(true);
   auto id = r.submit("x");
   // The request is at the provider (it hangs there): only a cancel can end it.
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (r.fake.counters().total < 1 && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));  // polling a condition, with a deadline
-  ASSERT_GE(r.fake.counters().total, 1);
+  ASSERT_TRUE(r.wait_for_request());
   auto cancelled = call(*r.rt, "cancel", {{"id", id}});
   ASSERT_TRUE(cancelled) << cancelled.error().message;
   EXPECT_EQ(r.log->wait_terminal(id)["state"], "cancelled");
@@ -131,10 +135,7 @@ TEST(runtime_llm_errors, an_llm_call_actor_that_throws_fails_its_call_and_the_st
   r.fake.set_hang(true);
   auto id = r.submit("x");
   // The request is at the provider: the call actor exists.
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (r.fake.counters().total < 1 && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));  // polling a condition, with a deadline
-  ASSERT_GE(r.fake.counters().total, 1);
+  ASSERT_TRUE(r.wait_for_request());
   ASSERT_TRUE(r.rt->inject_fault_for_tests("t", "call:a1"));
   auto retry = r.log->wait_event("task.update", [&](const json& d) {
     return d["task"] == id && d["what"] == "step_retry" &&
