@@ -6,7 +6,8 @@
 /// itself a `flush` message. That message lands behind every write already in the
 /// mailbox, so one commit takes all of them (up to `max_batch` rows, which forces
 /// an early flush). When idle a lone write commits at once; right after a commit
-/// (under load) the flush waits up to store_options::linger_us so more writes join.
+/// (under load) the flush waits until store_options::linger_us after the previous
+/// commit ended, so more writes join.
 ///
 /// Overlap (store_options::extra_writers): commits run on committer threads, so
 /// several can wait for the database at once; answers keep arrival order.
@@ -76,8 +77,10 @@ struct store_options {
   std::vector<std::shared_ptr<base::snapshot_store>> extra_writers;
   /// Group commit window (one connection only). A write that finds the
   /// store idle (no commit ended in the last linger_us) commits at once;
-  /// under load the next commit waits up to linger_us after its first write
-  /// so more writes join it. A commit's fixed cost (on SQLite: lock, WAL
+  /// under load the next commit waits until linger_us after the previous one
+  /// ended, so more writes join it. The store actor waits that out on its own
+  /// (detached) thread: writes arriving meanwhile queue without waking it, and
+  /// a read queued behind them waits as long. A commit's fixed cost (on SQLite: lock, WAL
   /// frames of every page it touches) then spreads over more rows, which is
   /// most of the store thread's CPU at thousands of small writes per second.
   /// 0 commits every batch as soon as the mailbox is drained.
