@@ -10,8 +10,6 @@
 namespace troupe::actors {
 namespace {
 
-using deadline_atom = caf::atom_constant<caf::atom("deadline")>;
-
 /// How long past the request's own timeout the actor waits before giving up on the client.
 constexpr std::int64_t grace_ms = 2000;
 
@@ -31,7 +29,6 @@ caf::behavior llm_call_actor(caf::stateful_actor<call_state>* self, caf::actor a
   self->state.handle = llm->call(std::move(req), std::move(on_token), [me](base::result<base::llm_response> res) {
     caf::anon_send(me, llm_done_atom::value, std::make_shared<base::result<base::llm_response>>(std::move(res)));
   });
-  self->delayed_send(self, timeout, deadline_atom::value);
   auto report = [=](llm_outcome res) {
     self->send(agent, llm_done_atom::value, id, std::move(res));
     self->state.handle.reset();
@@ -39,12 +36,6 @@ caf::behavior llm_call_actor(caf::stateful_actor<call_state>* self, caf::actor a
   };
   return {
       [=](llm_done_atom, llm_outcome& res) { report(std::move(res)); },
-      [=](deadline_atom) {
-        if (self->state.handle) self->state.handle->cancel();
-        report(std::make_shared<base::result<base::llm_response>>(base::fail(
-            base::errc::timeout, "the provider client did not answer within " +
-                                     std::to_string(timeout.count()) + " ms", true)));
-      },
       // Test hook: an exception inside a call actor. Its agent sees the abnormal down
       // message and fails the call as retryable (the step is retried per its attempts).
       [=](fault_atom, const std::string&) {
@@ -56,6 +47,18 @@ caf::behavior llm_call_actor(caf::stateful_actor<call_state>* self, caf::actor a
         self->state.handle.reset();
         self->quit();
       },
+      // The backstop, as a receive timeout rather than a delayed message to itself:
+      // CAF's clock then holds no reference to the actor, so an ended call is freed
+      // at once instead of when its timer would have fired (timeout + grace later:
+      // ~300,000 finished call actors alive at 5,000 calls/s with a 60 s timeout).
+      // A receive timeout must be the last handler (CAF 0.17).
+      caf::after(timeout) >>
+          [=] {
+            if (self->state.handle) self->state.handle->cancel();
+            report(std::make_shared<base::result<base::llm_response>>(base::fail(
+                base::errc::timeout, "the provider client did not answer within " +
+                                         std::to_string(timeout.count()) + " ms", true)));
+          },
   };
 }
 

@@ -38,9 +38,11 @@ using task_self = caf::stateful_actor<task_actor_state>*;
 
 void advance(task_self self);
 
-/// Ends the task: commits the terminal snapshot, emits `finished`, answers `reply`
-/// (an operator's cancel) and hands the final record to the team.
-void finish(task_self self, task_state state, std::optional<base::error> err, const reply_fn& reply = nullptr) {
+/// Ends the task: commits the terminal snapshot (with `costs` and `spend` of the
+/// call that ended it, if any), emits `finished`, answers `reply` (an operator's
+/// cancel) and hands the final record to the team.
+void finish(task_self self, task_state state, std::optional<base::error> err, const reply_fn& reply = nullptr,
+            std::vector<base::cost_row> costs = {}, std::vector<base::entity_row> spend = {}) {
   auto& st = self->state;
   auto& t = st.t;
   if (st.ended || agents::is_terminal(t.state)) {
@@ -65,7 +67,7 @@ void finish(task_self self, task_state state, std::optional<base::error> err, co
       d.decided_by = "task " + std::string(agents::to_string(state));
       d.resolved_ms = base::now_ms();
     }
-  persist_task(self, *st.env, t, {}, {}, {}, {}, [] {});
+  persist_task(self, *st.env, t, {}, {}, std::move(costs), std::move(spend), [] {});
   emit_task_event(*st.env, t, "finished");
   if (t.error)
     spdlog::debug("task ended task={} team={} state={} error=\"{}\"", t.id, t.team, agents::to_string(state),
@@ -265,6 +267,14 @@ void on_report(task_self self, call_report& rep) {
   s.output = std::move(rep.r.text);
   s.state = step_state::succeeded;
   emit_task_event(*st.env, t, "step_finished", rep.step);
+  if (agents::all_done(t)) {
+    // The last step: its output and cost commit with the terminal snapshot, one
+    // write instead of a journal patch and then the snapshot (after a crash
+    // before that commit the step runs again, as it would without this).
+    t.result = t.steps[st.wf->result_node].output;
+    finish(self, task_state::succeeded, std::nullopt, nullptr, std::move(rep.costs), std::move(rep.spend));
+    return;
+  }
   // Durability contract: the step's output is committed before the next step starts.
   persist_task(self, *st.env, t, {rep.step}, {}, std::move(rep.costs), std::move(rep.spend), [self] { advance(self); });
 }

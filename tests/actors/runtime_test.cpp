@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "runtime_fixture.hpp"
+#include "troupe/persistence/open_store.hpp"
 
 namespace troupe::test {
 namespace {
@@ -440,6 +441,35 @@ TEST(runtime, budget_spent_survives_a_restart) {
   auto done = r.log.wait_terminal(fourth);
   EXPECT_EQ(done["state"], "failed");
   EXPECT_EQ(done["error"]["code"], "budget_exceeded") << done.dump();
+}
+
+TEST(runtime, the_last_steps_output_commits_with_the_terminal_snapshot) {
+  sqlite_dir tmp;
+  auto cfg = base_config(json::array({{{"text", "ok {{input}}"}}}), json::array({
+      {{"id", "one"}, {"agent", "a1"}, {"prompt", "1 {{input}}"}},
+      {{"id", "two"}, {"agent", "a1"}, {"prompt", "2 {{step.one}}"}},
+  }));
+  cfg["store"] = tmp.url();
+  std::string id;
+  {
+    running r{cfg, host::runtime_options{true, {}, 20}};
+    id = r.submit({{"team", "t"}, {"input", "x"}});
+    ASSERT_EQ(r.log.wait_terminal(id)["state"], "succeeded");
+    r.rt.stop(1000);
+  }
+  auto store = persistence::open_store(tmp.url());
+  ASSERT_TRUE(store) << store.error().message;
+  auto row = (*store)->load_task(id);
+  ASSERT_TRUE(row && *row);
+  // After the submit's insert (seq 0), two writes: step one's output (before step two
+  // may start), and step two's output with its call's cost in the terminal snapshot,
+  // rather than a journal patch for it followed by the snapshot (seq 3).
+  EXPECT_EQ((*row)->seq, 2);
+  EXPECT_EQ((*row)->state, "succeeded");
+  auto doc = json::parse((*row)->snapshot);
+  EXPECT_EQ(doc["steps"][1]["output"], "ok x");
+  EXPECT_EQ(doc["steps"][1]["state"], "succeeded");
+  EXPECT_EQ(doc["cost"]["calls"], 2);
 }
 
 TEST(runtime, failed_team_stays_failed_across_a_restart_until_an_operator_restart) {
