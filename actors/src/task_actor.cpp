@@ -114,16 +114,13 @@ void begin_step(task_self self, std::size_t step) {
   t.decisions.push_back(d);
   t.state = task_state::waiting_decision;
   // The team keeps the decision actor (its supervisor) and answers `decisions` queries.
-  self->send(st.env->team_actor, pending_atom::value, t.id, d, node.decide.default_option);
+  // High priority, like the operators' `decide` and `decisions` that may follow at once
+  // (on the task.update below): among urgent messages the mailbox keeps order.
+  self->send<caf::message_priority::high>(st.env->team_actor, pending_atom::value, t.id, d,
+                                          node.decide.default_option);
   persist_task(self, *st.env, t, {step}, {t.decisions.size() - 1}, {}, {}, [] {});
   emit_task_event(*st.env, t, "waiting_decision", step);
-  if (st.env->bus && st.env->bus->active()) {
-    auto ev = agents::make_event("decision.pending", "decisions", st.env->team, {}, t.id);
-    ev->data = agents::to_json(d);
-    ev->data["task"] = t.id;
-    ev->data["team"] = st.env->team;
-    st.env->bus->publish(ev);
-  }
+  // `decision.pending` is the team's to announce, once it can take a decide.
 }
 
 void advance(task_self self) {

@@ -82,6 +82,16 @@ void team_state::on_decision_pending(self_ptr self, const std::string& task_id, 
   if (t == tasks.end() || agents::is_terminal(t->second.t.state)) return;
   t->second.t.state = task_state::waiting_decision;
   auto did = rec.id;
+  // Announced from here, not by the task actor: a client that decides as soon as it
+  // sees the event must find the decision (a decide travels with high priority and
+  // would overtake this message in the team's mailbox).
+  if (spec.bus && spec.bus->active()) {
+    auto ev = agents::make_event("decision.pending", "decisions", spec.team.name, {}, task_id);
+    ev->data = agents::to_json(rec);
+    ev->data["task"] = task_id;
+    ev->data["team"] = spec.team.name;
+    spec.bus->publish(ev);
+  }
   pending_decisions[did] = pending_decision{task_id, std::move(rec), std::move(default_option)};
   start_decision(self, did);
 }

@@ -1,6 +1,8 @@
 // The runtime end to end in-process: real actors on real threads, driven through
 // the control port, synchronised on events.
+#include <condition_variable>
 #include <filesystem>
+#include <mutex>
 #include <fstream>
 
 #include <unistd.h>
@@ -127,6 +129,35 @@ TEST(runtime, human_decision_waits_for_an_operator) {
   EXPECT_EQ(t["decisions"][0]["decided_by"], "anonymous");
   auto again = call(r.rt, "decide", {{"decision_id", pending["id"]}, {"option", "ship"}});
   EXPECT_FALSE(again);
+}
+
+TEST(runtime, a_decide_sent_the_moment_decision_pending_is_published_finds_the_decision) {
+  // The tightest race a client can run: decide from inside the event listener, on the
+  // thread that published the event. The decision must already be there.
+  json wf = json::array({
+      {{"id", "signoff"}, {"decision", {{"by", "human"}, {"options", {"ship", "hold"}}, {"default", "hold"}}}},
+  });
+  running r{base_config(json::array(), wf)};
+  constexpr int n = 30;
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<base::result<json>> replies;
+  auto token = r.rt.listen([&](const std::shared_ptr<const protocols::event>& ev) {
+    if (ev->name != "decision.pending") return;
+    r.rt.call(protocols::principal{}, "decide", {{"decision_id", ev->data["id"]}, {"option", "ship"}},
+              [&](base::result<json> res) {
+                std::lock_guard lock(mu);
+                replies.push_back(std::move(res));
+                cv.notify_all();
+              });
+  });
+  for (int i = 0; i < n; ++i) r.submit({{"team", "t"}, {"input", std::to_string(i)}});
+  std::unique_lock lock(mu);
+  ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(20), [&] { return replies.size() == n; }))
+      << replies.size() << " of " << n << " decides answered";
+  for (const auto& res : replies) EXPECT_TRUE(res) << res.error().message;
+  lock.unlock();
+  EXPECT_TRUE(r.log.wait_terminal_count(n));
 }
 
 TEST(runtime, human_decision_timeout_applies_default) {

@@ -64,7 +64,6 @@ struct control_server::impl {
   std::optional<tcp::acceptor> acceptor;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
   std::vector<std::thread> threads;
-  std::shared_ptr<void> listen_token;
   std::string bound;
   std::mutex mu;
   bool started = false;
@@ -135,10 +134,6 @@ base::result<void> control_server::start() {
   m.bound = (local.address().is_v6() ? "[" + local.address().to_string() + "]" : local.address().to_string()) +
             ":" + std::to_string(local.port());
 
-  std::weak_ptr<core> weak = m.c;
-  m.listen_token = m.c->port.listen([weak](const std::shared_ptr<const event>& ev) {
-    if (auto c = weak.lock(); c && ev) c->publish(ev);
-  });
 
   m.work.emplace(m.c->ioc->get_executor());
   m.do_accept();
@@ -164,7 +159,7 @@ void control_server::stop() {
   m.stopped = true;
   auto& c = *m.c;
   c.stopping = true;
-  m.listen_token.reset();
+  c.stop_listening();
 
   asio::post(m.acceptor->get_executor(), [&m] {
     beast::error_code ec;

@@ -4,6 +4,31 @@
 
 namespace troupe::protocols::control::detail {
 
+void core::add_subscriber() {
+  std::lock_guard lock(listen_mu);
+  if (subscribed.fetch_add(1) > 0 || stopping || listen_token) return;
+  std::weak_ptr<core> weak = weak_from_this();
+  listen_token = port.listen([weak](const std::shared_ptr<const event>& ev) {
+    if (auto c = weak.lock(); c && ev) c->publish(ev);
+  });
+}
+
+void core::remove_subscriber() {
+  std::shared_ptr<void> token;
+  {
+    std::lock_guard lock(listen_mu);
+    if (subscribed.fetch_sub(1) == 1) token = std::move(listen_token);
+  }
+  // Released here, outside the lock: retiring a listener waits for a publish
+  // that is calling it.
+}
+
+void core::stop_listening() {
+  std::shared_ptr<void> token;
+  std::lock_guard lock(listen_mu);
+  token = std::move(listen_token);
+}
+
 // A runtime thread: serialise once, append, wake parked sessions.
 void core::publish(const std::shared_ptr<const event>& ev) {
   if (stopping || subscribed.load() == 0) return;  // nobody listens: do not serialise

@@ -105,6 +105,16 @@ struct core : std::enable_shared_from_this<core> {
   // one pass over the parked ones, not by a post per event and subscriber.
   event_log log;
   std::atomic<std::size_t> subscribed{0};  // sessions with a subscription
+  // The server listens to the port's events only while some session is
+  // subscribed: without a subscriber the runtime builds and copies no event
+  // for the control plane at all (each listener costs it a conversion per
+  // event). Registered before the first subscription's log position and
+  // snapshot are taken, so that subscription misses nothing.
+  std::mutex listen_mu;
+  std::shared_ptr<void> listen_token;  // guarded by listen_mu
+  void add_subscriber();
+  void remove_subscriber();
+  void stop_listening();
   std::mutex park_mu;
   std::vector<std::weak_ptr<ws_session>> parked;
   std::atomic<std::size_t> parked_count{0};

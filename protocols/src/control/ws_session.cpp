@@ -215,7 +215,7 @@ void ws_session::subscribe(const ws_request& req) {
   {
     std::lock_guard lock(mu_);
     if (closed_) return;
-    if (!out_.subscribed()) core_->subscribed.fetch_add(1);
+    if (!out_.subscribed()) core_->add_subscriber();
     sub = out_.subscribe(*filter);  // live events wait until the snapshot went out
   }
   enqueue_reply(render_ok(req.id, json{{"subscription", sub}}));
@@ -282,7 +282,7 @@ void ws_session::unsubscribe(const ws_request& req) {
   {
     std::lock_guard lock(mu_);
     found = sub > 0 && out_.unsubscribe(static_cast<std::uint64_t>(sub));
-    if (found && !out_.subscribed()) core_->subscribed.fetch_sub(1);
+    if (found && !out_.subscribed()) core_->remove_subscriber();
   }
   if (!found)
     return enqueue_reply(render_error(
@@ -315,7 +315,7 @@ void ws_session::on_closed() {
   {
     std::lock_guard lock(mu_);
     closed_ = true;
-    if (out_.subscribed()) core_->subscribed.fetch_sub(1);
+    if (out_.subscribed()) core_->remove_subscriber();
     out_.clear();
   }
   finish();

@@ -247,6 +247,35 @@ TEST_F(ws_server, filters_and_unsubscribe) {
   EXPECT_EQ(next["data"]["n"], 4);
 }
 
+TEST_F(ws_server, the_server_listens_to_the_runtime_only_while_someone_is_subscribed) {
+  start();
+  EXPECT_EQ(port_.listener_count(), 0u);  // no events built for nobody
+  auto a = open();
+  auto b = open();
+  EXPECT_EQ(port_.listener_count(), 0u);  // connected is not subscribed
+  subscribe(*a, json{{"topics", {"tasks"}}});
+  EXPECT_EQ(port_.listener_count(), 1u);
+  subscribe(*b, json{{"topics", {"tasks"}}});
+  subscribe(*b, json{{"topics", {"system"}}});
+  EXPECT_EQ(port_.listener_count(), 1u);  // one listener for every subscription
+  port_.emit(make_event("task.update", "tasks", {{"n", 1}}, "t1"));
+  EXPECT_EQ(read_frame(*a)["data"]["n"], 1);
+  EXPECT_EQ(read_frame(*b)["data"]["n"], 1);
+  a->close();
+  ASSERT_TRUE(eventually([&] { return server_->clients() == 1; }));
+  EXPECT_EQ(port_.listener_count(), 1u);  // b still wants events
+  ASSERT_TRUE(b->request("unsubscribe", json{{"subscription", 1}}));
+  EXPECT_EQ(port_.listener_count(), 1u);  // b's second subscription
+  ASSERT_TRUE(b->request("unsubscribe", json{{"subscription", 2}}));
+  EXPECT_EQ(port_.listener_count(), 0u);
+  // Subscribing again listens again, and the new subscription misses nothing.
+  subscribe(*b, json{{"topics", {"tasks"}}});
+  EXPECT_EQ(port_.listener_count(), 1u);
+  port_.emit(make_event("task.update", "tasks", {{"n", 2}}, "t1"));
+  auto next = read_frame(*b);
+  EXPECT_EQ(next["data"]["n"], 2);
+}
+
 TEST_F(ws_server, five_hundred_subscribers_receive_every_event_in_order) {
   start();
   constexpr int clients = 500;
