@@ -65,7 +65,7 @@ struct caf_config : caf::actor_system_config {
     // apart keep the same 25 ms window with a fifth of the wake-ups (a job that
     // arrives meanwhile from an I/O thread waits at most 250 us): LLM calls
     // ~10 % and durable tasks ~10 % less daemon CPU, in-process task rates
-    // unchanged within noise (docs/benchmarks.md, "CAF scheduler polling").
+    // unchanged within noise (docs/benchmarks.md, "LLM calls").
     set("work-stealing.moderate-poll-attempts", 100);
     set("work-stealing.moderate-sleep-duration", caf::timespan{std::chrono::microseconds{250}});
   }
