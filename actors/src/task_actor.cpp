@@ -40,9 +40,12 @@ void advance(task_self self);
 
 /// Ends the task: commits the terminal snapshot (with `costs` and `spend` of the
 /// call that ended it, if any), emits `finished`, answers `reply` (an operator's
-/// cancel) and hands the final record to the team.
+/// cancel) and hands the final record to the team. With `commit_first` (the last
+/// step's output is in this snapshot and nowhere else yet) the task announces its
+/// end only once that commit is done, as it would advance after a step's commit.
 void finish(task_self self, task_state state, std::optional<base::error> err, const reply_fn& reply = nullptr,
-            std::vector<base::cost_row> costs = {}, std::vector<base::entity_row> spend = {}) {
+            std::vector<base::cost_row> costs = {}, std::vector<base::entity_row> spend = {},
+            bool commit_first = false) {
   auto& st = self->state;
   auto& t = st.t;
   if (st.ended || agents::is_terminal(t.state)) {
@@ -67,17 +70,23 @@ void finish(task_self self, task_state state, std::optional<base::error> err, co
       d.decided_by = "task " + std::string(agents::to_string(state));
       d.resolved_ms = base::now_ms();
     }
+  // Meanwhile (commit_first) the state is already terminal: a cancel is refused, a
+  // late call's cost still commits (on_report).
+  auto announce = [self, reply, calls_out] {
+    auto& st2 = self->state;
+    auto& t2 = st2.t;
+    emit_task_event(*st2.env, t2, "finished");
+    if (t2.error)
+      spdlog::debug("task ended task={} team={} state={} error=\"{}\"", t2.id, t2.team, agents::to_string(t2.state),
+                    t2.error->message);
+    if (reply) reply(agents::to_json(t2));
+    st2.ended = true;
+    self->send(st2.env->team_actor, task_ended_atom::value, std::move(t2), calls_out);
+    if (!calls_out) self->quit();  // a normal end sends the team nothing
+  };
+  if (commit_first) return persist_task(self, *st.env, t, {}, {}, std::move(costs), std::move(spend), announce);
   persist_task(self, *st.env, t, {}, {}, std::move(costs), std::move(spend), [] {});
-  emit_task_event(*st.env, t, "finished");
-  if (t.error)
-    spdlog::debug("task ended task={} team={} state={} error=\"{}\"", t.id, t.team, agents::to_string(state),
-                  t.error->message);
-  if (reply) reply(agents::to_json(t));
-  st.ended = true;
-  self->send(st.env->team_actor, task_ended_atom::value, std::move(t), calls_out);
-  if (!calls_out) {
-    self->quit();  // a normal end sends the team nothing
-  }
+  announce();
 }
 
 /// Asks the team to run `step` (attempt already counted) on an agent.
@@ -266,10 +275,11 @@ void on_report(task_self self, call_report& rep) {
   emit_task_event(*st.env, t, "step_finished", rep.step);
   if (agents::all_done(t)) {
     // The last step: its output and cost commit with the terminal snapshot, one
-    // write instead of a journal patch and then the snapshot (after a crash
-    // before that commit the step runs again, as it would without this).
+    // write instead of a journal patch and then the snapshot; the task announces
+    // its end after that commit (after a crash before it the step runs again, as
+    // after a crash before any step's commit).
     t.result = t.steps[st.wf->result_node].output;
-    finish(self, task_state::succeeded, std::nullopt, nullptr, std::move(rep.costs), std::move(rep.spend));
+    finish(self, task_state::succeeded, std::nullopt, nullptr, std::move(rep.costs), std::move(rep.spend), true);
     return;
   }
   // Durability contract: the step's output is committed before the next step starts.

@@ -3,6 +3,8 @@
 // the step it was running is retried), other tasks and the agents are untouched;
 // past the restart intensity the team fails and keeps its work; a cancel reaches a
 // running task's actor and abandons its call.
+#include <algorithm>
+
 #include "team_fixture.hpp"
 
 namespace troupe::actors::testing {
@@ -35,6 +37,66 @@ class team_task_actor : public team_fixture {
   }
   void crash(const std::string& id) { caf::anon_send(team, fault_atom::value, "task:" + id); }
 };
+
+using release_atom = caf::atom_constant<caf::atom("release")>;
+
+/// A store that commits at once, except the batches holding a task's terminal
+/// snapshot: those wait until the store is sent `release`.
+struct held_commits {
+  std::vector<std::pair<caf::response_promise, batch_ptr>> held;
+};
+
+caf::behavior holding_store(caf::event_based_actor* self, std::shared_ptr<held_commits> h) {
+  return {[=](release_atom) {
+            for (auto& [rp, batch] : h->held) {
+              commit_reply ok;
+              ok.ok = true;
+              rp.deliver(std::move(ok));
+            }
+            h->held.clear();
+          },
+          [=](write_atom, const batch_ptr& batch) -> caf::result<commit_reply> {
+    const bool terminal = std::any_of(batch->snapshots.begin(), batch->snapshots.end(),
+                                      [](const base::task_row& r) { return r.state == "succeeded"; });
+    if (!terminal) {
+      commit_reply ok;
+      ok.ok = true;
+      return ok;
+    }
+    auto rp = self->make_response_promise();
+    h->held.emplace_back(rp, batch);
+    return caf::delegated<commit_reply>();
+  }};
+}
+
+TEST_F(team_task_actor, a_task_announces_its_end_only_after_its_last_steps_output_is_committed) {
+  auto spec = spec_of(team_config(echo(), json::array({{{"id", "only"}, {"capability", "work"}, {"prompt", "{{input}}"}}}),
+                                  1, {{"strategy", "one_for_one"}}));
+  auto commits = std::make_shared<held_commits>();
+  auto store = sys.spawn(holding_store, commits);
+  // Ended with the test whatever happens: held promises would keep it alive.
+  std::shared_ptr<void> end_store(nullptr, [this, store](void*) {
+    caf::anon_send_exit(store, caf::exit_reason::kill);
+    sched.run();
+  });
+  spec.store = store;
+  spawn(std::move(spec));
+  auto a = submit("a");
+  ASSERT_TRUE(run_until([&] { return !commits->held.empty(); }));
+  // One write carries the step's output, its call's cost and the terminal state...
+  const auto& batch = *commits->held.front().second;
+  ASSERT_EQ(batch.snapshots.size(), 1u);
+  EXPECT_EQ(batch.snapshots[0].id, a);
+  EXPECT_EQ(json::parse(batch.snapshots[0].snapshot)["steps"][0]["output"], "ok a");
+  EXPECT_EQ(batch.costs.size(), 1u);
+  EXPECT_TRUE(batch.journal.empty());
+  // ...and until it is committed nobody hears that the task ended.
+  ASSERT_FALSE(run_until([&] { return finished.count(a) > 0; }, 2000));
+  caf::anon_send(store, release_atom::value);
+  ASSERT_TRUE(run_until([&] { return finished.count(a) > 0; }));
+  EXPECT_EQ(finished[a]["state"], "succeeded");
+  EXPECT_EQ(task(a)["result"], "ok a");
+}
 
 TEST_F(team_task_actor, a_crashed_task_actor_resumes_its_task_without_rerunning_completed_steps) {
   spawn(spec_of(team_config(echo(), three_steps(), 2, {{"strategy", "one_for_one"}})));

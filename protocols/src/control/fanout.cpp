@@ -24,7 +24,7 @@ void core::remove_subscriber() {
 }
 
 void core::stop_listening() {
-  std::shared_ptr<void> token;
+  std::shared_ptr<void> token;  // declared first: released after the lock, as above
   std::lock_guard lock(listen_mu);
   token = std::move(listen_token);
 }
