@@ -134,7 +134,6 @@ base::result<void> control_server::start() {
   m.bound = (local.address().is_v6() ? "[" + local.address().to_string() + "]" : local.address().to_string()) +
             ":" + std::to_string(local.port());
 
-
   m.work.emplace(m.c->ioc->get_executor());
   m.do_accept();
   const int n = std::max(1, opts.io_threads);

@@ -56,7 +56,6 @@ std::string str_arg(const json& args, const char* key) {
 struct caf_config : caf::actor_system_config {
   explicit caf_config(int threads) {
     set("scheduler.max-threads", threads);
-    // Idle workers back off less aggressively: control-plane latency matters more than idle CPU.
     set("scheduler.policy", caf::atom("stealing"));
     // A worker whose queue ran dry polls it "moderately" for a while before it
     // sleeps on a condition variable. CAF's default is 500 polls 50 us apart:
