@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <stdexcept>
+#include <string>
 #include <unordered_map>
 
 #include "exception_error.hpp"
@@ -14,6 +15,7 @@
 namespace troupe::actors {
 namespace {
 
+using sweep_atom = caf::atom_constant<caf::atom("callsweep")>;
 
 struct in_flight {
   std::string task_id;
@@ -23,6 +25,10 @@ struct in_flight {
   /// Network calls: the prompt's estimated tokens, recorded if the call is abandoned (the
   /// provider may have read and billed the prompt; the output tokens stay unknown).
   std::int64_t est_tokens_in = 0;
+  /// Network calls: when the call is abandoned if its client has not answered (actor
+  /// clock), and how long that is after its start.
+  caf::actor_clock::time_point deadline{};
+  std::int64_t limit_ms = 0;
 };
 
 /// What an agent needs once it has worked: made at its first work order, so that an
@@ -33,6 +39,7 @@ struct agent_work {
   std::unordered_map<std::uint64_t, in_flight> calls;
   /// Network calls by their call actor, so a call actor's exit finds its call without a scan.
   std::unordered_map<caf::actor_id, std::uint64_t> call_actors;
+  bool sweeping = false;  ///< a sweep for overdue network calls is scheduled
 };
 
 struct agent_state {
@@ -128,11 +135,48 @@ void run_network(caf::stateful_actor<agent_state>* self, const work_order& w) {
       bus->publish(ev);
     };
   }
+  const auto limit = std::chrono::milliseconds(req.timeout_ms) + call_grace;
   auto call = spawn_llm_call(self, id, st.spec->env->llm, std::move(req), std::move(on_token));
   auto& wk = st.work();
   wk.call_actors[call.id()] = id;
   wk.calls[id] = in_flight{w.task_id, base_result(st, w), call, std::chrono::steady_clock::now(),
-                          agents::estimate_tokens(st.spec->agent->system) + agents::estimate_tokens(w.prompt)};
+                          agents::estimate_tokens(st.spec->agent->system) + agents::estimate_tokens(w.prompt),
+                          self->clock().now() + limit, limit.count()};
+  if (!wk.sweeping) {
+    wk.sweeping = true;
+    self->delayed_send(self, call_sweep_every, sweep_atom::value);
+  }
+}
+
+/// The backstop for clients that never answer: abandons every network call past its
+/// deadline as timed out (retryable, like a provider timeout), and sweeps again in a
+/// second while network calls remain.
+void sweep_calls(caf::stateful_actor<agent_state>* self) {
+  auto& wk = self->state.work();
+  const auto now = self->clock().now();
+  bool pending = false;
+  for (auto it = wk.calls.begin(); it != wk.calls.end();) {
+    auto& c = it->second;
+    if (!c.call || c.deadline > now) {
+      pending = pending || c.call;
+      ++it;
+      continue;
+    }
+    // The call actor cancels its request and ends; its report, if one is already
+    // on the way, finds no call here and is dropped.
+    caf::anon_send<caf::message_priority::high>(c.call, cancel_atom::value);
+    auto r = std::move(c.result);
+    r.ok = false;
+    r.tokens_in = c.est_tokens_in;  // the provider may have read the prompt
+    r.latency_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - c.started)
+                       .count();
+    r.error = base::make_error(
+        base::errc::timeout, "the provider client did not answer within " + std::to_string(c.limit_ms) + " ms", true);
+    self->send(self->state.dispatcher(), step_done_atom::value, std::move(r));
+    it = wk.calls.erase(it);
+  }
+  wk.sweeping = pending;
+  if (pending) self->delayed_send(self, call_sweep_every, sweep_atom::value);
 }
 
 caf::behavior agent_actor(caf::stateful_actor<agent_state>* self, std::shared_ptr<const agent_spec> spec) {
@@ -184,6 +228,7 @@ caf::behavior agent_actor(caf::stateful_actor<agent_state>* self, std::shared_pt
         if (next.provider != st.spec->provider && st.busy) st.busy->scripted.reset();
         st.spec = std::make_shared<const agent_spec>(std::move(next));
       },
+      [=](sweep_atom) { sweep_calls(self); },
       [=](scripted_atom, std::uint64_t id) {
         auto it = self->state.work().calls.find(id);
         if (it == self->state.work().calls.end()) return;  // cancelled meanwhile

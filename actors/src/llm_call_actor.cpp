@@ -1,6 +1,5 @@
 #include "troupe/actors/llm_call_actor.hpp"
 
-#include <chrono>
 #include <stdexcept>
 #include <string>
 
@@ -9,9 +8,6 @@
 
 namespace troupe::actors {
 namespace {
-
-/// How long past the request's own timeout the actor waits before giving up on the client.
-constexpr std::int64_t grace_ms = 2000;
 
 struct call_state {
   std::shared_ptr<base::llm_call_handle> handle;
@@ -24,7 +20,6 @@ caf::behavior llm_call_actor(caf::stateful_actor<call_state>* self, caf::actor a
   // An exception ends the call with an error its agent sees in the down message.
   self->set_exception_handler(detail::exception_to_error);
   auto me = caf::actor_cast<caf::actor>(self);
-  auto timeout = std::chrono::milliseconds(req.timeout_ms + grace_ms);
   // The client calls back on an I/O thread; the outcome comes back as a message.
   self->state.handle = llm->call(std::move(req), std::move(on_token), [me](base::result<base::llm_response> res) {
     caf::anon_send(me, llm_done_atom::value, std::make_shared<base::result<base::llm_response>>(std::move(res)));
@@ -47,18 +42,6 @@ caf::behavior llm_call_actor(caf::stateful_actor<call_state>* self, caf::actor a
         self->state.handle.reset();
         self->quit();
       },
-      // The backstop, as a receive timeout rather than a delayed message to itself:
-      // CAF's clock then holds no reference to the actor, so an ended call is freed
-      // at once instead of when its timer would have fired (timeout + grace later:
-      // ~300,000 finished call actors alive at 5,000 calls/s with a 60 s timeout).
-      // A receive timeout must be the last handler (CAF 0.17).
-      caf::after(timeout) >>
-          [=] {
-            if (self->state.handle) self->state.handle->cancel();
-            report(std::make_shared<base::result<base::llm_response>>(base::fail(
-                base::errc::timeout, "the provider client did not answer within " +
-                                         std::to_string(timeout.count()) + " ms", true)));
-          },
   };
 }
 

@@ -1,76 +1,147 @@
-// Deterministic test of the LLM call actor's backstop on CAF's test coordinator:
-// virtual time, so the 2 s grace period passes without waiting.
+// Deterministic tests of the backstop for LLM clients that never answer, on CAF's
+// test coordinator: virtual time, so the 2 s grace period passes without waiting.
+// The agent keeps each network call's deadline (request timeout + grace) and
+// sweeps its calls once a second while any is in flight.
 #include <caf/all.hpp>
 #include <caf/scheduler/test_coordinator.hpp>
 #include <gtest/gtest.h>
 
 #include <chrono>
-#include <optional>
+#include <memory>
+#include <string>
+#include <vector>
 
+#include "troupe/actors/agent_actor.hpp"
 #include "troupe/actors/llm_call_actor.hpp"
+#include "troupe/actors/messages.hpp"
 
 namespace troupe::actors {
 namespace {
+
+using std::chrono::milliseconds;
 
 struct testing_config : caf::actor_system_config {
   testing_config() { set("scheduler.policy", caf::atom("testing")); }
 };
 
-/// A client that answers only when the test says so; counts cancels.
+/// A client that answers only when the test says so; counts cancels per call.
 struct held_client final : base::llm_client {
   struct handle final : base::llm_call_handle {
     int* cancels;
     explicit handle(int* c) : cancels(c) {}
     void cancel() override { ++*cancels; }
   };
-  int cancels = 0;
-  base::llm_done_fn done;
+  std::vector<base::llm_done_fn> done;
+  std::vector<std::unique_ptr<int>> cancels;  ///< per call, in call order
   std::shared_ptr<base::llm_call_handle> call(base::llm_request, base::llm_token_fn, base::llm_done_fn d) override {
-    done = std::move(d);
-    return std::make_shared<handle>(&cancels);
+    done.push_back(std::move(d));
+    cancels.push_back(std::make_unique<int>(0));
+    return std::make_shared<handle>(cancels.back().get());
   }
 };
 
-struct call_fixture : ::testing::Test {
+struct agent_fixture : ::testing::Test {
   testing_config cfg;
   caf::actor_system sys{cfg};
   caf::scheduler::test_coordinator& sched = dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler());
   std::shared_ptr<held_client> client = std::make_shared<held_client>();
-  std::optional<llm_outcome> got;
-  bool down = false;
+  std::vector<step_result> done;  ///< what the agent reported to its team, in order
+  caf::actor agent;
 
-  /// The agent's part: spawn the call, note its answer and its down message.
-  static caf::behavior agent(caf::event_based_actor* self, call_fixture* f) {
-    self->set_down_handler([f](caf::down_msg&) { f->down = true; });
-    base::llm_request req;
-    req.timeout_ms = 100;
-    spawn_llm_call(self, 7, f->client, std::move(req), nullptr);
-    return {[f](llm_done_atom, std::uint64_t id, llm_outcome& o) {
-      EXPECT_EQ(id, 7u);
-      f->got = o;
-    }};
+  /// An openai agent whose provider times requests out after 100 ms; its team is a
+  /// collector of step_done messages.
+  void SetUp() override {
+    auto team = sys.spawn([this](caf::event_based_actor*) -> caf::behavior {
+      return {[this](step_done_atom, step_result& r) { done.push_back(std::move(r)); }};
+    });
+    auto a = std::make_shared<config::agent>();
+    a->name = "writer";
+    a->model = "m";
+    auto m = std::make_shared<config::model>();
+    m->name = "m";
+    auto p = std::make_shared<config::provider>();
+    p->name = "p";
+    p->kind = config::provider_kind::openai;
+    p->timeout_ms = 100;
+    auto env = std::make_shared<agent_env>();
+    env->team = "t";
+    env->dispatcher = team;
+    env->llm = client;
+    auto spec = std::make_shared<const agent_spec>(agent_spec{a, m, p, env});
+    sys.spawn([this, spec](caf::event_based_actor* self) -> caf::behavior {
+      agent = spawn_agent(self, spec);
+      return {[](caf::down_msg&) {}};
+    });
+    sched.run();
   }
 
-  void start() {
-    // An argument for the spawned function: CAF 0.17 binds a null tuple for none.
-    sys.spawn(agent, this);
+  // Ends the agent, so that a sweep still scheduled (the clock holds the agent)
+  // cannot keep the actor system from shutting down when a check failed.
+  void TearDown() override {
+    caf::anon_send_exit(agent, caf::exit_reason::user_shutdown);
+    sched.run();
+  }
+
+  void assign(std::uint64_t call_id) {
+    work_order w;
+    w.call_id = call_id;
+    w.task_id = "task-" + std::to_string(call_id);
+    w.prompt = "hello";
+    caf::anon_send(agent, assign_atom::value, w);
+    sched.run();
+  }
+
+  void advance(milliseconds by) {
+    sched.advance_time(by);
     sched.run();
   }
 };
 
-TEST_F(call_fixture, a_client_that_never_answers_times_out_after_the_grace_period) {
-  start();
-  EXPECT_FALSE(got);
-  sched.advance_time(std::chrono::milliseconds(2000));  // the request's 100 ms plus 1.9 s of grace
+TEST_F(agent_fixture, a_call_whose_client_never_answers_is_abandoned_as_timed_out_after_the_grace_period) {
+  assign(7);
+  ASSERT_EQ(client->done.size(), 1u);
+  advance(milliseconds(2000));  // sweeps at 1 s and 2 s; the deadline is 100 ms + 2 s
+  EXPECT_TRUE(done.empty());
+  advance(milliseconds(1000));  // the sweep at 3 s finds it overdue
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].call_id, 7u);
+  EXPECT_FALSE(done[0].ok);
+  EXPECT_EQ(done[0].error.code, base::errc::timeout);
+  EXPECT_TRUE(done[0].error.retryable);
+  EXPECT_NE(done[0].error.message.find("2100 ms"), std::string::npos) << done[0].error.message;
+  EXPECT_EQ(*client->cancels[0], 1);  // the call actor aborted the request
+  // An answer the client gives after all is dropped: the step was already reported.
+  client->done[0](base::llm_response{});
   sched.run();
-  EXPECT_FALSE(got);
-  sched.advance_time(std::chrono::milliseconds(200));
+  EXPECT_EQ(done.size(), 1u);
+  // Nothing left in flight: the sweeps stop.
+  advance(milliseconds(1000));
+  EXPECT_TRUE(sched.clock().schedule().empty());
+}
+
+TEST_F(agent_fixture, each_call_keeps_its_own_deadline_and_an_answered_call_is_never_swept) {
+  assign(1);
+  advance(milliseconds(1500));
+  assign(2);  // deadline 3.6 s
+  assign(3);  // answered in time
+  client->done[2](base::llm_response{});
   sched.run();
-  ASSERT_TRUE(got);
-  ASSERT_FALSE((*got)->has_value());
-  EXPECT_EQ((*got)->error().code, base::errc::timeout);
-  EXPECT_EQ(client->cancels, 1);
-  EXPECT_TRUE(down);
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].call_id, 3u);
+  EXPECT_TRUE(done[0].ok);
+  advance(milliseconds(1500));  // 3 s: call 1 (deadline 2.1 s) is overdue, call 2 is not
+  ASSERT_EQ(done.size(), 2u);
+  EXPECT_EQ(done[1].call_id, 1u);
+  EXPECT_EQ(done[1].error.code, base::errc::timeout);
+  advance(milliseconds(1000));  // 4 s: call 2 is overdue
+  ASSERT_EQ(done.size(), 3u);
+  EXPECT_EQ(done[2].call_id, 2u);
+  EXPECT_EQ(done[2].error.code, base::errc::timeout);
+  EXPECT_EQ(*client->cancels[0], 1);
+  EXPECT_EQ(*client->cancels[1], 1);
+  EXPECT_EQ(*client->cancels[2], 0);
+  advance(milliseconds(1000));
+  EXPECT_TRUE(sched.clock().schedule().empty());
 }
 
 }  // namespace

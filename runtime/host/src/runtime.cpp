@@ -21,6 +21,7 @@
 #include "troupe/agents/recovery.hpp"
 #include "troupe/agents/task_json.hpp"
 #include "troupe/base/clock.hpp"
+#include "troupe/host/lean_coordinator.hpp"
 #include "troupe/persistence/open_store.hpp"
 #include "troupe/protocols/llm/llm_pool.hpp"
 #include "troupe/protocols/wire/submit.hpp"
@@ -56,7 +57,6 @@ std::string str_arg(const json& args, const char* key) {
 struct caf_config : caf::actor_system_config {
   explicit caf_config(int threads) {
     set("scheduler.max-threads", threads);
-    set("scheduler.policy", caf::atom("stealing"));
     // A worker whose queue ran dry polls it "moderately" for a while before it
     // sleeps on a condition variable. CAF's default is 500 polls 50 us apart:
     // between LLM responses (one every ~200 us at 5,000 calls/s) the workers
@@ -67,6 +67,9 @@ struct caf_config : caf::actor_system_config {
     // unchanged within noise (docs/benchmarks.md, "LLM calls").
     set("work-stealing.moderate-poll-attempts", 100);
     set("work-stealing.moderate-sleep-duration", caf::timespan{std::chrono::microseconds{250}});
+    // Work stealing, with a clock that ending actors without timeouts leave alone
+    // (troupe/host/lean_coordinator.hpp): CAF's own choice of scheduler is skipped.
+    load<lean_coordinator>();
   }
 };
 
