@@ -430,7 +430,7 @@ void persist_task(caf::event_based_actor* self, const task_env& env, agents::tas
     row.priority = t.priority;
     row.state = std::string(agents::to_string(t.state));
     row.idempotency_key = t.idempotency_key;
-    row.snapshot = agents::to_json(t).dump();
+    row.snapshot = agents::snapshot_text(t);
     row.seq = t.seq;
     row.created_ms = t.created_ms;
     row.updated_ms = t.updated_ms;
@@ -441,7 +441,7 @@ void persist_task(caf::event_based_actor* self, const task_env& env, agents::tas
     j.task_id = t.id;
     j.seq = t.seq;
     j.kind = "patch";
-    j.payload = agents::make_patch(t, steps, decisions).dump();
+    j.payload = agents::patch_text(t, steps, decisions);
     j.ts_ms = t.updated_ms;
     batch->journal.push_back(std::move(j));
   }

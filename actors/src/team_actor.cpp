@@ -148,7 +148,7 @@ void team_state::submit(self_ptr self, agents::task_spec ts, reply_fn reply) {
   row.priority = t.priority;
   row.state = "queued";
   row.idempotency_key = t.idempotency_key;
-  row.snapshot = agents::to_json(t).dump();
+  row.snapshot = agents::snapshot_text(t);
   row.created_ms = row.updated_ms = t.created_ms;
   batch->new_tasks.push_back(std::move(row));
   // The submit's audit row commits with its task. Not with an idempotency key: the

@@ -1,6 +1,7 @@
 #include "troupe/agents/task_json.hpp"
 
 #include "troupe/base/clock.hpp"
+#include "troupe/base/json_text.hpp"
 
 namespace troupe::agents {
 using nlohmann::json;
@@ -203,6 +204,177 @@ base::result<void> apply_patch(task& t, const json& patch) {
   } catch (const json::exception& e) {
     return base::fail(base::errc::bad_request, std::string("task journal delta: ") + e.what());
   }
+}
+
+namespace {
+
+/// A small writer of JSON objects and arrays: commas are placed by `next()`.
+struct text_writer {
+  std::string out;
+  bool first = true;
+
+  void next() {
+    if (!first) out += ',';
+    first = false;
+  }
+  void open(char c) {
+    out += c;
+    first = true;
+  }
+  void close(char c) {
+    out += c;
+    first = false;
+  }
+  void key(std::string_view k) {
+    next();
+    base::append_json_key(out, k);
+    first = true;  // the value follows without a comma
+  }
+  void str(std::string_view k, std::string_view v) {
+    key(k);
+    base::append_json_string(out, v);
+    first = false;
+  }
+  void num(std::string_view k, std::int64_t v) {
+    key(k);
+    base::append_json_int(out, v);
+    first = false;
+  }
+  void dbl(std::string_view k, double v) {
+    key(k);
+    base::append_json_double(out, v);
+    first = false;
+  }
+  void error(const base::error& e) {
+    key("error");
+    open('{');
+    str("code", base::to_string(e.code));
+    str("message", e.message);
+    close('}');
+  }
+  void cost(const usage_cost& c) {
+    key("cost");
+    open('{');
+    dbl("usd", c.usd);
+    num("tokens_in", c.tokens_in);
+    num("tokens_out", c.tokens_out);
+    num("calls", c.calls);
+    close('}');
+  }
+  void step(const step_run& s) {
+    next();
+    open('{');
+    str("id", s.id);
+    str("state", to_string(s.state));
+    str("agent", s.agent);
+    str("output", s.output);
+    num("attempts", s.attempts);
+    num("loops", s.loops);
+    num("tokens_in", s.cost.tokens_in);
+    num("tokens_out", s.cost.tokens_out);
+    dbl("cost_usd", s.cost.usd);
+    num("calls", s.cost.calls);
+    num("started_ms", s.started_ms);
+    num("finished_ms", s.finished_ms);
+    if (s.error) error(*s.error);
+    close('}');
+  }
+  void decision(const decision_record& d) {
+    next();
+    open('{');
+    str("id", d.id);
+    str("step", d.step);
+    str("by", d.by);
+    key("options");
+    open('[');
+    for (const auto& o : d.options) {
+      next();
+      base::append_json_string(out, o);
+    }
+    close(']');
+    str("chosen", d.chosen);
+    str("decided_by", d.decided_by);
+    str("comment", d.comment);
+    str("state", d.pending ? "pending" : "resolved");
+    num("created_ms", d.created_ms);
+    num("resolved_ms", d.resolved_ms);
+    num("deadline_ms", d.deadline_ms);
+    close('}');
+  }
+};
+
+std::size_t text_size_hint(const task& t) {
+  std::size_t n = 512 + t.input.size() + t.result.size() + t.metadata.size();
+  for (const auto& s : t.steps) n += 256 + s.output.size();
+  return n + 256 * t.decisions.size();
+}
+
+}  // namespace
+
+std::string snapshot_text(const task& t) {
+  text_writer w;
+  w.out.reserve(text_size_hint(t));
+  w.open('{');
+  w.str("id", t.id);
+  w.str("team", t.team);
+  w.str("agent", t.agent);
+  w.str("state", to_string(t.state));
+  w.num("priority", t.priority);
+  w.str("input", t.input);
+  w.str("idempotency_key", t.idempotency_key);
+  w.num("deadline_at_ms", t.deadline_at_ms);
+  w.num("max_attempts", t.max_attempts);
+  w.key("depends_on");
+  w.open('[');
+  for (const auto& d : t.depends_on) {
+    w.next();
+    base::append_json_string(w.out, d);
+  }
+  w.close(']');
+  w.key("metadata");
+  w.out += t.metadata.empty() ? std::string_view("{}") : std::string_view(t.metadata);
+  w.first = false;
+  w.key("steps");
+  w.open('[');
+  for (const auto& s : t.steps) w.step(s);
+  w.close(']');
+  w.key("decisions");
+  w.open('[');
+  for (const auto& d : t.decisions) w.decision(d);
+  w.close(']');
+  w.str("result", t.result);
+  w.cost(t.cost);
+  w.num("created_ms", t.created_ms);
+  w.num("updated_ms", t.updated_ms);
+  w.num("seq", t.seq);
+  if (t.error) w.error(*t.error);
+  w.close('}');
+  return std::move(w.out);
+}
+
+std::string patch_text(const task& t, const std::vector<std::size_t>& steps,
+                       const std::vector<std::size_t>& decisions) {
+  text_writer w;
+  std::size_t n = 256;
+  for (auto i : steps) n += 256 + t.steps[i].output.size();
+  w.out.reserve(n + 256 * decisions.size() + t.result.size());
+  w.open('{');
+  w.str("state", to_string(t.state));
+  w.cost(t.cost);
+  w.num("updated_ms", t.updated_ms);
+  w.num("seq", t.seq);
+  w.key("steps");
+  w.open('[');
+  for (auto i : steps) w.step(t.steps[i]);
+  w.close(']');
+  w.key("decisions");
+  w.open('[');
+  for (auto i : decisions) w.decision(t.decisions[i]);
+  w.close(']');
+  if (!t.result.empty()) w.str("result", t.result);
+  if (t.error) w.error(*t.error);
+  w.close('}');
+  return std::move(w.out);
 }
 
 }  // namespace troupe::agents

@@ -4,6 +4,8 @@
 #include <string>
 #include <vector>
 
+#include "troupe/base/json_text.hpp"
+
 namespace troupe::protocols::llm {
 namespace {
 using json = nlohmann::json;
@@ -25,83 +27,9 @@ std::string anthropic_text(const json& content) {
     if (block.is_object() && block.value("type", "") == "text") text += block.value("text", "");
   return text;
 }
-}  // namespace
 
-namespace {
-
-/// Appends `s` as a JSON string (quoted, escaped). UTF-8 passes through; a byte that
-/// does not start or continue a valid UTF-8 sequence becomes U+FFFD, so the body is
-/// always valid JSON whatever the prompt holds.
-void append_json_string(std::string& out, std::string_view s) {
-  static constexpr char hex[] = "0123456789abcdef";
-  out += '"';
-  std::size_t i = 0;
-  const std::size_t n = s.size();
-  while (i < n) {
-    // Runs of plain ASCII are copied in one go.
-    std::size_t j = i;
-    while (j < n) {
-      auto c = static_cast<unsigned char>(s[j]);
-      if (c < 0x20 || c == '"' || c == '\\' || c >= 0x80) break;
-      ++j;
-    }
-    out.append(s.data() + i, j - i);
-    i = j;
-    if (i == n) break;
-    auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x80) {
-      switch (c) {
-        case '"': out += "\\\""; break;
-        case '\\': out += "\\\\"; break;
-        case '\b': out += "\\b"; break;
-        case '\f': out += "\\f"; break;
-        case '\n': out += "\\n"; break;
-        case '\r': out += "\\r"; break;
-        case '\t': out += "\\t"; break;
-        default:
-          out += "\\u00";
-          out += hex[c >> 4];
-          out += hex[c & 0xf];
-      }
-      ++i;
-      continue;
-    }
-    // A multi-byte sequence: its length from the lead byte, then its continuation
-    // bytes, rejecting overlong forms, surrogates and code points past U+10FFFF.
-    std::size_t len = 0;
-    unsigned lo = 0x80, hi = 0xbf;  // the allowed range of the second byte
-    if (c >= 0xc2 && c <= 0xdf) len = 2;
-    else if (c >= 0xe0 && c <= 0xef) {
-      len = 3;
-      if (c == 0xe0) lo = 0xa0;
-      if (c == 0xed) hi = 0x9f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-      len = 4;
-      if (c == 0xf0) lo = 0x90;
-      if (c == 0xf4) hi = 0x8f;
-    }
-    bool ok = len > 0 && i + len <= n;
-    for (std::size_t k = 1; ok && k < len; ++k) {
-      auto b = static_cast<unsigned char>(s[i + k]);
-      ok = k == 1 ? (b >= lo && b <= hi) : (b >= 0x80 && b <= 0xbf);
-    }
-    if (ok) {
-      out.append(s.data() + i, len);
-      i += len;
-    } else {
-      out += "\xef\xbf\xbd";  // U+FFFD
-      ++i;
-    }
-  }
-  out += '"';
-}
-
-void append_key(std::string& out, std::string_view key) {
-  out += '"';
-  out += key;
-  out += "\":";
-}
-
+using base::append_json_string;
+using base::append_json_key;
 }  // namespace
 
 std::string build_request_body(api_kind kind, const base::llm_request& r) {
@@ -139,32 +67,32 @@ std::string build_request_body(api_kind kind, const base::llm_request& r) {
   std::string out;
   out.reserve(size + size / 8);
   out += '{';
-  append_key(out, "model");
+  append_json_key(out, "model");
   append_json_string(out, r.model);
   out += ',';
-  append_key(out, "messages");
+  append_json_key(out, "messages");
   out += '[';
   for (std::size_t i = 0; i < turns.size(); ++i) {
     if (i) out += ',';
     out += '{';
-    append_key(out, "role");
+    append_json_key(out, "role");
     append_json_string(out, turns[i].role);
     out += ',';
-    append_key(out, "content");
+    append_json_key(out, "content");
     append_json_string(out, turns[i].is_merged ? std::string_view(turns[i].merged) : turns[i].first);
     out += '}';
   }
   out += "],";
-  append_key(out, "max_tokens");
+  append_json_key(out, "max_tokens");
   out += std::to_string(r.max_tokens);
   if (r.temperature >= 0) {
     out += ',';
-    append_key(out, "temperature");
+    append_json_key(out, "temperature");
     out += json(r.temperature).dump();  // nlohmann's shortest round-trip form
   }
   auto stop_list = [&](std::string_view key) {
     out += ',';
-    append_key(out, key);
+    append_json_key(out, key);
     out += '[';
     for (std::size_t i = 0; i < r.stop.size(); ++i) {
       if (i) out += ',';
@@ -181,7 +109,7 @@ std::string build_request_body(api_kind kind, const base::llm_request& r) {
   } else {
     if (!r.system.empty()) {
       out += ',';
-      append_key(out, "system");
+      append_json_key(out, "system");
       append_json_string(out, r.system);
     }
     if (!r.stop.empty()) stop_list("stop_sequences");

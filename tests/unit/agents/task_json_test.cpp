@@ -62,6 +62,62 @@ TEST(task_json, patch_applies_changed_steps_only) {
   EXPECT_EQ(to_json(old), to_json(now));
 }
 
+/// to_json's wire shape without the derived RFC 3339 strings the stored forms leave out.
+nlohmann::json without_derived_times(nlohmann::json j) {
+  for (const char* k : {"created", "updated"}) j.erase(k);
+  for (auto& s : j["steps"])
+    for (const char* k : {"started", "finished"}) s.erase(k);
+  return j;
+}
+
+TEST(task_json, stored_snapshot_text_parses_to_the_wire_shape_and_round_trips) {
+  auto t = sample();
+  t.created_ms = 1'700'000'000'123;
+  t.updated_ms = 1'700'000'000'456;
+  t.steps[0].started_ms = 1'700'000'000'200;
+  t.steps[0].finished_ms = 1'700'000'000'300;
+  t.steps[0].cost.usd = 0.1 + 0.2;  // the shortest form must read back as this very double
+  t.steps[1].output = std::string("ctrl \x01 tab\t newline\n quote\" back\\ ") + "\xff bad byte, ✓ good";
+  t.result = "r";
+  t.error = base::make_error(base::errc::provider_error, "boom \"x\"");
+  t.decisions[0].comment = "ok\n";
+  auto text = snapshot_text(t);
+  auto parsed = nlohmann::json::parse(text);  // throws on invalid JSON
+  auto wire = without_derived_times(to_json(t));
+  // The invalid byte is U+FFFD in the text (nlohmann's dump would throw on it).
+  wire["steps"][1]["output"] = "ctrl \x01 tab\t newline\n quote\" back\\ \xef\xbf\xbd bad byte, ✓ good";
+  EXPECT_EQ(parsed, wire);
+  auto back = task_from_json(parsed);
+  ASSERT_TRUE(back) << back.error().message;
+  EXPECT_EQ(back->steps[0].cost.usd, 0.1 + 0.2);
+  EXPECT_EQ(back->error->message, "boom \"x\"");
+  EXPECT_EQ(back->seq, t.seq);
+  // Empty metadata stands for an empty object.
+  t.metadata.clear();
+  EXPECT_EQ(nlohmann::json::parse(snapshot_text(t))["metadata"], nlohmann::json::object());
+}
+
+TEST(task_json, stored_patch_text_parses_to_make_patch_and_applies_alike) {
+  auto old = sample();
+  auto now = old;
+  now.steps[1].state = step_state::failed;
+  now.steps[1].output = "article";
+  now.steps[1].finished_ms = 1'700'000'000'999;
+  now.steps[1].error = base::make_error(base::errc::timeout, "slow");
+  now.decisions[0].pending = false;
+  now.decisions[0].chosen = "approve";
+  now.state = task_state::failed;
+  now.error = base::make_error(base::errc::timeout, "step 'write' failed");
+  now.seq = 5;
+  auto parsed = nlohmann::json::parse(patch_text(now, {1}, {0}));
+  auto expected = make_patch(now, {1}, {0});
+  for (auto& s : expected["steps"])
+    for (const char* k : {"started", "finished"}) s.erase(k);
+  EXPECT_EQ(parsed, expected);
+  ASSERT_TRUE(apply_patch(old, parsed));
+  EXPECT_EQ(to_json(old), to_json(now));
+}
+
 TEST(task_json, malformed_snapshot_is_an_error_not_a_crash) {
   auto r = task_from_json(nlohmann::json{{"state", "running"}});
   ASSERT_FALSE(r);
