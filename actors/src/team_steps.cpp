@@ -25,13 +25,16 @@ work_vars_ptr vars_of(const agents::task& t) {
 }
 
 /// The prompt of `node`, rendered with the step's variables.
-std::string render_prompt(const agents::task& t, const agents::workflow_node& node, const work_vars& vars) {
-  auto lookup = [&vars](std::string_view key_name, std::string& out) {
-    for (const auto& [key, value] : vars)
-      if (key == key_name) {
-        out = value;
-        return true;
-      }
+/// Renders a step's prompt from the task's variables, then `extra` (agent, attempt).
+std::string render_prompt(const agents::task& t, const agents::workflow_node& node, const work_vars& vars,
+                          const work_vars& extra) {
+  auto lookup = [&vars, &extra](std::string_view key_name, std::string& out) {
+    for (const auto* list : {&vars, &extra})
+      for (const auto& [key, value] : *list)
+        if (key == key_name) {
+          out = value;
+          return true;
+        }
     if (key_name.substr(0, 5) == "step.") {
       out.clear();  // a step that has not run (yet) renders empty
       return true;
@@ -140,11 +143,15 @@ bool team_state::assign(self_ptr self, std::size_t i, const queued_step& q) {
   w.attempt = q.attempt;
   w.priority = e.t.priority;
   if (first) vars = vars_of(e.t);
-  w.vars.reserve(vars->size() + 2);
-  w.vars = *vars;
-  w.vars.emplace_back("agent", a.spec->agent->name);
-  w.vars.emplace_back("attempt", std::to_string(q.attempt));
-  w.prompt = render_prompt(e.t, node, w.vars);
+  work_vars extra{{"agent", a.spec->agent->name}, {"attempt", std::to_string(q.attempt)}};
+  w.prompt = render_prompt(e.t, node, *vars, extra);
+  // Only scripted replies are templates of their own; a network call needs just the
+  // prompt, so the earlier steps' outputs are not copied into its work order.
+  if (a.spec->provider->kind == config::provider_kind::scripted) {
+    w.vars.reserve(vars->size() + extra.size());
+    w.vars = *vars;
+    for (auto& v : extra) w.vars.push_back(std::move(v));
+  }
   auto now = base::now_ms();
   calls[w.call_id] = call_info{e.t.id, q.step, q.attempt, i, now};
   ++a.in_flight;

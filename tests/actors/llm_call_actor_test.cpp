@@ -51,9 +51,13 @@ struct agent_fixture : ::testing::Test {
   /// An openai agent whose provider times requests out after 100 ms; its team is a
   /// collector of step_done messages.
   void SetUp() override {
-    auto team = sys.spawn([this](caf::event_based_actor*) -> caf::behavior {
-      return {[this](step_done_atom, step_result& r) { done.push_back(std::move(r)); }};
-    });
+    // Spawned functions take an argument: with none, CAF 0.17 dereferences a null
+    // argument tuple (UBSan reports it).
+    auto team = sys.spawn(
+        [](caf::event_based_actor*, agent_fixture* f) -> caf::behavior {
+          return {[f](step_done_atom, step_result& r) { f->done.push_back(std::move(r)); }};
+        },
+        this);
     auto a = std::make_shared<config::agent>();
     a->name = "writer";
     a->model = "m";
@@ -68,10 +72,12 @@ struct agent_fixture : ::testing::Test {
     env->dispatcher = team;
     env->llm = client;
     auto spec = std::make_shared<const agent_spec>(agent_spec{a, m, p, env});
-    sys.spawn([this, spec](caf::event_based_actor* self) -> caf::behavior {
-      agent = spawn_agent(self, spec);
-      return {[](caf::down_msg&) {}};
-    });
+    sys.spawn(
+        [](caf::event_based_actor* self, agent_fixture* f, std::shared_ptr<const agent_spec> s) -> caf::behavior {
+          f->agent = spawn_agent(self, std::move(s));
+          return {[](caf::down_msg&) {}};
+        },
+        this, spec);
     sched.run();
   }
 

@@ -77,7 +77,8 @@ struct work_order {
   int attempt = 1;
   int priority = 5;
   std::string prompt;  ///< rendered
-  /// Template variables for scripted replies: "input", "step.ID", "agent", "attempt".
+  /// Template variables for scripted replies: "input", "step.ID", "agent", "attempt"
+  /// (empty for network providers: their prompt is rendered already).
   std::vector<std::pair<std::string, std::string>> vars;
 };
 
