@@ -37,8 +37,6 @@ struct in_flight {
 struct agent_work {
   std::unique_ptr<agents::scripted_model> scripted;   ///< built at the first scripted call
   std::unordered_map<std::uint64_t, in_flight> calls;
-  /// Network calls by their call actor, so a call actor's exit finds its call without a scan.
-  std::unordered_map<caf::actor_id, std::uint64_t> call_actors;
   bool sweeping = false;  ///< a sweep for overdue network calls is scheduled
 };
 
@@ -138,7 +136,6 @@ void run_network(caf::stateful_actor<agent_state>* self, const work_order& w) {
   const auto limit = std::chrono::milliseconds(req.timeout_ms) + call_grace;
   auto call = spawn_llm_call(self, id, st.spec->env->llm, std::move(req), std::move(on_token));
   auto& wk = st.work();
-  wk.call_actors[call.id()] = id;
   wk.calls[id] = in_flight{w.task_id, base_result(st, w), call, std::chrono::steady_clock::now(),
                           agents::estimate_tokens(st.spec->agent->system) + agents::estimate_tokens(w.prompt),
                           self->clock().now() + limit, limit.count()};
@@ -184,23 +181,6 @@ caf::behavior agent_actor(caf::stateful_actor<agent_state>* self, std::shared_pt
   // An exception ends this incarnation with an error its team (the supervisor) sees in the
   // down message; say what happened in our log instead of CAF's raw stderr line.
   self->set_exception_handler(detail::exception_to_error);
-  // A call actor that ends without reporting (it crashed) fails its call as retryable.
-  self->set_down_handler([=](caf::down_msg& dm) {
-    auto& st = self->state;
-    if (!st.busy) return;
-    auto ca = st.busy->call_actors.find(dm.source.id());
-    if (ca == st.busy->call_actors.end()) return;
-    auto id = ca->second;
-    st.busy->call_actors.erase(ca);
-    if (!dm.reason) return;  // normal end: its report is already in our mailbox
-    auto it = st.work().calls.find(id);
-    if (it == st.work().calls.end()) return;
-    auto r = std::move(it->second.result);
-    r.ok = false;
-    r.error = base::make_error(base::errc::internal, "LLM call actor failed: " + self->system().render(dm.reason), true);
-    st.work().calls.erase(it);
-    self->send(st.dispatcher(), step_done_atom::value, std::move(r));
-  });
   return {
       [=](assign_atom, const work_order& w) {
         auto& st = self->state;

@@ -150,5 +150,24 @@ TEST_F(agent_fixture, each_call_keeps_its_own_deadline_and_an_answered_call_is_n
   EXPECT_TRUE(sched.clock().schedule().empty());
 }
 
+TEST_F(agent_fixture, a_call_actor_that_throws_reports_a_retryable_failure_at_once_and_cancels_its_request) {
+  assign(5);
+  caf::anon_send(agent, fault_atom::value, std::string("call:writer"));  // the test hook
+  sched.run();
+  ASSERT_EQ(done.size(), 1u);  // no time passed: not the sweep
+  EXPECT_EQ(done[0].call_id, 5u);
+  EXPECT_FALSE(done[0].ok);
+  EXPECT_EQ(done[0].error.code, base::errc::internal);
+  EXPECT_TRUE(done[0].error.retryable);
+  EXPECT_NE(done[0].error.message.find("LLM call actor failed: injected fault"), std::string::npos)
+      << done[0].error.message;
+  EXPECT_EQ(*client->cancels[0], 1);
+  // The call is over: a late answer from the client changes nothing, no sweep stays armed.
+  client->done[0](base::llm_response{});
+  advance(milliseconds(1000));
+  EXPECT_EQ(done.size(), 1u);
+  EXPECT_TRUE(sched.clock().schedule().empty());
+}
+
 }  // namespace
 }  // namespace troupe::actors

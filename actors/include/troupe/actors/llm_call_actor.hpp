@@ -1,8 +1,10 @@
 #pragma once
-/// The LLM call actor: one short-lived actor per network call, spawned and
-/// monitored by its agent. It starts the request through the llm_client port and
-/// reports at most one outcome to the agent. Cancel (high priority) aborts the
-/// HTTP request at once. A hung provider therefore never blocks an agent's mailbox.
+/// The LLM call actor: one short-lived actor per network call, spawned by its
+/// agent. It starts the request through the llm_client port and reports at most
+/// one outcome to the agent, an exception inside it included (as a retryable
+/// failure), so the agent needs no monitor (no down message per call). Cancel
+/// (high priority) aborts the HTTP request at once. A hung provider therefore
+/// never blocks an agent's mailbox.
 ///
 /// Each call has a deadline, the request's timeout plus a grace period: a backstop
 /// for a client that never answers. The agent keeps the deadlines and sweeps its
@@ -28,8 +30,8 @@ constexpr std::chrono::milliseconds call_grace{2000};
 /// deadline and one sweep later.
 constexpr std::chrono::milliseconds call_sweep_every{1000};
 
-/// Spawns a call actor monitored by `agent`; it answers the agent with
-/// (llm_done_atom, call_id, llm_outcome) and then ends.
+/// Spawns a call actor for `agent`; it answers the agent with
+/// (llm_done_atom, call_id, llm_outcome) and then ends (or ends on cancel, silently).
 caf::actor spawn_llm_call(caf::local_actor* agent, std::uint64_t call_id, std::shared_ptr<base::llm_client> llm,
                           base::llm_request request, base::llm_token_fn on_token);
 
