@@ -59,14 +59,16 @@ struct caf_config : caf::actor_system_config {
     set("scheduler.max-threads", threads);
     // A worker whose queue ran dry polls it "moderately" for a while before it
     // sleeps on a condition variable. CAF's default is 500 polls 50 us apart:
-    // between LLM responses (one every ~200 us at 5,000 calls/s) the workers
-    // spent a sixth of their CPU in those nanosleep wake-ups. 100 polls 250 us
-    // apart keep the same 25 ms window with a fifth of the wake-ups (a job that
-    // arrives meanwhile from an I/O thread waits at most 250 us): LLM calls
-    // ~10 % and durable tasks ~10 % less daemon CPU, in-process task rates
-    // unchanged within noise (docs/benchmarks.md, "LLM calls").
-    set("work-stealing.moderate-poll-attempts", 100);
-    set("work-stealing.moderate-sleep-duration", caf::timespan{std::chrono::microseconds{250}});
+    // between LLM responses (one every ~200 us at 5,000 calls/s) those nanosleep
+    // wake-ups were a sixth of the workers' CPU, and at 250 us apart still a
+    // quarter. 25 polls 1 ms apart keep the same 25 ms window with a twentieth of
+    // CAF's wake-ups; a job that arrives meanwhile from an I/O thread or the store
+    // waits at most 1 ms for a worker. Measured (docs/benchmarks.md, "LLM calls"):
+    // 8-14 us less daemon CPU per LLM call, calls/s at 256 in flight 1 % lower
+    // (98 -> 97 % of the bound), durable 1-step tasks ~5 % fewer per second on
+    // daemon_bench, in-process task rates unchanged.
+    set("work-stealing.moderate-poll-attempts", 25);
+    set("work-stealing.moderate-sleep-duration", caf::timespan{std::chrono::milliseconds{1}});
     // Work stealing, with a clock that ending actors without timeouts leave alone
     // (troupe/host/lean_coordinator.hpp): CAF's own choice of scheduler is skipped.
     load<lean_coordinator>();
