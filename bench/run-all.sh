@@ -36,10 +36,19 @@ if [ -n "$pgbin" ] && [ -x "$pgbin/initdb" ]; then
   pgdir=$(mktemp -d "${TMPDIR:-/tmp}/troupe-bench-pg.XXXXXX")
   [ "$(id -u)" -ne 0 ] || chown postgres:postgres "$pgdir"
   as_owner "$pgbin/initdb" -D "$pgdir/data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >/dev/null
-  port=$(shuf -i 20000-60999 -n 1)
-  as_owner "$pgbin/pg_ctl" -D "$pgdir/data" -l "$pgdir/server.log" -w start \
-    -o "-p $port -c listen_addresses=127.0.0.1 -k $pgdir -c max_connections=200" >/dev/null
-  pg_url="postgresql://postgres@127.0.0.1:$port/postgres"
+  # A random port may be taken: up to three tries, then the server's log says why.
+  for try in 1 2 3; do
+    port=$(shuf -i 20000-60999 -n 1)
+    if as_owner "$pgbin/pg_ctl" -D "$pgdir/data" -l "$pgdir/server.log" -w start \
+      -o "-p $port -c listen_addresses=127.0.0.1 -k $pgdir -c max_connections=200" >/dev/null; then
+      pg_url="postgresql://postgres@127.0.0.1:$port/postgres"
+      break
+    fi
+  done
+  if [ -z "$pg_url" ]; then
+    tail -n 20 "$pgdir/server.log" >&2
+    exit 1
+  fi
 else
   echo "(no PostgreSQL server found: PostgreSQL cases skipped)"
 fi
