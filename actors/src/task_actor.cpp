@@ -39,13 +39,13 @@ using task_self = caf::stateful_actor<task_actor_state>*;
 void advance(task_self self);
 
 /// Ends the task: commits the terminal snapshot (with `costs` and `spend` of the
-/// call that ended it, if any), emits `finished`, answers `reply` (an operator's
-/// cancel) and hands the final record to the team. With `commit_first` (the last
-/// step's output is in this snapshot and nowhere else yet) the task announces its
-/// end only once that commit is done, as it would advance after a step's commit.
+/// call that ended it, if any), and only once that commit is done emits `finished`,
+/// answers `reply` (an operator's cancel) and hands the final record to the team. No
+/// client hears of an end that a crash could still undo: an acknowledged cancel
+/// stays cancelled, a reported failure or result stays what it was (the last step's
+/// output may be in this snapshot and nowhere else yet).
 void finish(task_self self, task_state state, std::optional<base::error> err, const reply_fn& reply = nullptr,
-            std::vector<base::cost_row> costs = {}, std::vector<base::entity_row> spend = {},
-            bool commit_first = false) {
+            std::vector<base::cost_row> costs = {}, std::vector<base::entity_row> spend = {}) {
   auto& st = self->state;
   auto& t = st.t;
   if (st.ended || agents::is_terminal(t.state)) {
@@ -70,8 +70,8 @@ void finish(task_self self, task_state state, std::optional<base::error> err, co
       d.decided_by = "task " + std::string(agents::to_string(state));
       d.resolved_ms = base::now_ms();
     }
-  // Meanwhile (commit_first) the state is already terminal: a cancel is refused, a
-  // late call's cost still commits (on_report).
+  // Meanwhile the state is already terminal: a cancel is refused, a late call's cost
+  // still commits (on_report).
   auto announce = [self, reply, calls_out] {
     auto& st2 = self->state;
     auto& t2 = st2.t;
@@ -84,9 +84,7 @@ void finish(task_self self, task_state state, std::optional<base::error> err, co
     self->send(st2.env->team_actor, task_ended_atom::value, std::move(t2), calls_out);
     if (!calls_out) self->quit();  // a normal end sends the team nothing
   };
-  if (commit_first) return persist_task(self, *st.env, t, {}, {}, std::move(costs), std::move(spend), announce);
-  persist_task(self, *st.env, t, {}, {}, std::move(costs), std::move(spend), [] {});
-  announce();
+  persist_task(self, *st.env, t, {}, {}, std::move(costs), std::move(spend), announce);
 }
 
 /// Asks the team to run `step` (attempt already counted) on an agent.
@@ -279,7 +277,7 @@ void on_report(task_self self, call_report& rep) {
     // its end after that commit (after a crash before it the step runs again, as
     // after a crash before any step's commit).
     t.result = t.steps[st.wf->result_node].output;
-    finish(self, task_state::succeeded, std::nullopt, nullptr, std::move(rep.costs), std::move(rep.spend), true);
+    finish(self, task_state::succeeded, std::nullopt, nullptr, std::move(rep.costs), std::move(rep.spend));
     return;
   }
   // Durability contract: the step's output is committed before the next step starts.
@@ -350,12 +348,15 @@ caf::behavior task_actor(task_self self, task_start start) {
       },
       // Asked by the team (request/response): a task actor that ended meanwhile answers
       // nothing, and the team then answers from the final record it received.
+      // Answered once the cancelled state is committed (finish), hence the promise.
       [=](cancel_atom) -> caf::result<json_reply> {
         if (self->state.ended) return caf::sec::request_receiver_down;
-        json_reply out;
+        auto rp = self->make_response_promise();
         finish(self, task_state::cancelled, base::make_error(base::errc::cancelled, "cancelled by operator"),
-               [&out](base::result<nlohmann::json> r) { out.value = r ? std::move(*r) : nlohmann::json(); });
-        return out;
+               [rp](base::result<nlohmann::json> r) mutable {
+                 rp.deliver(json_reply{r ? std::move(*r) : nlohmann::json()});
+               });
+        return caf::delegated<json_reply>();
       },
       [=](fail_atom, base::error& err) { finish(self, task_state::failed, std::move(err)); },
       [=](task_atom) -> caf::result<json_reply> {

@@ -240,7 +240,8 @@ void team_state::launch(self_ptr self, task_entry& e) {
   spawn_task(self, e);
 }
 
-void team_state::finish(self_ptr self, task_entry& e, task_state state, std::optional<base::error> err) {
+void team_state::finish(self_ptr self, task_entry& e, task_state state, std::optional<base::error> err,
+                        reply_fn reply) {
   if (agents::is_terminal(e.t.state)) return;
   if (e.run) {
     // Its task actor owns the record: it ends the task and reports back.
@@ -266,12 +267,21 @@ void team_state::finish(self_ptr self, task_entry& e, task_state state, std::opt
       d.decided_by = "task " + std::string(agents::to_string(state));
       d.resolved_ms = base::now_ms();
     }
-  persist_task(self, *tenv, e.t, {}, {}, {}, {}, [] {});
-  emit_task(e, "finished");
-  if (e.t.error)
-    spdlog::debug("task ended task={} team={} state={} error=\"{}\"", e.t.id, spec.team.name,
-                  agents::to_string(state), e.t.error->message);
-  ended(self, e);
+  // Announced (event, operator's answer, dependents, counters) only once the terminal
+  // state is committed, like a task actor's end: a crash before the commit brings the
+  // task back, so nobody may have heard that it ended.
+  persist_task(self, *tenv, e.t, {}, {}, {}, {}, [self, id = e.t.id, reply] {
+    auto& st = self->state;
+    auto it = st.tasks.find(id);
+    if (it == st.tasks.end()) return;  // cannot happen: only ended() evicts, and only after this
+    auto& ended_task = it->second;
+    st.emit_task(ended_task, "finished");
+    if (ended_task.t.error)
+      spdlog::debug("task ended task={} team={} state={} error=\"{}\"", id, st.spec.team.name,
+                    agents::to_string(ended_task.t.state), ended_task.t.error->message);
+    if (reply) reply(agents::to_json(ended_task.t));
+    st.ended(self, ended_task);
+  });
 }
 
 void team_state::ended(self_ptr self, task_entry& e) {
@@ -338,8 +348,7 @@ void team_state::cancel(self_ptr self, const std::string& id, reply_fn reply) {
               });
     return;
   }
-  finish(self, e, task_state::cancelled, base::make_error(base::errc::cancelled, "cancelled by operator"));
-  reply(agents::to_json(e.t));
+  finish(self, e, task_state::cancelled, base::make_error(base::errc::cancelled, "cancelled by operator"), reply);
 }
 
 void team_state::check_drained() {

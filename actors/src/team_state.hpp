@@ -144,8 +144,11 @@ struct team_state {
   void pump_agent(self_ptr self, std::size_t agent);
   bool assign(self_ptr self, std::size_t agent, const queued_step& q);
   void on_step_done(self_ptr self, step_result r);
-  /// Fails a task: at once while queued, through its task actor while running.
-  void finish(self_ptr self, task_entry& e, agents::task_state state, std::optional<base::error> err);
+  /// Ends a task: here while queued or parked, through its task actor while running.
+  /// Here, the end is announced and `reply` (an operator's cancel) answered once the
+  /// terminal state is committed.
+  void finish(self_ptr self, task_entry& e, agents::task_state state, std::optional<base::error> err,
+              reply_fn reply = nullptr);
   /// Tells the task actor of call `info` that its call failed (agent crash, watchdog).
   void report_failure(self_ptr self, const call_info& info, std::uint64_t call_id, base::error err);
   void cancel(self_ptr self, const std::string& id, reply_fn reply);

@@ -19,6 +19,39 @@ json three_steps() {
 }
 json echo() { return json::array({{{"text", "ok {{input}}"}}}); }
 
+using release_atom = caf::atom_constant<caf::atom("release")>;
+
+/// A store that commits at once, except the batches holding a task's terminal
+/// snapshot (succeeded, failed or cancelled): those wait until the store is sent `release`.
+struct held_commits {
+  std::vector<std::pair<caf::response_promise, batch_ptr>> held;
+};
+
+caf::behavior holding_store(caf::event_based_actor* self, std::shared_ptr<held_commits> h) {
+  return {[=](release_atom) {
+            for (auto& [rp, batch] : h->held) {
+              commit_reply ok;
+              ok.ok = true;
+              rp.deliver(std::move(ok));
+            }
+            h->held.clear();
+          },
+          [=](write_atom, const batch_ptr& batch) -> caf::result<commit_reply> {
+    const bool terminal = std::any_of(batch->snapshots.begin(), batch->snapshots.end(),
+                                      [](const base::task_row& r) {
+                                        return r.state == "succeeded" || r.state == "failed" || r.state == "cancelled";
+                                      });
+    if (!terminal) {
+      commit_reply ok;
+      ok.ok = true;
+      return ok;
+    }
+    auto rp = self->make_response_promise();
+    h->held.emplace_back(rp, batch);
+    return caf::delegated<commit_reply>();
+  }};
+}
+
 class team_task_actor : public team_fixture {
  public:
   /// LLM calls made for `task` (and one of its steps).
@@ -36,50 +69,30 @@ class team_task_actor : public team_fixture {
     return r ? *r : json();
   }
   void crash(const std::string& id) { caf::anon_send(team, fault_atom::value, "task:" + id); }
+
+  /// Gives `spec` a store that holds terminal commits until release(); it ends with the test.
+  std::shared_ptr<held_commits> hold_terminal_commits(team_spec& spec) {
+    auto commits = std::make_shared<held_commits>();
+    holding_ = sys.spawn(holding_store, commits);
+    spec.store = holding_;
+    return commits;
+  }
+  void release() { caf::anon_send(holding_, release_atom::value); }
+  // Held promises would keep the store alive past the test.
+  void TearDown() override {
+    if (!holding_) return;
+    caf::anon_send_exit(holding_, caf::exit_reason::kill);
+    sched.run();
+  }
+
+ private:
+  caf::actor holding_;
 };
-
-using release_atom = caf::atom_constant<caf::atom("release")>;
-
-/// A store that commits at once, except the batches holding a task's terminal
-/// snapshot: those wait until the store is sent `release`.
-struct held_commits {
-  std::vector<std::pair<caf::response_promise, batch_ptr>> held;
-};
-
-caf::behavior holding_store(caf::event_based_actor* self, std::shared_ptr<held_commits> h) {
-  return {[=](release_atom) {
-            for (auto& [rp, batch] : h->held) {
-              commit_reply ok;
-              ok.ok = true;
-              rp.deliver(std::move(ok));
-            }
-            h->held.clear();
-          },
-          [=](write_atom, const batch_ptr& batch) -> caf::result<commit_reply> {
-    const bool terminal = std::any_of(batch->snapshots.begin(), batch->snapshots.end(),
-                                      [](const base::task_row& r) { return r.state == "succeeded"; });
-    if (!terminal) {
-      commit_reply ok;
-      ok.ok = true;
-      return ok;
-    }
-    auto rp = self->make_response_promise();
-    h->held.emplace_back(rp, batch);
-    return caf::delegated<commit_reply>();
-  }};
-}
 
 TEST_F(team_task_actor, a_task_announces_its_end_only_after_its_last_steps_output_is_committed) {
   auto spec = spec_of(team_config(echo(), json::array({{{"id", "only"}, {"capability", "work"}, {"prompt", "{{input}}"}}}),
                                   1, {{"strategy", "one_for_one"}}));
-  auto commits = std::make_shared<held_commits>();
-  auto store = sys.spawn(holding_store, commits);
-  // Ended with the test whatever happens: held promises would keep it alive.
-  std::shared_ptr<void> end_store(nullptr, [this, store](void*) {
-    caf::anon_send_exit(store, caf::exit_reason::kill);
-    sched.run();
-  });
-  spec.store = store;
+  auto commits = hold_terminal_commits(spec);
   spawn(std::move(spec));
   auto a = submit("a");
   ASSERT_TRUE(run_until([&] { return !commits->held.empty(); }));
@@ -92,7 +105,7 @@ TEST_F(team_task_actor, a_task_announces_its_end_only_after_its_last_steps_outpu
   EXPECT_TRUE(batch.journal.empty());
   // ...and until it is committed nobody hears that the task ended.
   ASSERT_FALSE(run_until([&] { return finished.count(a) > 0; }, 2000));
-  caf::anon_send(store, release_atom::value);
+  release();
   ASSERT_TRUE(run_until([&] { return finished.count(a) > 0; }));
   EXPECT_EQ(finished[a]["state"], "succeeded");
   EXPECT_EQ(task(a)["result"], "ok a");
@@ -179,6 +192,50 @@ TEST_F(team_task_actor, a_cancel_reaches_the_running_tasks_actor_and_frees_the_a
   auto seq = agent_states("a1");
   EXPECT_EQ(seq.back(), "idle");
   EXPECT_EQ(ask(caf::make_message(cancel_atom::value, a)).error().code, base::errc::conflict);
+}
+
+TEST_F(team_task_actor, a_cancel_is_answered_and_announced_only_once_the_cancelled_state_is_committed) {
+  auto spec = spec_of(team_config(echo(), three_steps(), 1, {{"strategy", "one_for_one"}}, 60000));
+  auto commits = hold_terminal_commits(spec);
+  spawn(std::move(spec));
+  auto a = submit("a");
+  ASSERT_TRUE(run_until([&] {
+    return count("task.update", [&](const json& d) { return d["task"] == a && d["what"] == "step_started"; }) == 1;
+  }, 1000, 10));
+  // The operator's cancel: held until its terminal snapshot commits. A crash before
+  // that would bring the task back, so nobody may hear "cancelled" yet.
+  std::optional<base::result<json>> answer;
+  reply_fn reply = [&answer](base::result<json> r) { answer = std::move(r); };
+  caf::anon_send(team, caf::make_message(cancel_atom::value, a) + caf::make_message(reply));
+  ASSERT_TRUE(run_until([&] { return !commits->held.empty(); }, 1000, 10));
+  const auto& batch = *commits->held.front().second;
+  ASSERT_EQ(batch.snapshots.size(), 1u);
+  EXPECT_EQ(batch.snapshots[0].state, "cancelled");
+  ASSERT_FALSE(run_until([&] { return answer.has_value() || finished.count(a) > 0; }, 2000, 10));
+  release();
+  ASSERT_TRUE(run_until([&] { return answer.has_value() && finished.count(a) > 0; }, 1000, 10));
+  ASSERT_TRUE(*answer) << answer->error().message;
+  EXPECT_EQ((**answer)["state"], "cancelled");
+  EXPECT_EQ(finished[a]["state"], "cancelled");
+}
+
+TEST_F(team_task_actor, a_queued_tasks_cancel_is_answered_and_announced_only_once_committed) {
+  auto spec = spec_of(team_config(echo(), three_steps(), 1, {{"strategy", "one_for_one"}}));
+  auto commits = hold_terminal_commits(spec);
+  spawn(std::move(spec));
+  ASSERT_TRUE(ask(caf::make_message(pause_atom::value, std::string(), false)));
+  auto a = submit("a");  // queued: the team holds it, no task actor
+  std::optional<base::result<json>> answer;
+  reply_fn reply = [&answer](base::result<json> r) { answer = std::move(r); };
+  caf::anon_send(team, caf::make_message(cancel_atom::value, a) + caf::make_message(reply));
+  ASSERT_TRUE(run_until([&] { return !commits->held.empty(); }, 1000, 10));
+  EXPECT_EQ(commits->held.front().second->snapshots.at(0).state, "cancelled");
+  ASSERT_FALSE(run_until([&] { return answer.has_value() || finished.count(a) > 0; }, 2000, 10));
+  release();
+  ASSERT_TRUE(run_until([&] { return answer.has_value() && finished.count(a) > 0; }, 1000, 10));
+  ASSERT_TRUE(*answer) << answer->error().message;
+  EXPECT_EQ((**answer)["state"], "cancelled");
+  EXPECT_EQ(status()["queued"], 0);
 }
 
 }  // namespace
