@@ -26,6 +26,7 @@
 //   llm_daemon_bench [--troupe PATH] [--fake-llm PATH] [--latency-ms 50]
 //                    [--inflight 256,1000] [--kinds openai,anthropic] [--steps 1,8]
 //                    [--seconds 8] [--stream] [--clients 16] [--fake-threads 1]
+//                    [--runtime-threads N]  (the daemon's CAF workers; default: its own, 2)
 #include <dirent.h>
 #include <signal.h>
 #include <unistd.h>
@@ -79,6 +80,7 @@ struct options {
   bool stream = false;
   int clients = 16;
   int fake_threads = 1;
+  int runtime_threads = 0;  ///< 0: the daemon's default
 };
 
 /// Splits "a,b,c".
@@ -99,6 +101,7 @@ json make_config(const options& o, const std::string& kind, const std::string& b
   json cfg;
   cfg["store"] = store;
   cfg["control"] = {{"listen", "127.0.0.1:0"}, {"max_clients", 4096}};
+  if (o.runtime_threads > 0) cfg["runtime"]["threads"] = o.runtime_threads;
   cfg["providers"]["llm"] = {{"kind", kind},
                              {"base_url", base_url},
                              {"max_concurrency", inflight},
@@ -348,10 +351,11 @@ int main(int argc, char** argv) {
     else if (a == "--stream") o.stream = true;
     else if (a == "--clients") o.clients = std::stoi(next());
     else if (a == "--fake-threads") o.fake_threads = std::stoi(next());
+    else if (a == "--runtime-threads") o.runtime_threads = std::stoi(next());
     else
       die("unknown argument '" + a +
           "' (use --troupe PATH --fake-llm PATH --latency-ms N --inflight N,N --kinds openai,anthropic --steps 1,8 "
-          "--seconds S --stream --clients C --fake-threads N)");
+          "--seconds S --stream --clients C --fake-threads N --runtime-threads N)");
   }
   if (o.latency_ms <= 0) die("--latency-ms must be positive");
   for (int s : o.steps)
