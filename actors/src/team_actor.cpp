@@ -242,7 +242,11 @@ void team_state::launch(self_ptr self, task_entry& e) {
 
 void team_state::finish(self_ptr self, task_entry& e, task_state state, std::optional<base::error> err,
                         reply_fn reply) {
-  if (agents::is_terminal(e.t.state)) return;
+  if (agents::is_terminal(e.t.state)) {
+    if (reply) reply(base::fail(base::errc::conflict, "task '" + e.t.id + "' already " +
+                                                          std::string(agents::to_string(e.t.state))));
+    return;
+  }
   if (e.run) {
     // Its task actor owns the record: it ends the task and reports back.
     if (e.run->actor) {

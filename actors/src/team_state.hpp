@@ -145,7 +145,8 @@ struct team_state {
   bool assign(self_ptr self, std::size_t agent, const queued_step& q);
   void on_step_done(self_ptr self, step_result r);
   /// Ends a task: here while queued or parked, through its task actor while running.
-  /// Here, the end is announced and `reply` (an operator's cancel) answered once the
+  /// Here, the end is announced and `reply` (an operator's cancel of a task without a
+  /// task actor; cancel() asks a running task's actor itself) answered once the
   /// terminal state is committed.
   void finish(self_ptr self, task_entry& e, agents::task_state state, std::optional<base::error> err,
               reply_fn reply = nullptr);
