@@ -208,43 +208,8 @@ base::result<void> apply_patch(task& t, const json& patch) {
 
 namespace {
 
-/// A small writer of JSON objects and arrays: commas are placed by `next()`.
-struct text_writer {
-  std::string out;
-  bool first = true;
-
-  void next() {
-    if (!first) out += ',';
-    first = false;
-  }
-  void open(char c) {
-    out += c;
-    first = true;
-  }
-  void close(char c) {
-    out += c;
-    first = false;
-  }
-  void key(std::string_view k) {
-    next();
-    base::append_json_key(out, k);
-    first = true;  // the value follows without a comma
-  }
-  void str(std::string_view k, std::string_view v) {
-    key(k);
-    base::append_json_string(out, v);
-    first = false;
-  }
-  void num(std::string_view k, std::int64_t v) {
-    key(k);
-    base::append_json_int(out, v);
-    first = false;
-  }
-  void dbl(std::string_view k, double v) {
-    key(k);
-    base::append_json_double(out, v);
-    first = false;
-  }
+/// The task's parts, written with the base writer.
+struct text_writer : base::json_text_writer {
   void error(const base::error& e) {
     key("error");
     open('{');
@@ -331,9 +296,7 @@ std::string snapshot_text(const task& t) {
     base::append_json_string(w.out, d);
   }
   w.close(']');
-  w.key("metadata");
-  w.out += t.metadata.empty() ? std::string_view("{}") : std::string_view(t.metadata);
-  w.first = false;
+  w.raw("metadata", t.metadata.empty() ? std::string_view("{}") : std::string_view(t.metadata));
   w.key("steps");
   w.open('[');
   for (const auto& s : t.steps) w.step(s);

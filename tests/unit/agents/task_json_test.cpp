@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include "troupe/agents/task_json.hpp"
+#include "troupe/base/json_text.hpp"
 
 namespace troupe::agents {
 namespace {
@@ -116,6 +117,30 @@ TEST(task_json, stored_patch_text_parses_to_make_patch_and_applies_alike) {
   EXPECT_EQ(parsed, expected);
   ASSERT_TRUE(apply_patch(old, parsed));
   EXPECT_EQ(to_json(old), to_json(now));
+}
+
+TEST(json_text_writer, places_commas_in_nested_objects_and_arrays) {
+  base::json_text_writer w;
+  w.open('{');
+  w.str("a", "x\"y");
+  w.key("list");
+  w.open('[');
+  for (int i = 0; i < 3; ++i) {
+    w.next();
+    base::append_json_int(w.out, i);
+  }
+  w.close(']');
+  w.key("empty");
+  w.open('[');
+  w.close(']');
+  w.key("inner");
+  w.open('{');
+  w.dbl("d", 0.5);
+  w.raw("j", R"({"k":[1]})");
+  w.close('}');
+  w.num("n", -7);
+  w.close('}');
+  EXPECT_EQ(w.out, R"({"a":"x\"y","list":[0,1,2],"empty":[],"inner":{"d":0.5,"j":{"k":[1]}},"n":-7})");
 }
 
 TEST(task_json, malformed_snapshot_is_an_error_not_a_crash) {

@@ -27,4 +27,52 @@ void append_json_int(std::string& out, std::int64_t v);
 /// which JSON cannot hold, is written as 0.
 void append_json_double(std::string& out, double v);
 
+/// Writes nested objects and arrays into `out`, placing the commas: open('{'),
+/// then str / num / dbl members (or key() before a nested open), close('}').
+/// In an array, next() before each element written with the append_* functions.
+struct json_text_writer {
+  std::string out;
+  bool first = true;  ///< nothing written yet at this level: no comma before the next item
+
+  void next() {
+    if (!first) out += ',';
+    first = false;
+  }
+  void open(char c) {
+    out += c;
+    first = true;
+  }
+  void close(char c) {
+    out += c;
+    first = false;
+  }
+  /// A member's key; its value follows without a comma.
+  void key(std::string_view k) {
+    next();
+    append_json_key(out, k);
+    first = true;
+  }
+  /// A member whose value is JSON text already (e.g. stored metadata).
+  void raw(std::string_view k, std::string_view json) {
+    key(k);
+    out += json;
+    first = false;
+  }
+  void str(std::string_view k, std::string_view v) {
+    key(k);
+    append_json_string(out, v);
+    first = false;
+  }
+  void num(std::string_view k, std::int64_t v) {
+    key(k);
+    append_json_int(out, v);
+    first = false;
+  }
+  void dbl(std::string_view k, double v) {
+    key(k);
+    append_json_double(out, v);
+    first = false;
+  }
+};
+
 }  // namespace troupe::base
