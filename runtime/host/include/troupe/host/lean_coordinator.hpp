@@ -20,7 +20,9 @@ namespace troupe::host {
 /// that was one to two clock-thread wake-ups per call. This clock remembers which
 /// actors set a timeout and forwards only their cancels; everything else goes to
 /// the coordinator's own clock unchanged (delayed messages are not per-actor
-/// timeouts: `cancel_timeouts` never touched them).
+/// timeouts: `cancel_timeouts` never touched them). It derives from the thread-safe
+/// clock only because the coordinator's `clock()` must return one (covariant
+/// override); its own queue and thread are never used.
 class timeout_tracking_clock final : public caf::detail::thread_safe_actor_clock {
  public:
   explicit timeout_tracking_clock(caf::detail::thread_safe_actor_clock& real) : real_(real) {}
