@@ -3,13 +3,17 @@
 
 #include <openssl/ssl.h>
 
+#include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <boost/beast/ssl.hpp>
 #include <boost/beast/version.hpp>
+#include <array>
 #include <optional>
+#include <string_view>
 
 namespace troupe::protocols::llm::detail {
 
@@ -44,33 +48,39 @@ template <class Stream>
 class channel_impl final : public http_channel,
                            public std::enable_shared_from_this<channel_impl<Stream>> {
  public:
-  static constexpr bool is_tls = !std::is_same_v<Stream, beast::tcp_stream>;
+  static constexpr bool is_tls = !std::is_same_v<Stream, tcp::socket>;
 
   channel_impl(asio::any_io_executor ex, endpoint ep, std::shared_ptr<tls_context> tls,
                const std::shared_ptr<const header_list>& headers)
-      : stream_(make_stream(ex, tls)), resolver_(ex), ep_(std::move(ep)), tls_(std::move(tls)) {
-    // The header is built once per connection; an exchange sets only what varies
-    // (target, accept, body and its length).
-    req_.method(http::verb::post);
-    req_.version(11);
-    req_.set(http::field::host, ep_.host_header());
-    req_.set(http::field::user_agent, "troupe/0.1");
-    req_.set(http::field::content_type, "application/json");
+      : stream_(make_stream(ex, tls)), resolver_(ex), timer_(ex), ep_(std::move(ep)), tls_(std::move(tls)) {
+    // The fields every request of the connection carries are rendered once; an
+    // exchange adds only what varies (target, accept, the body's length).
+    append_field(fixed_fields_, "Host", ep_.host_header());
+    append_field(fixed_fields_, "User-Agent", "troupe/0.1");
+    append_field(fixed_fields_, "Content-Type", "application/json");
     if (headers)
-      for (const auto& [k, v] : *headers) req_.set(k, v);
-    req_.keep_alive(true);
+      for (const auto& [k, v] : *headers) append_field(fixed_fields_, k, v);
   }
 
   void exchange(http_request_spec spec, std::chrono::steady_clock::time_point deadline,
                 std::chrono::milliseconds connect_timeout, bool stream, chunk_fn on_chunk,
                 done_fn done) override {
-    if (req_.target() != spec.target) req_.target(spec.target);
-    if (!accept_set_ || stream != stream_mode_) {
-      req_.set(http::field::accept, stream ? "text/event-stream" : "application/json");
-      accept_set_ = true;
+    if (!head_set_ || target_ != spec.target || stream != stream_mode_) {
+      // Written by hand rather than through Beast's serializer: a request is one
+      // short header and a JSON body, and this runs for every attempt.
+      target_ = spec.target;
+      head_prefix_ = "POST ";
+      head_prefix_ += target_;
+      head_prefix_ += " HTTP/1.1\r\n";
+      head_prefix_ += fixed_fields_;
+      append_field(head_prefix_, "Accept", stream ? "text/event-stream" : "application/json");
+      head_prefix_ += "Content-Length: ";
+      head_set_ = true;
     }
-    req_.body() = std::move(spec.body);
-    req_.prepare_payload();
+    body_ = std::move(spec.body);
+    head_ = head_prefix_;
+    head_ += std::to_string(body_.size());
+    head_ += "\r\n\r\n";
     deadline_ = deadline;
     stream_mode_ = stream;
     on_chunk_ = std::move(on_chunk);
@@ -78,10 +88,13 @@ class channel_impl final : public http_channel,
     out_ = {};
     keep_alive_ = false;
     reused_ = connected_;
-    if (connected_) return write();
+    if (connected_) {
+      arm(deadline_);
+      return write();
+    }
     // connect_timeout bounds resolve, TCP connect and TLS handshake together, so a
     // server that accepts but never speaks TLS fails as fast as one that never answers.
-    connect_deadline_ = std::min(deadline_, std::chrono::steady_clock::now() + connect_timeout);
+    arm(std::min(deadline_, std::chrono::steady_clock::now() + connect_timeout));
     auto self = this->shared_from_this();
     out_.stage = "resolve";
     resolver_.async_resolve(ep_.host, ep_.port,
@@ -95,13 +108,24 @@ class channel_impl final : public http_channel,
     aborted_ = true;
     broken_ = true;
     resolver_.cancel();
-    beast::get_lowest_layer(stream_).close();
+    beast::error_code ignored;
+    beast::get_lowest_layer(stream_).close(ignored);
   }
 
   bool reusable() const override { return connected_ && !broken_ && keep_alive_; }
   bool reused() const override { return reused_; }
 
  private:
+  /// Appends "name: value\r\n"; a line break inside a value could only forge further
+  /// fields, so control characters are dropped (the config refuses them in keys).
+  static void append_field(std::string& out, std::string_view name, std::string_view value) {
+    out += name;
+    out += ": ";
+    for (char c : value)
+      if (static_cast<unsigned char>(c) >= 0x20 && c != 0x7f) out += c;
+    out += "\r\n";
+  }
+
   static Stream make_stream(asio::any_io_executor ex, const std::shared_ptr<tls_context>& tls) {
     if constexpr (is_tls) {
       return Stream(ex, tls->ctx);
@@ -112,16 +136,16 @@ class channel_impl final : public http_channel,
   }
 
   void connect(const tcp::resolver::results_type& results) {
-    if (aborted_) return finish(asio::error::operation_aborted);
-    beast::get_lowest_layer(stream_).expires_at(connect_deadline_);
+    if (aborted_ || expired_) return finish(asio::error::operation_aborted);
     out_.stage = "connect";
     auto self = this->shared_from_this();
-    beast::get_lowest_layer(stream_).async_connect(
-        results, [self](beast::error_code ec, const tcp::endpoint&) {
-          if (ec) return self->finish(ec);
-          beast::get_lowest_layer(self->stream_).socket().set_option(tcp::no_delay(true));
-          self->handshake();
-        });
+    asio::async_connect(beast::get_lowest_layer(stream_), results,
+                        [self](beast::error_code ec, const tcp::endpoint&) {
+                          if (ec) return self->finish(ec);
+                          beast::error_code ignored;
+                          beast::get_lowest_layer(self->stream_).set_option(tcp::no_delay(true), ignored);
+                          self->handshake();
+                        });
   }
 
   void handshake() {
@@ -133,26 +157,43 @@ class channel_impl final : public http_channel,
       if (not_ip && !SSL_set_tlsext_host_name(stream_.native_handle(), ep_.host.c_str()))
         return finish(beast::error_code(static_cast<int>(::ERR_get_error()), asio::error::get_ssl_category()));
       stream_.set_verify_callback(asio::ssl::host_name_verification(ep_.host));
-      beast::get_lowest_layer(stream_).expires_at(connect_deadline_);
       out_.stage = "tls";
       auto self = this->shared_from_this();
       stream_.async_handshake(asio::ssl::stream_base::client, [self](beast::error_code ec) {
         if (ec) return self->finish(ec);
         self->connected_ = true;
+        self->arm(self->deadline_);
         self->write();
       });
     } else {
       connected_ = true;
+      arm(deadline_);
       write();
     }
   }
 
+  /// One timer per exchange, not one per socket operation (as Beast's tcp_stream
+  /// would): when it fires, the socket is closed, which ends the pending operation.
+  /// Re-arming for the request after a connect costs a second wait.
+  void arm(std::chrono::steady_clock::time_point when) {
+    ++generation_;
+    timer_.expires_at(when);
+    timer_.async_wait([self = this->shared_from_this(), gen = generation_](beast::error_code ec) {
+      if (ec || gen != self->generation_ || !self->done_) return;  // cancelled or stale
+      self->expired_ = true;
+      self->broken_ = true;
+      self->resolver_.cancel();
+      beast::error_code ignored;
+      beast::get_lowest_layer(self->stream_).close(ignored);
+    });
+  }
+
   void write() {
-    beast::get_lowest_layer(stream_).expires_at(deadline_);
     out_.stage = "write";
     auto self = this->shared_from_this();
-    http::async_write(stream_, req_, [self](beast::error_code ec, std::size_t) {
-      std::string().swap(self->req_.body());  // sent: an idle connection keeps no prompt
+    std::array<asio::const_buffer, 2> request{asio::buffer(head_), asio::buffer(body_)};
+    asio::async_write(stream_, request, [self](beast::error_code ec, std::size_t) {
+      std::string().swap(self->body_);  // sent: an idle connection keeps no prompt
       if (ec) return self->finish(ec);
       self->parser_.emplace();
       self->parser_->body_limit(max_body_bytes);
@@ -201,13 +242,17 @@ class channel_impl final : public http_channel,
     if (on_chunk_(chunk)) return true;
     out_.stopped = true;
     broken_ = true;
-    beast::get_lowest_layer(stream_).close();
+    beast::error_code ignored;
+    beast::get_lowest_layer(stream_).close(ignored);
     finish({});
     return false;
   }
 
   void finish(beast::error_code ec) {
-    beast::get_lowest_layer(stream_).expires_never();
+    ++generation_;
+    timer_.cancel();
+    if (expired_ && (ec || !parser_ || !parser_->is_done())) ec = beast::error::timeout;
+    expired_ = false;
     if (ec) {
       out_.ec = ec;
       out_.timed_out = (ec == beast::error::timeout);
@@ -223,7 +268,7 @@ class channel_impl final : public http_channel,
     if (!keep_alive_) {
       connected_ = false;
       beast::error_code ignored;
-      beast::get_lowest_layer(stream_).socket().close(ignored);
+      beast::get_lowest_layer(stream_).close(ignored);
     }
     auto done = std::move(done_);
     done_ = nullptr;
@@ -233,18 +278,24 @@ class channel_impl final : public http_channel,
 
   Stream stream_;
   tcp::resolver resolver_;
+  asio::steady_timer timer_;  ///< the running exchange's deadline
   endpoint ep_;
   std::shared_ptr<tls_context> tls_;
   beast::flat_buffer buffer_;
-  http::request<http::string_body> req_;
+  std::string fixed_fields_;  ///< "Name: value\r\n" lines sent with every request
+  std::string target_;
+  std::string head_prefix_;   ///< request line and fields, up to "Content-Length: "
+  std::string head_;          ///< the current request's header
+  std::string body_;          ///< the current request's body, until it is sent
   std::optional<http::response_parser<http::string_body>> parser_;
   std::chrono::steady_clock::time_point deadline_;
-  std::chrono::steady_clock::time_point connect_deadline_;  ///< of the connect and TLS handshake
+  std::uint64_t generation_ = 0;  ///< bumped per arm and finish: a stale timer does nothing
+  bool expired_ = false;          ///< the deadline passed during this exchange
   chunk_fn on_chunk_;
   done_fn done_;
   http_outcome out_;
   bool stream_mode_ = false;
-  bool accept_set_ = false;
+  bool head_set_ = false;
   bool incremental_ = false;
   bool connected_ = false;
   bool keep_alive_ = false;
@@ -259,8 +310,8 @@ std::shared_ptr<http_channel> http_channel::create(asio::any_io_executor ex, con
                                                    std::shared_ptr<tls_context> tls,
                                                    std::shared_ptr<const header_list> headers) {
   if (ep.tls)
-    return std::make_shared<channel_impl<beast::ssl_stream<beast::tcp_stream>>>(ex, ep, std::move(tls), headers);
-  return std::make_shared<channel_impl<beast::tcp_stream>>(ex, ep, nullptr, headers);
+    return std::make_shared<channel_impl<asio::ssl::stream<tcp::socket>>>(ex, ep, std::move(tls), headers);
+  return std::make_shared<channel_impl<tcp::socket>>(ex, ep, nullptr, headers);
 }
 
 }  // namespace troupe::protocols::llm::detail

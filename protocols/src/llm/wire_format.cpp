@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "reply_reader.hpp"
 #include "troupe/base/json_text.hpp"
 
 namespace troupe::protocols::llm {
@@ -18,14 +19,6 @@ base::error malformed(std::string_view where, const std::string& what) {
   // Malformed output is not retried by the client (a deterministic server would
   // repeat it) but the task may retry the step: mark it retryable.
   return base::error{base::errc::provider_error, std::string(where) + ": malformed response: " + what, true};
-}
-
-/// Appends the text blocks of an Anthropic "content" array.
-std::string anthropic_text(const json& content) {
-  std::string text;
-  for (const auto& block : content)
-    if (block.is_object() && block.value("type", "") == "text") text += block.value("text", "");
-  return text;
 }
 
 using base::append_json_string;
@@ -121,38 +114,7 @@ std::string build_request_body(api_kind kind, const base::llm_request& r) {
 
 base::result<base::llm_response> parse_response(api_kind kind, std::string_view body,
                                                 std::string_view where) {
-  json doc = json::parse(body, nullptr, false);
-  if (doc.is_discarded() || !doc.is_object())
-    return base::fail(malformed(where, "body is not a JSON object: " + clip(body, 80)));
-  try {
-    base::llm_response out;
-    if (kind == api_kind::openai) {
-      const auto& choices = doc.at("choices");
-      if (!choices.is_array() || choices.empty()) return base::fail(malformed(where, "no choices"));
-      const auto& choice = choices.at(0);
-      const auto& content = choice.at("message").at("content");
-      out.text = content.is_string() ? content.get<std::string>() : std::string{};
-      if (choice.contains("finish_reason") && choice["finish_reason"].is_string())
-        out.finish_reason = choice["finish_reason"].get<std::string>();
-      if (doc.contains("usage") && doc["usage"].is_object()) {
-        out.usage.tokens_in = doc["usage"].value("prompt_tokens", std::int64_t{0});
-        out.usage.tokens_out = doc["usage"].value("completion_tokens", std::int64_t{0});
-      }
-    } else {
-      const auto& content = doc.at("content");
-      if (!content.is_array()) return base::fail(malformed(where, "content is not an array"));
-      out.text = anthropic_text(content);
-      if (doc.contains("stop_reason") && doc["stop_reason"].is_string())
-        out.finish_reason = doc["stop_reason"].get<std::string>();
-      if (doc.contains("usage") && doc["usage"].is_object()) {
-        out.usage.tokens_in = doc["usage"].value("input_tokens", std::int64_t{0});
-        out.usage.tokens_out = doc["usage"].value("output_tokens", std::int64_t{0});
-      }
-    }
-    return out;
-  } catch (const json::exception& e) {
-    return base::fail(malformed(where, e.what()));
-  }
+  return detail::read_reply(kind, body, where);
 }
 
 std::string error_message_from_body(std::string_view body) {

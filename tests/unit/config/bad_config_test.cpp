@@ -266,6 +266,22 @@ TEST(config_bad_table, has_at_least_25_distinct_cases) {
   EXPECT_GE(cases.size(), 25u);
 }
 
+TEST(config_bad_env, a_key_with_a_line_break_is_refused_without_showing_it) {
+  // A key read from a file with `export KEY=$(cat key.txt)` easily keeps its newline;
+  // sent as a header it would forge further header lines.
+  json j = json::parse(design_config, nullptr, true, true);
+  auto env = fake_env;
+  env["ANTHROPIC_API_KEY"] = "sk-ant-secret-value\n";
+  const load_result r = load_config_text(j.dump(), &env);
+  EXPECT_FALSE(r.cfg);
+  ASSERT_EQ(r.problems.size(), 1u);
+  EXPECT_EQ(r.problems[0].path, "providers.claude.api_key_env");
+  EXPECT_EQ(r.problems[0].message,
+            "environment variable 'ANTHROPIC_API_KEY' holds a control character (a trailing newline?); an HTTP "
+            "header cannot carry it");
+  EXPECT_EQ(r.problems[0].message.find("secret-value"), std::string::npos);
+}
+
 TEST(config_bad_all, every_problem_is_reported_at_once) {
   json j = json::parse(design_config, nullptr, true, true);
   j["runtime"]["threads"] = 0;

@@ -126,6 +126,67 @@ TEST(wire_format, malformed_bodies_are_errors_that_name_the_provider) {
   EXPECT_FALSE(parse_response(api_kind::anthropic, R"({"content":5})", "p"));
 }
 
+TEST(wire_format, replies_are_read_whatever_the_member_order_and_extra_fields) {
+  // A real OpenAI reply: usage before choices, finish_reason before message,
+  // nested details, a second choice (ignored) and null members.
+  auto o = parse_response(api_kind::openai,
+                          R"({"id":"c1","object":"chat.completion","usage":{"prompt_tokens":12,
+                              "completion_tokens":4.0,"prompt_tokens_details":{"cached_tokens":9,"x":[1,{"y":2}]}},
+                              "choices":[{"index":0,"finish_reason":"length","logprobs":null,
+                                          "message":{"role":"assistant","refusal":null,"content":"first",
+                                                     "extra":{"content":"not this","deeper":{"a":[{"b":"c"}]}}}},
+                                         {"index":1,"message":{"content":"second"},"finish_reason":"stop"}],
+                              "system_fingerprint":null})",
+                          "p");
+  ASSERT_TRUE(o) << o.error().message;
+  EXPECT_EQ(o->text, "first");
+  EXPECT_EQ(o->finish_reason, "length");
+  EXPECT_EQ(o->usage.tokens_in, 12);
+  EXPECT_EQ(o->usage.tokens_out, 4);
+  // A null content is a reply without text (a tool call, say), not an error.
+  auto n = parse_response(api_kind::openai, R"({"choices":[{"message":{"content":null}}]})", "p");
+  ASSERT_TRUE(n) << n.error().message;
+  EXPECT_EQ(n->text, "");
+  EXPECT_EQ(n->usage.tokens_in, 0);
+  // Anthropic: "text" before "type", tool_use blocks and non-object blocks skipped.
+  auto a = parse_response(api_kind::anthropic,
+                          R"({"usage":{"output_tokens":7,"input_tokens":3},"content":[
+                              {"text":"a","type":"text"},{"type":"tool_use","text":"no","input":{"text":"no"}},
+                              "stray",{"type":"text","text":"b","citations":[{"text":"no"}]}],
+                              "stop_reason":"end_turn","type":"message"})",
+                          "p");
+  ASSERT_TRUE(a) << a.error().message;
+  EXPECT_EQ(a->text, "ab");
+  EXPECT_EQ(a->finish_reason, "end_turn");
+  EXPECT_EQ(a->usage.tokens_in, 3);
+  EXPECT_EQ(a->usage.tokens_out, 7);
+}
+
+TEST(wire_format, replies_of_the_wrong_shape_say_what_is_wrong) {
+  auto why = [](api_kind kind, const char* body) {
+    auto r = parse_response(kind, body, "provider 'x'");
+    EXPECT_FALSE(r) << body;
+    return r ? std::string() : r.error().message;
+  };
+  EXPECT_EQ(why(api_kind::openai, R"({"id":1})"), "provider 'x': malformed response: no choices");
+  EXPECT_EQ(why(api_kind::openai, R"({"choices":[7]})"),
+            "provider 'x': malformed response: choices[0] is not an object");
+  EXPECT_EQ(why(api_kind::openai, R"({"choices":[{"message":"hi"}]})"),
+            "provider 'x': malformed response: choices[0].message is not an object");
+  EXPECT_EQ(why(api_kind::openai, R"({"choices":[{"text":"hi"}]})"),
+            "provider 'x': malformed response: choices[0] has no message object");
+  EXPECT_EQ(why(api_kind::openai, R"({"choices":[{"message":{"content":"a"}}],"usage":{"prompt_tokens":"3"}})"),
+            "provider 'x': malformed response: usage.prompt_tokens is not a number");
+  EXPECT_EQ(why(api_kind::anthropic, R"({"type":"message"})"), "provider 'x': malformed response: no content array");
+  EXPECT_EQ(why(api_kind::anthropic, R"({"content":[],"usage":{"input_tokens":null}})"),
+            "provider 'x': malformed response: usage.input_tokens is not a number");
+  // Valid JSON followed by more, and a body cut short, are not replies either.
+  EXPECT_NE(why(api_kind::openai, R"({"choices":[{"message":{"content":"a"}}]} {})").find("not a JSON object"),
+            std::string::npos);
+  EXPECT_NE(why(api_kind::anthropic, R"({"content":[{"type":"text","text":"a")").find("not a JSON object"),
+            std::string::npos);
+}
+
 TEST(wire_format, error_messages_come_out_of_both_error_shapes) {
   EXPECT_EQ(error_message_from_body(R"({"error":{"message":"Incorrect API key","type":"invalid_request_error"}})"),
             "invalid_request_error: Incorrect API key");

@@ -1,0 +1,19 @@
+#pragma once
+/// Private to troupe_llm: reads a whole (non-streamed) reply body in one pass of
+/// nlohmann's SAX parser, keeping only the fields a call needs, without building a
+/// JSON tree. parse_response (wire_format.hpp) is its public face.
+#include <string_view>
+
+#include "troupe/base/llm_port.hpp"
+#include "troupe/base/result.hpp"
+#include "troupe/protocols/llm/wire_format.hpp"
+
+namespace troupe::protocols::llm::detail {
+
+/// The reply's text, finish reason and token counts; errc::provider_error
+/// (retryable, "<where>: malformed response: ...") when the body is not JSON or
+/// lacks what its kind must carry (OpenAI: choices[0].message.content; Anthropic:
+/// a content array).
+base::result<base::llm_response> read_reply(api_kind kind, std::string_view body, std::string_view where);
+
+}  // namespace troupe::protocols::llm::detail
