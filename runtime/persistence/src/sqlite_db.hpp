@@ -6,6 +6,7 @@
 #include <sqlite3.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -37,8 +38,9 @@ class sqlite_db {
     if (rc != SQLITE_OK) raise(rc, sql.substr(0, 60));
   }
 
-  /// A cached prepared statement, reset and with cleared bindings.
-  sqlite3_stmt* stmt(const std::string& sql) {
+  /// A cached prepared statement, reset and with cleared bindings. Looked up by
+  /// the text itself, without copying it into a key.
+  sqlite3_stmt* stmt(std::string_view sql) {
     auto it = cache_.find(sql);
     if (it != cache_.end()) {
       sqlite3_reset(it->second);
@@ -46,10 +48,10 @@ class sqlite_db {
       return it->second;
     }
     sqlite3_stmt* s = nullptr;
-    const int rc = sqlite3_prepare_v3(db_, sql.c_str(), static_cast<int>(sql.size()),
+    const int rc = sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()),
                                       SQLITE_PREPARE_PERSISTENT, &s, nullptr);
-    if (rc != SQLITE_OK) raise(rc, "prepare " + sql.substr(0, 60));
-    cache_.emplace(sql, s);
+    if (rc != SQLITE_OK) raise(rc, "prepare " + std::string(sql.substr(0, 60)));
+    cache_.emplace(std::string(sql), s);
     return s;
   }
 
@@ -62,7 +64,7 @@ class sqlite_db {
   /// Binds the arguments to ?1, ?2, ... in order. Text is bound without a
   /// copy, so the arguments must outlive the next step.
   template <class... Args>
-  void bind_all(sqlite3_stmt* s, const Args&... args) {
+  void bind_all([[maybe_unused]] sqlite3_stmt* s, const Args&... args) {
     int i = 0;
     (bind_one(s, ++i, args), ...);
   }
@@ -117,9 +119,10 @@ class sqlite_db {
   /// through a batch.
   class transaction {
    public:
-    explicit transaction(sqlite_db& db) : db_(db), guard_(db) { db_.exec("BEGIN IMMEDIATE"); }
+    // Both are cached statements: sqlite3_exec would parse the text every time.
+    explicit transaction(sqlite_db& db) : db_(db), guard_(db) { db_.run(db_.stmt("BEGIN IMMEDIATE")); }
     void commit() {
-      db_.exec("COMMIT");
+      db_.run(db_.stmt("COMMIT"));
       guard_.release();
     }
 
@@ -143,7 +146,11 @@ class sqlite_db {
   void bind_one(sqlite3_stmt* s, int i, double v) { check_bind(sqlite3_bind_double(s, i, v)); }
 
   sqlite3* db_;
-  std::unordered_map<std::string, sqlite3_stmt*> cache_;
+  struct text_hash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+  };
+  std::unordered_map<std::string, sqlite3_stmt*, text_hash, std::equal_to<>> cache_;
 };
 
 }  // namespace troupe::persistence::detail
