@@ -314,6 +314,9 @@ case_cpu run_case(const options& o, const std::string& kind, int inflight, int s
   }
   row("load average (1/5/15 min) at the end", load.substr(0, load.find(' ', load.find(' ', load.find(' ') + 1) + 1)));
   row("fake-llm CPU per call (separate process)", strf("%.1f us", fake_cpu * 1e6 / calls));
+  // The fake provider does a comparable job (loopback HTTP, JSON) on the same cores,
+  // so this ratio moves with the daemon's code, not with the machine's speed.
+  row("daemon CPU per call / fake-llm CPU per call", strf("%.2f", cpu / fake_cpu));
   row("submits while paused: tasks/s, daemon CPU per submit",
       strf("%.0f, %.1f us", static_cast<double>(accepted) / submit_s, submit_cpu * 1e6 / static_cast<double>(accepted)));
   row("daemon RSS at the end", strf("%.1f MiB", static_cast<double>(proc_rss_bytes(d.pid())) / 1048576.0));
