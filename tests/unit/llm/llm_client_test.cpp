@@ -262,6 +262,30 @@ TEST_F(llm_client_test, a_hanging_provider_times_out_each_attempt_and_retries) {
   EXPECT_LT(o.elapsed, 5s);
 }
 
+TEST_F(llm_client_test, a_stream_that_stalls_after_its_first_tokens_times_out_mid_body) {
+  // The attempt's deadline covers the reads after the header too: the one timer per
+  // attempt closes the socket with the body half read. On a reused connection, so
+  // the timer is the one armed without a connect before it.
+  auto p = provider(config::provider_kind::openai);
+  p.timeout_ms = 1000;  // ample for the first call, even under a sanitizer on a busy box
+  make_client({p});
+  ASSERT_TRUE(run(request("oa", true)).result);
+  fake_.set_knobs([&] {
+    auto k = fake_.knobs();
+    k.token_delay_ms = 600;  // "echo:" at once, then a word every 600 ms: the rest outlasts 1 s
+    return k;
+  }());
+  auto o = run(request("oa", true, "one two three four"));
+  EXPECT_EQ(fake_.counters().connections, 1);
+  ASSERT_FALSE(o.result);
+  EXPECT_EQ(o.result.error().code, errc::timeout) << o.result.error().message;
+  EXPECT_NE(o.result.error().message.find("during read"), std::string::npos) << o.result.error().message;
+  EXPECT_FALSE(o.tokens.empty());                      // what arrived in time was forwarded
+  EXPECT_NE(o.tokens, "echo: one two three four");     // and not the whole reply
+  EXPECT_EQ(fake_.counters().total, 2);                // tokens went out: no retry repeats them
+  EXPECT_LT(o.elapsed, 5s);
+}
+
 TEST_F(llm_client_test, the_call_deadline_bounds_all_attempts) {
   auto p = provider(config::provider_kind::anthropic);
   p.retry = {10, 1, 5};
