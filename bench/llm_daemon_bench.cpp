@@ -225,14 +225,13 @@ drain_result wait_finished(client::http_connection& c, std::uint16_t port, doubl
     auto m = metrics_text(c, port);
     auto now = clock_type::now();
     double done = finished_tasks(m);
+    double dt = std::chrono::duration<double>(now - last_at).count();
     if (last_done >= 0) {
-      double dt = std::chrono::duration<double>(now - last_at).count();
       weighted += last_in_flight * dt;
       span += dt;
     }
     if (done >= target) break;
-    double rate = last_done >= 0 ? (done - last_done) / std::max(1e-3, std::chrono::duration<double>(now - last_at).count())
-                                 : 0;
+    double rate = last_done >= 0 ? (done - last_done) / std::max(1e-3, dt) : 0;
     last_done = done;
     last_at = now;
     last_in_flight = sample(m, "troupe_llm_provider_in_flight{provider=\"llm\"}");

@@ -56,15 +56,15 @@ void resolve_env(reader& r, config& cfg, const env_map* env) {
     }
     auto v = lookup(env, p.api_key_env);
     auto control = [](unsigned char c) { return c < 0x20 || c == 0x7f; };
+    const auto path = where{"providers", "providers"}.entry(name).key("api_key_env").path;
     if (v && std::any_of(v->begin(), v->end(), control))
       // The value itself never goes into a message: it is a secret.
-      r.add(where{"providers", "providers"}.entry(name).key("api_key_env").path,
-            "environment variable " + quote(p.api_key_env) +
-                " holds a control character (a trailing newline?); an HTTP header cannot carry it");
+      r.add(path, "environment variable " + quote(p.api_key_env) +
+                      " holds a control character (a trailing newline?); an HTTP header cannot carry it");
     else if (v)
       p.api_key = std::move(*v);
     else if (!user.empty())
-      r.add(where{"providers", "providers"}.entry(name).key("api_key_env").path,
+      r.add(path,
             "environment variable " + quote(p.api_key_env) +
                 " is not set or empty (needed by agent " + quote(user) + ")");
   }

@@ -5,9 +5,9 @@
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
-#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/version.hpp>
@@ -65,7 +65,7 @@ class channel_impl final : public http_channel,
   void exchange(http_request_spec spec, std::chrono::steady_clock::time_point deadline,
                 std::chrono::milliseconds connect_timeout, bool stream, chunk_fn on_chunk,
                 done_fn done) override {
-    if (!head_set_ || target_ != spec.target || stream != stream_mode_) {
+    if (head_prefix_.empty() || target_ != spec.target || stream != stream_mode_) {
       // Written by hand rather than through Beast's serializer: a request is one
       // short header and a JSON body, and this runs for every attempt.
       target_ = spec.target;
@@ -75,7 +75,6 @@ class channel_impl final : public http_channel,
       head_prefix_ += fixed_fields_;
       append_field(head_prefix_, "Accept", stream ? "text/event-stream" : "application/json");
       head_prefix_ += "Content-Length: ";
-      head_set_ = true;
     }
     body_ = std::move(spec.body);
     head_ = head_prefix_;
@@ -295,7 +294,6 @@ class channel_impl final : public http_channel,
   done_fn done_;
   http_outcome out_;
   bool stream_mode_ = false;
-  bool head_set_ = false;
   bool incremental_ = false;
   bool connected_ = false;
   bool keep_alive_ = false;

@@ -19,8 +19,8 @@ class reader final : public nlohmann::json_sax<json> {
  public:
   explicit reader(api_kind kind) : kind_(kind) {}
 
-  bool null() override { return scalar(kind_t::other); }
-  bool boolean(bool) override { return scalar(kind_t::other); }
+  bool null() override { return begin_value(kind_t::other); }
+  bool boolean(bool) override { return begin_value(kind_t::other); }
   bool number_integer(number_integer_t v) override { return number(v); }
   bool number_unsigned(number_unsigned_t v) override {
     return number(v > static_cast<std::uint64_t>(INT64_MAX) ? INT64_MAX : static_cast<std::int64_t>(v));
@@ -29,7 +29,7 @@ class reader final : public nlohmann::json_sax<json> {
     // A count written as 12.0 is still a count; out of range becomes 0, not UB.
     return number(v >= -9.2e18 && v <= 9.2e18 ? static_cast<std::int64_t>(v) : 0);
   }
-  bool binary(binary_t&) override { return scalar(kind_t::other); }
+  bool binary(binary_t&) override { return begin_value(kind_t::other); }
 
   bool string(string_t& v) override {
     if (!begin_value(kind_t::string)) return false;
@@ -78,22 +78,15 @@ class reader final : public nlohmann::json_sax<json> {
 
   /// The outcome once the parser is through (or stopped).
   base::result<base::llm_response> result(std::string_view body, std::string_view where) {
-    auto malformed = [&](const std::string& what) {
-      // Not retried by the client (a deterministic server would repeat it), but
-      // the task may retry the step: retryable.
-      return base::fail(base::errc::provider_error, std::string(where) + ": malformed response: " + what, true);
-    };
-    if (not_json_ || !top_is_object_) {
-      std::string clipped = body.size() <= 80 ? std::string(body) : std::string(body.substr(0, 80)) + "...";
-      return malformed("body is not a JSON object: " + clipped);
-    }
-    if (problem_) return malformed(*problem_);
+    auto wrong = [&](const std::string& what) { return base::fail(malformed(where, what)); };
+    if (not_json_ || !top_is_object_) return wrong("body is not a JSON object: " + clip(body, 80));
+    if (problem_) return wrong(*problem_);
     if (kind_ == api_kind::openai) {
-      if (!saw_list_ || !saw_first_) return malformed("no choices");
-      if (!saw_message_) return malformed("choices[0] has no message object");
-      if (!saw_content_) return malformed("choices[0].message has no content");
+      if (!saw_list_ || !saw_first_) return wrong("no choices");
+      if (!saw_message_) return wrong("choices[0] has no message object");
+      if (!saw_content_) return wrong("choices[0].message has no content");
     } else if (!saw_list_) {
-      return malformed("no content array");
+      return wrong("no content array");
     }
     base::llm_response out;
     out.text = std::move(text_);
@@ -174,7 +167,6 @@ class reader final : public nlohmann::json_sax<json> {
     return true;
   }
 
-  bool scalar(kind_t t) { return begin_value(t); }
   bool number(std::int64_t v) {
     counting_ = nullptr;
     if (!begin_value(kind_t::number)) return false;
@@ -199,6 +191,14 @@ class reader final : public nlohmann::json_sax<json> {
 };
 
 }  // namespace
+
+std::string clip(std::string_view s, std::size_t n) {
+  return s.size() <= n ? std::string(s) : std::string(s.substr(0, n)) + "...";
+}
+
+base::error malformed(std::string_view where, const std::string& what) {
+  return base::error{base::errc::provider_error, std::string(where) + ": malformed response: " + what, true};
+}
 
 base::result<base::llm_response> read_reply(api_kind kind, std::string_view body, std::string_view where) {
   reader r(kind);

@@ -2,6 +2,7 @@
 /// Private to troupe_llm: reads a whole (non-streamed) reply body in one pass of
 /// nlohmann's SAX parser, keeping only the fields a call needs, without building a
 /// JSON tree. parse_response (wire_format.hpp) is its public face.
+#include <string>
 #include <string_view>
 
 #include "troupe/base/llm_port.hpp"
@@ -9,6 +10,13 @@
 #include "troupe/protocols/llm/wire_format.hpp"
 
 namespace troupe::protocols::llm::detail {
+
+/// The first `n` bytes of `s`, with "..." when cut.
+std::string clip(std::string_view s, std::size_t n = 200);
+
+/// errc::provider_error "<where>: malformed response: <what>". Not retried by the
+/// client (a deterministic server would repeat it), but retryable for the task's step.
+base::error malformed(std::string_view where, const std::string& what);
 
 /// The reply's text, finish reason and token counts; errc::provider_error
 /// (retryable, "<where>: malformed response: ...") when the body is not JSON or

@@ -11,16 +11,8 @@ namespace troupe::protocols::llm {
 namespace {
 using json = nlohmann::json;
 
-std::string clip(std::string_view s, std::size_t n = 200) {
-  return s.size() <= n ? std::string(s) : std::string(s.substr(0, n)) + "...";
-}
-
-base::error malformed(std::string_view where, const std::string& what) {
-  // Malformed output is not retried by the client (a deterministic server would
-  // repeat it) but the task may retry the step: mark it retryable.
-  return base::error{base::errc::provider_error, std::string(where) + ": malformed response: " + what, true};
-}
-
+using detail::clip;
+using detail::malformed;
 using base::append_json_string;
 using base::append_json_key;
 }  // namespace
