@@ -149,6 +149,7 @@ std::vector<waiter> refuse_new_tasks(self_ptr self, std::vector<waiter>& waiters
       commit_reply reply;
       reply.ok = false;
       reply.error = base::make_error(base::errc::unavailable, "the store cannot commit right now: " + err.message, true);
+      reply.error.in_doubt = err.in_doubt;  // the submitter finds out later whether its task landed
       w.rp.deliver(std::move(reply));
     } else {
       w.first_new_task = 0;

@@ -168,6 +168,12 @@ void team_state::submit(self_ptr self, agents::task_spec ts, reply_fn reply) {
             auto drained = caf::detail::make_scope_guard([self] { self->state.check_drained(); });
             if (!r.ok) {
               st.spec.stats->rejected.fetch_add(1, std::memory_order_relaxed);
+              // Refused either way (the client cannot be told more now), but a commit
+              // that may have landed is checked once the store answers again.
+              if (r.error.in_doubt) {
+                auto id = t.id;  // not read in the same call that moves t
+                st.in_doubt.emplace(std::move(id), in_doubt_submit{std::move(t), wfp});
+              }
               return reply(base::fail(r.error));
             }
             if (!r.conflicts.empty()) {
@@ -399,6 +405,7 @@ caf::behavior team_actor(detail::self_ptr self, team_spec spec) {
       [=](pending_atom, const std::string& id, agents::decision_record& rec, std::string& default_option) {
         self->state.on_decision_pending(self, id, std::move(rec), std::move(default_option));
       },
+      [=](doubt_atom, const std::string& id, int stored) { self->state.on_doubt_resolved(self, id, stored); },
       [=](tick_atom) {
         self->state.tick(self);
         self->delayed_send(self, std::chrono::milliseconds(self->state.spec.tick_ms), tick_atom::value);

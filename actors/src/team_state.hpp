@@ -64,6 +64,14 @@ struct pending_decision {
   std::string default_option;
 };
 
+/// A submit refused because its commit failed with the outcome unknown
+/// (base::error::in_doubt): kept until a read of the store tells whether the task was
+/// stored after all. A stored one then runs like any other (durability contract 6).
+struct in_doubt_submit {
+  agents::task t;
+  std::shared_ptr<const agents::workflow> wf;
+};
+
 struct call_info {
   std::string task_id;
   std::size_t step = 0;
@@ -94,6 +102,9 @@ struct team_state {
   std::unordered_map<std::string, std::string> idempotency;   ///< key -> task id
   std::unordered_map<std::string, std::vector<std::string>> dependents;
   std::unordered_map<std::string, pending_decision> pending_decisions;  ///< by decision id
+  std::map<std::string, in_doubt_submit> in_doubt;  ///< by task id
+  bool doubt_reading = false;                       ///< a read of one of them is under way
+  std::int64_t doubt_checked_ms = 0;                ///< when the last round of reads started (actor clock)
   supervision::restart_policy task_policy;  ///< restart intensity of the task actors (one_for_one)
   std::shared_ptr<const task_env> tenv;     ///< shared by the team's task actors
   std::multimap<std::int64_t, std::string> deadlines;  ///< deadline_at_ms -> task id
@@ -185,6 +196,12 @@ struct team_state {
   /// Removes the agent's calls in flight and frees its slots; returns each (call id, call).
   std::vector<std::pair<std::uint64_t, call_info>> take_calls_of(std::size_t agent);
   void tick(self_ptr self);
+  /// Reads the store for the first in-doubt submit (at most one read at a time; a new
+  /// round at most once a second while the store cannot answer).
+  void check_in_doubt(self_ptr self);
+  /// The read's answer: a stored task is accepted and runs, an absent one is dropped;
+  /// the next one is read at once while the store answers.
+  void on_doubt_resolved(self_ptr self, const std::string& id, int stored);
   // entity state: paused, failed, spent (team_entities.cpp)
   /// Applies spec.recovered_entities (and what a crashed incarnation left) before anything runs.
   void apply_entities();

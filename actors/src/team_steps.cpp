@@ -283,6 +283,13 @@ void team_state::report_failure(self_ptr self, const call_info& info, std::uint6
 
 void team_state::tick(self_ptr self) {
   auto now = base::now_ms();
+  if (!in_doubt.empty() && !doubt_reading) {
+    auto clock_ms = std::chrono::duration_cast<std::chrono::milliseconds>(self->clock().now().time_since_epoch()).count();
+    if (clock_ms - doubt_checked_ms >= 1000) {
+      doubt_checked_ms = clock_ms;
+      check_in_doubt(self);
+    }
+  }
   // Deadlines.
   while (!deadlines.empty() && deadlines.begin()->first <= now) {
     auto id = deadlines.begin()->second;

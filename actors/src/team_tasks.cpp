@@ -1,6 +1,7 @@
 // Team actor: its task actors. The team spawns a task's actor when the task starts,
 // takes its final record when it ends, supervises it (one_for_one, with the team's
-// restart intensity) and routes queries about running tasks to it.
+// restart intensity) and routes queries about running tasks to it; and submits refused
+// with their commit in doubt, until a read of the store settles them.
 #include <spdlog/spdlog.h>
 
 #include "team_state.hpp"
@@ -170,6 +171,33 @@ void team_state::list_tasks(self_ptr self, const list_filter& f, reply_fn reply)
         .then([keep](json_reply& j) { keep(std::move(j.value)); },
               [self, keep, id = id](caf::error&) { keep(held_record(self, id)); });
   }
+}
+
+void team_state::check_in_doubt(self_ptr self) {
+  if (in_doubt.empty() || !spec.store) return;
+  doubt_reading = true;
+  const auto& id = in_doubt.begin()->first;
+  reply_fn answer = [team = caf::actor_cast<caf::actor>(self), id](base::result<nlohmann::json> r) {
+    const int stored = r ? 1 : r.error().code == base::errc::not_found ? 0 : -1;
+    caf::anon_send(team, doubt_atom::value, id, stored);
+  };
+  self->send(spec.store, load_atom::value, id, std::move(answer));
+}
+
+void team_state::on_doubt_resolved(self_ptr self, const std::string& id, int stored) {
+  doubt_reading = false;
+  if (stored < 0) return;  // the store cannot answer yet: the next tick's round asks again
+  auto it = in_doubt.find(id);
+  if (it != in_doubt.end()) {
+    auto d = std::move(it->second);
+    in_doubt.erase(it);
+    if (stored == 1) {
+      spdlog::warn("a submit refused while its commit was in doubt was stored after all; running it team={} task={}",
+                   spec.team.name, id);
+      accept(self, std::move(d.t), std::move(d.wf));
+    }
+  }
+  check_in_doubt(self);
 }
 
 }  // namespace troupe::actors::detail

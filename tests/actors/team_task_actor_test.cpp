@@ -4,6 +4,7 @@
 // past the restart intensity the team fails and keeps its work; a cancel reaches a
 // running task's actor and abandons its call.
 #include <algorithm>
+#include <set>
 
 #include "team_fixture.hpp"
 
@@ -50,6 +51,45 @@ caf::behavior holding_store(caf::event_based_actor* self, std::shared_ptr<held_c
     h->held.emplace_back(rp, batch);
     return caf::delegated<commit_reply>();
   }};
+}
+
+/// A store whose commits of new tasks fail with the outcome unknown, while the rows in
+/// fact land when `lands` says so; reads answer from what landed, after `unreadable`
+/// failed reads.
+struct doubtful_commits {
+  bool lands = true;
+  int unreadable = 0;
+  std::vector<std::string> attempted;  ///< ids of the new tasks whose commit "failed"
+  std::set<std::string> stored;
+  std::vector<std::string> read;       ///< ids read, in order
+  int reads = 0;
+};
+
+caf::behavior doubtful_store(caf::event_based_actor*, std::shared_ptr<doubtful_commits> d) {
+  return {[=](write_atom, const batch_ptr& batch) {
+            commit_reply r;
+            if (batch->new_tasks.empty()) {
+              r.ok = true;
+              return r;
+            }
+            for (const auto& t : batch->new_tasks) {
+              d->attempted.push_back(t.id);
+              if (d->lands) d->stored.insert(t.id);
+            }
+            r.error = base::make_error(base::errc::unavailable, "connection lost during COMMIT, outcome unknown", true);
+            r.error.in_doubt = true;
+            return r;
+          },
+          [=](load_atom, const std::string& id, const reply_fn& reply) {
+            ++d->reads;
+            d->read.push_back(id);
+            if (d->unreadable > 0) {
+              --d->unreadable;
+              return reply(base::fail(base::errc::unavailable, "database unreachable"));
+            }
+            if (!d->stored.count(id)) return reply(base::fail(base::errc::not_found, "no task with id '" + id + "'"));
+            reply(json{{"id", id}});
+          }};
 }
 
 class team_task_actor : public team_fixture {
@@ -109,6 +149,50 @@ TEST_F(team_task_actor, a_task_announces_its_end_only_after_its_last_steps_outpu
   ASSERT_TRUE(run_until([&] { return finished.count(a) > 0; }));
   EXPECT_EQ(finished[a]["state"], "succeeded");
   EXPECT_EQ(task(a)["result"], "ok a");
+}
+
+TEST_F(team_task_actor, a_submit_refused_with_its_commit_in_doubt_runs_if_the_task_was_stored_after_all) {
+  auto spec = spec_of(team_config(echo(), json::array({{{"id", "only"}, {"capability", "work"}, {"prompt", "{{input}}"}}}),
+                                  1, {{"strategy", "one_for_one"}}));
+  auto d = std::make_shared<doubtful_commits>();
+  d->unreadable = 2;  // the store is still down for the first reads
+  spec.store = sys.spawn(doubtful_store, d);
+  spawn(std::move(spec));
+  agents::task_spec ts;
+  ts.team = "t";
+  ts.input = "a";
+  auto r = ask(caf::make_message(submit_atom::value, ts));
+  ASSERT_FALSE(r);  // the client hears the refusal: nobody can know more yet
+  EXPECT_EQ(r.error().code, base::errc::unavailable);
+  ASSERT_EQ(d->stored.size(), 1u);
+  const auto id = *d->stored.begin();
+  // Once a read can tell, the stored task runs like any other; it was read until then.
+  ASSERT_TRUE(run_until([&] { return finished.count(id) > 0; }, 10000, 50)) << d->reads << " reads";
+  EXPECT_EQ(finished[id]["state"], "succeeded");
+  EXPECT_EQ(task(id)["result"], "ok a");
+  EXPECT_EQ(d->read, std::vector<std::string>(3, id));
+  const auto stale_reads = d->reads;
+  run_until([] { return false; }, 3000, 100);
+  EXPECT_EQ(d->reads, stale_reads) << "a settled doubt is not read again";
+}
+
+TEST_F(team_task_actor, a_submit_refused_with_its_commit_in_doubt_is_dropped_if_the_task_was_not_stored) {
+  auto spec = spec_of(team_config(echo(), json::array({{{"id", "only"}, {"capability", "work"}, {"prompt", "{{input}}"}}}),
+                                  1, {{"strategy", "one_for_one"}}));
+  auto d = std::make_shared<doubtful_commits>();
+  d->lands = false;
+  spec.store = sys.spawn(doubtful_store, d);
+  spawn(std::move(spec));
+  agents::task_spec ts;
+  ts.team = "t";
+  ts.input = "a";
+  ASSERT_FALSE(ask(caf::make_message(submit_atom::value, ts)));
+  ASSERT_TRUE(run_until([&] { return d->reads == 1; }, 5000, 50));
+  run_until([] { return false; }, 3000, 100);
+  ASSERT_EQ(d->attempted.size(), 1u);
+  EXPECT_EQ(d->read, d->attempted) << "the refused task itself was looked for, once";
+  EXPECT_TRUE(finished.empty());
+  EXPECT_EQ(count("llm.call", [](const json&) { return true; }), 0u);
 }
 
 TEST_F(team_task_actor, a_crashed_task_actor_resumes_its_task_without_rerunning_completed_steps) {

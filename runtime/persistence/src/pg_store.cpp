@@ -275,24 +275,15 @@ class pg_store final : public base::snapshot_store {
       return f(*conn_);
     } catch (const pqxx::in_doubt_error& e) {
       conn_.reset();
-      return result_type(tl::unexpect,
-                         base::make_error(errc::unavailable,
-                                          where +
-                                              ": connection lost during COMMIT, outcome "
-                                              "unknown: " +
-                                              clean(e.what()),
-                                          true));
+      return result_type(tl::unexpect, in_doubt(where + ": connection lost during COMMIT, outcome unknown: " +
+                                                clean(e.what())));
     } catch (const pqxx::broken_connection& e) {
       conn_.reset();
       if (std::exchange(statement_in_flight_, false)) {
         // The batch statement commits itself: like a lost COMMIT, it may have.
         return result_type(tl::unexpect,
-                           base::make_error(errc::unavailable,
-                                            where +
-                                                ": connection lost during the batch statement, "
-                                                "outcome unknown: " +
-                                                clean(e.what()),
-                                            true));
+                           in_doubt(where + ": connection lost during the batch statement, outcome unknown: " +
+                                    clean(e.what())));
       }
       return result_type(
           tl::unexpect,
@@ -318,6 +309,13 @@ class pg_store final : public base::snapshot_store {
   }
 
   std::string clean(const char* what) const { return one_line(scrub(what, password_)); }
+
+  /// Retryable, and the write may have landed (base::error::in_doubt).
+  static base::error in_doubt(std::string message) {
+    auto e = base::make_error(errc::unavailable, std::move(message), true);
+    e.in_doubt = true;
+    return e;
+  }
 
   /// Runs batch_sql with the batch's columns; returns the ids of the new
   /// tasks that went in.

@@ -49,6 +49,9 @@ using load_atom = caf::atom_constant<caf::atom("load")>;
 using audit_atom = caf::atom_constant<caf::atom("audit")>;
 using ping_atom = caf::atom_constant<caf::atom("storeping")>;
 using recover_atom = caf::atom_constant<caf::atom("recover")>;
+// Team -> itself: whether a submit refused with its commit in doubt was stored (1), was
+// not (0), or the store could not say (-1).
+using doubt_atom = caf::atom_constant<caf::atom("indoubt")>;
 // Decisions: decision actor -> team (resolved), team -> decision actor (finish)
 using decided_atom = caf::atom_constant<caf::atom("decided")>;
 using done_atom = caf::atom_constant<caf::atom("done")>;

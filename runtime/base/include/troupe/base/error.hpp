@@ -39,6 +39,9 @@ struct error {
   std::string message;
   /// True when retrying the same operation later may succeed (429, 5xx, timeouts).
   bool retryable = false;
+  /// A failed write that may have been applied all the same: a store's connection
+  /// lost during its COMMIT. Whoever wrote must find out later, by reading.
+  bool in_doubt = false;
 };
 
 inline error make_error(errc code, std::string message, bool retryable = false) {

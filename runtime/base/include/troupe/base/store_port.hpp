@@ -133,7 +133,9 @@ class snapshot_store {
   /// Schema version in the database; 0 when there is no schema yet.
   [[nodiscard]] virtual result<int> schema_version() = 0;
   /// Writes the batch in one transaction. errc::unavailable when the database
-  /// cannot be reached (retryable); nothing of the batch is then committed.
+  /// cannot be reached (retryable); nothing of the batch is then committed, unless
+  /// the error is marked in_doubt (the connection was lost during the COMMIT): the
+  /// whole batch may then have been committed, and only a read can tell.
   [[nodiscard]] virtual result<commit_outcome> commit(const write_batch& batch) = 0;
   [[nodiscard]] virtual result<recovered_state> recover() = 0;
   [[nodiscard]] virtual result<std::optional<task_row>> load_task(const std::string& id) = 0;
