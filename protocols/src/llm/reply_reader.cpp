@@ -17,7 +17,11 @@ using json = nlohmann::json;
 /// needs) and keeps the values at the few paths that matter.
 class reader final : public nlohmann::json_sax<json> {
  public:
-  explicit reader(api_kind kind) : kind_(kind) {}
+  explicit reader(api_kind kind)
+      : kind_(kind),
+        list_key_(kind == api_kind::openai ? "choices" : "content"),
+        in_key_(kind == api_kind::openai ? "prompt_tokens" : "input_tokens"),
+        out_key_(kind == api_kind::openai ? "completion_tokens" : "output_tokens") {}
 
   bool null() override { return begin_value(kind_t::other); }
   bool boolean(bool) override { return begin_value(kind_t::other); }
@@ -112,7 +116,7 @@ class reader final : public nlohmann::json_sax<json> {
 
   /// The list of the reply ("choices" or "content") is the container at `depth`.
   bool in_content_array(int depth) const {
-    return depth == 2 && is_array(2) && !is_array(1) && key(1) == (kind_ == api_kind::openai ? "choices" : "content");
+    return depth == 2 && is_array(2) && !is_array(1) && key(1) == list_key_;
   }
   /// openai: a member of choices[0].
   bool at_choice_field(const char* name) const {
@@ -142,9 +146,9 @@ class reader final : public nlohmann::json_sax<json> {
       return top_is_object_;  // anything else stops the parse: not a reply
     }
     if (depth_ <= max_depth && is_array(depth_)) ++frames_[static_cast<std::size_t>(depth_)].count;
-    if (depth_ == 1 && key(1) == (kind_ == api_kind::openai ? "choices" : "content")) {
+    if (depth_ == 1 && key(1) == list_key_) {
       saw_list_ = t == kind_t::array;
-      if (!saw_list_) return fail(kind_ == api_kind::openai ? "choices is not an array" : "content is not an array");
+      if (!saw_list_) return fail(std::string(list_key_) + " is not an array");
     }
     if (kind_ == api_kind::openai) {
       if (depth_ == 2 && in_content_array(2) && index(2) == 0) {
@@ -159,8 +163,8 @@ class reader final : public nlohmann::json_sax<json> {
     }
     if (depth_ == 2 && !is_array(1) && key(1) == "usage" && !is_array(2)) {
       const auto& k = key(2);
-      bool in = k == (kind_ == api_kind::openai ? "prompt_tokens" : "input_tokens");
-      bool out = k == (kind_ == api_kind::openai ? "completion_tokens" : "output_tokens");
+      bool in = k == in_key_;
+      bool out = k == out_key_;
       if ((in || out) && t != kind_t::number) return fail("usage." + k + " is not a number");
       counting_ = in ? &tokens_in_ : out ? &tokens_out_ : nullptr;
     }
@@ -179,6 +183,9 @@ class reader final : public nlohmann::json_sax<json> {
   }
 
   api_kind kind_;
+  const char* list_key_;  ///< the reply's list: "choices" or "content"
+  const char* in_key_;    ///< usage's input count
+  const char* out_key_;   ///< usage's output count
   int depth_ = 0;  ///< containers entered
   std::array<frame, max_depth + 1> frames_{};  ///< [1..max_depth]
   bool not_json_ = false, top_is_object_ = false;
