@@ -328,6 +328,8 @@ case_cpu run_case(const options& o, const std::string& kind, int inflight, int s
   row("  other threads: CAF workers / detached (the store) / CAF clock / control server",
       strf("%.1f / %.1f / %.1f / %.1f us", (rest - clock - store - control) * 1e6 / calls, store * 1e6 / calls,
            clock * 1e6 / calls, control * 1e6 / calls));
+  row("  store: group commits / rows written per call",
+      strf("%.3f / %.2f", delta("troupe_store_commits_total") / calls, delta("troupe_store_rows_total") / calls));
   std::string load;
   {
     std::ifstream la("/proc/loadavg");

@@ -6,6 +6,7 @@
 #include <deque>
 #include <functional>
 #include <optional>
+#include <random>
 #include <string>
 #include <thread>
 #include <unordered_set>
@@ -40,6 +41,13 @@ struct job {
   std::uint64_t us = 0;
 };
 
+/// A batch whose commit failed with its outcome unknown (base::error::in_doubt).
+struct doubt {
+  std::shared_ptr<base::write_batch> batch;  ///< its new tasks already refused and removed
+  std::vector<waiter> waiters;
+  std::uint64_t last_piece = 0;
+};
+
 struct store_state {
   std::shared_ptr<base::snapshot_store> store;
   std::shared_ptr<store_stats> stats;
@@ -60,6 +68,12 @@ struct store_state {
   std::uint64_t received = 0;
   std::uint64_t settled = 0;
   std::vector<std::pair<std::uint64_t, std::function<void()>>> deferred_reads;
+  /// Every commit is stamped with the next id (a random start per run), so that one
+  /// whose outcome was lost can be looked up (snapshot_store::committed).
+  std::uint64_t last_commit_id = 0;
+  /// In-doubt batches, oldest first: each is looked up before anything else is
+  /// committed. Retrying one blindly would write its cost and audit rows twice.
+  std::deque<doubt> doubts;
   static inline const char* name = "troupe.store";
 };
 
@@ -133,6 +147,21 @@ void answer(std::vector<waiter>& waiters, const base::commit_outcome& outcome) {
   waiters.clear();
 }
 
+void stamp(store_state& st, base::write_batch& batch) {
+  if (++st.last_commit_id == 0) ++st.last_commit_id;  // 0 means "no mark"
+  batch.commit_id = st.last_commit_id;
+}
+
+/// Backs off before the next attempt (the flush timer clears `retrying`).
+void retry_later(self_ptr self) {
+  auto& st = self->state;
+  st.retry_delay_ms = st.retry_delay_ms == 0 ? st.opts.retry_ms : std::min(st.retry_delay_ms * 2, st.opts.retry_max_ms);
+  if (!st.retrying) {
+    st.retrying = true;
+    self->delayed_send(self, std::chrono::milliseconds(st.retry_delay_ms), flush_atom::value, true);
+  }
+}
+
 /// A failed commit: refuses the submits in it at once (never acknowledged
 /// without a commit), drops their rows, and keeps the other waiters for the
 /// retry, which the backoff timer starts.
@@ -157,12 +186,55 @@ std::vector<waiter> refuse_new_tasks(self_ptr self, std::vector<waiter>& waiters
     }
   }
   batch.new_tasks.clear();
-  st.retry_delay_ms = st.retry_delay_ms == 0 ? st.opts.retry_ms : std::min(st.retry_delay_ms * 2, st.opts.retry_max_ms);
-  if (!st.retrying) {
-    st.retrying = true;
-    self->delayed_send(self, std::chrono::milliseconds(st.retry_delay_ms), flush_atom::value, true);
-  }
+  retry_later(self);
   return kept;
+}
+
+/// Looks up every in-doubt batch, oldest first: one that landed is answered as
+/// committed; the rows of one that did not go back in front of what is pending.
+/// False while the store cannot tell (the retry timer is armed again).
+bool settle_doubts(self_ptr self) {
+  auto& st = self->state;
+  base::write_batch redo;
+  std::vector<waiter> redo_waiters;
+  bool known = true;
+  while (!st.doubts.empty()) {
+    auto& d = st.doubts.front();
+    auto landed = st.store->committed(d.batch->commit_id);
+    if (!landed) {
+      spdlog::warn("cannot tell yet whether a commit landed store={} error=\"{}\"", st.store->describe(),
+                   landed.error().message);
+      known = false;
+      break;
+    }
+    if (*landed) {
+      spdlog::warn("a commit whose outcome was lost had landed; its rows are not written again rows={}",
+                   d.batch->size());
+      record_success(self, d.batch->size(), 0);
+      answer(d.waiters, base::commit_outcome{});
+      st.settled = std::max(st.settled, d.last_piece);
+    } else {
+      merge(redo, *d.batch);
+      for (auto& w : d.waiters) redo_waiters.push_back(std::move(w));
+    }
+    st.doubts.pop_front();
+  }
+  if (!redo.empty() || !redo_waiters.empty()) {
+    // In front of what arrived since, so upserts keep their order. Their new tasks
+    // were refused and removed: the offsets of the pending waiters still hold.
+    merge(redo, st.pending);
+    st.pending = std::move(redo);
+    for (auto& w : st.waiters) redo_waiters.push_back(std::move(w));
+    st.waiters = std::move(redo_waiters);
+  }
+  if (!known) retry_later(self);
+  return known;
+}
+
+/// Keeps a batch whose commit failed in doubt for settle_doubts.
+void park(self_ptr self, std::shared_ptr<base::write_batch> batch, std::vector<waiter> waiters,
+          std::uint64_t last_piece) {
+  self->state.doubts.push_back({std::move(batch), std::move(waiters), last_piece});
 }
 
 /// Synchronous mode (one connection): commit everything pending on this thread.
@@ -170,6 +242,7 @@ void commit_here(self_ptr self) {
   auto& st = self->state;
   if (st.waiters.empty() && st.pending.empty()) return;
   compact(st.pending);
+  stamp(st, st.pending);
   auto started = std::chrono::steady_clock::now();
   auto outcome = st.store->commit(st.pending);
   st.last_commit_end = std::chrono::steady_clock::now();
@@ -183,6 +256,11 @@ void commit_here(self_ptr self) {
     return;
   }
   st.waiters = refuse_new_tasks(self, st.waiters, st.pending, outcome.error());
+  if (outcome.error().in_doubt) {
+    park(self, std::make_shared<base::write_batch>(std::move(st.pending)), std::move(st.waiters), st.received);
+    st.pending = base::write_batch{};
+    st.waiters.clear();
+  }
   st.stats->backlog_rows.store(st.pending.size(), std::memory_order_relaxed);
 }
 
@@ -205,6 +283,10 @@ void settle(self_ptr self) {
     // The failed rows go back in front of what arrived since, so upserts keep
     // their order (the last row of a key wins).
     auto kept = refuse_new_tasks(self, j->waiters, *j->batch, r.error());
+    if (r.error().in_doubt) {
+      park(self, j->batch, std::move(kept), j->last_piece);
+      continue;
+    }
     merge(*j->batch, st.pending);
     st.pending = std::move(*j->batch);
     for (auto& w : st.waiters) kept.push_back(std::move(w));
@@ -232,6 +314,7 @@ void dispatch(self_ptr self) {
     if (j->alone) return;
   if (alone && !st.in_flight.empty()) return;
   compact(st.pending);
+  stamp(st, st.pending);
   auto j = std::make_shared<job>();
   j->batch = std::make_shared<base::write_batch>(std::move(st.pending));
   j->waiters = std::move(st.waiters);
@@ -285,6 +368,10 @@ caf::behavior store_actor(caf::stateful_actor<store_state>* self, std::shared_pt
     self->state.idle_committers.push_back(c);
   }
   self->state.overlapped = !opts.extra_writers.empty();
+  {
+    std::random_device rd;
+    self->state.last_commit_id = (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
+  }
   self->state.opts.extra_writers.clear();  // the committers own them now
   self->state.opts.extra_writers.shrink_to_fit();
   if (opts.retention_ms > 0)
@@ -343,6 +430,7 @@ caf::behavior store_actor(caf::stateful_actor<store_state>* self, std::shared_pt
         if (retry) st.retrying = false;
         else st.flush_queued = false;
         if (st.retrying) return;
+        if (!st.doubts.empty() && !settle_doubts(self)) return;
         flush(self);
       },
       [=](load_atom, const std::string& id, const reply_fn& reply) {

@@ -1,6 +1,7 @@
 // The store actor against a real SQLite file: group commit answers and retention pruning.
 #include <filesystem>
 #include <future>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -164,6 +165,167 @@ TEST_F(store_fixture, writes_right_after_a_commit_join_one_commit_and_a_lone_wri
   ASSERT_EQ(rows->size(), 1u);
   EXPECT_DOUBLE_EQ((*rows)[0].spent_usd, 19.0);
   EXPECT_FALSE((*rows)[0].paused);
+}
+
+/// A store whose next commits fail with their outcome unknown (a connection lost
+/// during COMMIT), having written the batch or not, and whose lookups of a commit
+/// can fail too. Everything else goes to the real store underneath.
+class doubting_store final : public base::snapshot_store {
+ public:
+  explicit doubting_store(std::shared_ptr<base::snapshot_store> inner) : inner_(std::move(inner)) {}
+  std::atomic<int> doubtful_commits{0};  ///< this many commits fail in doubt
+  std::atomic<bool> lands{true};         ///< ... after writing the batch
+  std::atomic<int> blind_lookups{0};     ///< this many lookups fail (the database is away)
+  std::atomic<int> lookups{0};
+  std::atomic<int> commits{0};
+
+  base::result<base::commit_outcome> commit(const base::write_batch& b) override {
+    ++commits;
+    if (doubtful_commits.load() > 0) {
+      --doubtful_commits;
+      if (lands) {
+        EXPECT_TRUE(inner_->commit(b));
+      }
+      auto e = base::make_error(base::errc::unavailable, "connection lost during COMMIT, outcome unknown", true);
+      e.in_doubt = true;
+      return base::fail(std::move(e));
+    }
+    return inner_->commit(b);
+  }
+  base::result<bool> committed(std::uint64_t id) override {
+    ++lookups;
+    if (blind_lookups.load() > 0) {
+      --blind_lookups;
+      return base::fail(base::errc::unavailable, "database unreachable");
+    }
+    return inner_->committed(id);
+  }
+  base::result<int> migrate() override { return inner_->migrate(); }
+  base::result<int> schema_version() override { return inner_->schema_version(); }
+  base::result<base::recovered_state> recover() override { return inner_->recover(); }
+  base::result<std::optional<base::task_row>> load_task(const std::string& id) override {
+    return inner_->load_task(id);
+  }
+  base::result<std::vector<base::journal_row>> load_journal(const std::string& id, std::int64_t after) override {
+    return inner_->load_journal(id, after);
+  }
+  base::result<std::size_t> prune_terminal(std::int64_t before, std::size_t limit) override {
+    return inner_->prune_terminal(before, limit);
+  }
+  base::result<std::vector<base::entity_row>> load_entities(const std::string& team) override {
+    return inner_->load_entities(team);
+  }
+  base::result<std::vector<base::audit_row>> load_audit(std::size_t limit) override {
+    return inner_->load_audit(limit);
+  }
+  base::result<bool> ping() override { return inner_->ping(); }
+  std::string describe() const override { return inner_->describe(); }
+
+ private:
+  std::shared_ptr<base::snapshot_store> inner_;
+};
+
+store_options quick_retries() {
+  store_options opts;
+  opts.retry_ms = 5;
+  opts.retry_max_ms = 20;
+  return opts;
+}
+
+std::shared_ptr<doubting_store> doubting(std::shared_ptr<base::snapshot_store> inner, int doubtful_commits,
+                                         bool lands, int blind_lookups = 0) {
+  auto d = std::make_shared<doubting_store>(std::move(inner));
+  d->doubtful_commits = doubtful_commits;
+  d->lands = lands;
+  d->blind_lookups = blind_lookups;
+  return d;
+}
+
+/// Runs a store actor on `s` for one piece with an audit row, a cost row and a
+/// journal row (no new task, so the piece waits out an outage); returns whether it
+/// was answered as committed. The actor system is gone when this returns.
+bool commit_one_accounted_piece(std::shared_ptr<base::snapshot_store> s) {
+  running_store run{std::move(s), quick_retries()};
+  caf::scoped_actor self{run.sys};
+  auto b = std::make_shared<base::write_batch>();
+  b->audit.push_back({1, "ops", "cancel", "t1", "{}", "ok"});
+  b->costs.push_back({"t1", "s1", "a", "t", "p", "m", "ok", 10, 5, 50, 1, 0.01});
+  b->journal.push_back({"t1", 1, "patch", "{}", 1});
+  bool ok = false;
+  self->send(run.actor, write_atom::value, b);
+  self->receive([&](commit_reply& r) { ok = r.ok; },
+                caf::after(std::chrono::seconds(20)) >> [] { ADD_FAILURE() << "no commit reply"; });
+  self->send_exit(run.actor, caf::exit_reason::user_shutdown);
+  return ok;
+}
+
+void expect_written_once(base::snapshot_store& s) {
+  EXPECT_EQ(s.load_audit(10).value().size(), 1u);
+  EXPECT_EQ(s.load_journal("t1", 0).value().size(), 1u);
+}
+
+TEST_F(store_fixture, a_commit_in_doubt_that_landed_is_answered_and_not_written_again) {
+  auto d = doubting(store, 1, true);
+  EXPECT_TRUE(commit_one_accounted_piece(d));
+  EXPECT_EQ(d->lookups.load(), 1);
+  EXPECT_EQ(d->commits.load(), 1) << "a batch known to have landed is not sent again";
+  expect_written_once(*store);
+}
+
+TEST_F(store_fixture, a_commit_in_doubt_that_did_not_land_is_written_once_on_retry) {
+  auto d = doubting(store, 1, false);
+  EXPECT_TRUE(commit_one_accounted_piece(d));
+  EXPECT_EQ(d->lookups.load(), 1);
+  EXPECT_EQ(d->commits.load(), 2);
+  expect_written_once(*store);
+}
+
+TEST_F(store_fixture, a_commit_in_doubt_is_looked_up_again_until_the_store_can_tell) {
+  auto d = doubting(store, 1, true, 3);
+  EXPECT_TRUE(commit_one_accounted_piece(d));
+  EXPECT_EQ(d->lookups.load(), 4);
+  EXPECT_EQ(d->commits.load(), 1) << "nothing is committed while a doubt is open";
+  expect_written_once(*store);
+}
+
+TEST_F(store_fixture, overlapped_commits_in_doubt_are_looked_up_before_anything_is_retried) {
+  // The overlapped mode PostgreSQL uses: a committer on its own connection whose
+  // first commit of each round fails in doubt, having landed in round one and not
+  // in round two. Every piece is answered and every audit row is there once.
+  auto more = persistence::open_store("sqlite:" + (dir / "s.db").string());
+  ASSERT_TRUE(more) << more.error().message;
+  auto writer = std::make_shared<doubting_store>(std::shared_ptr<base::snapshot_store>(std::move(*more)));
+  store_options opts = quick_retries();
+  opts.extra_writers.push_back(writer);
+  auto own = std::make_shared<doubting_store>(store);  // never fails: counts the lookups
+  constexpr int per_round = 20;
+  {
+    running_store run{own, opts};
+    caf::scoped_actor self{run.sys};
+    for (bool lands : {true, false}) {
+      writer->lands = lands;
+      writer->doubtful_commits = 1;
+      const int first = lands ? 0 : per_round;
+      for (int i = first; i < first + per_round; ++i) {
+        auto b = std::make_shared<base::write_batch>();
+        b->audit.push_back({i, "ops", "cancel", "t" + std::to_string(i), "{}", "ok"});
+        self->send(run.actor, write_atom::value, b);
+      }
+      int ok = 0;
+      for (int i = 0; i < per_round; ++i)
+        self->receive([&](commit_reply& r) { ok += r.ok ? 1 : 0; },
+                      caf::after(std::chrono::seconds(20)) >> [] { ADD_FAILURE() << "no commit reply"; });
+      EXPECT_EQ(ok, per_round);
+      EXPECT_EQ(writer->doubtful_commits.load(), 0);
+    }
+    self->send_exit(run.actor, caf::exit_reason::user_shutdown);
+  }
+  EXPECT_EQ(own->lookups.load(), 2) << "the store actor's own connection looks the doubts up";
+  auto audit = store->load_audit(1000).value();
+  ASSERT_EQ(audit.size(), std::size_t{2 * per_round});
+  std::set<std::string> targets;
+  for (const auto& a : audit) targets.insert(a.target);
+  EXPECT_EQ(targets.size(), std::size_t{2 * per_round}) << "no audit row written twice";
 }
 
 TEST_F(store_fixture, terminal_tasks_past_retention_are_pruned_in_batches) {

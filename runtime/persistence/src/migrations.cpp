@@ -7,6 +7,21 @@
 namespace troupe::persistence::detail {
 namespace {
 
+// Version 4: commit marks.
+//
+// A PostgreSQL commit whose connection drops before its answer arrives may or
+// may not have landed. Its batch is retried only after a read of this table:
+// every commit also writes its id into slot (id modulo 4096), so the last
+// commits can be told apart without the table ever growing or being pruned.
+// Tasks, journal, snapshots, entities and decisions would survive a blind retry
+// (keys, seq checks, whole-row upserts); cost and audit rows would not.
+constexpr const char* v4_sql = R"sql(
+CREATE TABLE commit_marks (
+  slot INTEGER PRIMARY KEY,
+  commit_id BIGINT NOT NULL
+);
+)sql";
+
 // Version 3: snapshot rewrites without index writes.
 //
 // A snapshot of a running task rewrites its row with a new updated_ms. With
@@ -66,7 +81,7 @@ ALTER TABLE audit ADD COLUMN outcome TEXT NOT NULL DEFAULT '';
 //   only the small key goes into the index, about twice as fast for journal
 //   appends spread over many tasks as WITHOUT ROWID (measured).
 // - audit: the autoincrement id keeps insertion order for "newest first".
-constexpr std::array<migration, 3> all_migrations{{
+constexpr std::array<migration, 4> all_migrations{{
     {1, "initial schema",
      R"sql(
 CREATE TABLE tasks (
@@ -202,6 +217,7 @@ CREATE INDEX decisions_task ON decisions (task_id);
     // its integer and real affinities; paused/failed are 0/1 integers on both.
     {2, "entity_state table, audit outcome", v2_sql, v2_sql},
     {3, "pruning index on created_ms of terminal tasks", v3_sqlite_sql, v3_postgres_sql},
+    {4, "commit marks", v4_sql, v4_sql},
 }};
 
 static_assert(all_migrations.back().version == base::store_schema_version,

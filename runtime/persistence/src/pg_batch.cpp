@@ -67,6 +67,10 @@ batch_columns columns_of(const base::write_batch& batch, const std::vector<bool>
   add_audit(c, batch.audit);
   add_entities(c, batch.entities);
   add_decisions(c, batch.decisions);
+  if (batch.commit_id != 0) {
+    c.mark_slot = base::commit_mark_slot(batch.commit_id);
+    c.mark_id = static_cast<std::int64_t>(batch.commit_id);
+  }
   return c;
 }
 
@@ -84,7 +88,8 @@ batch_columns snapshot_columns(const std::vector<base::task_row>& snapshots,
 // - a snapshot never moves a task back to an older seq, and deletes the
 //   journal rows it covers; journal rows of this batch that one of its
 //   snapshots covers are not inserted at all (the same end state);
-// - audit rows get their serial ids in batch order.
+// - audit rows get their serial ids in batch order;
+// - the commit mark (if any) lands with everything else or not at all.
 const char* const batch_sql =
     "WITH nt AS (INSERT INTO tasks (id, team, agent, priority, state, idempotency_key, snapshot, "
     "seq, created_ms, updated_ms) "
@@ -134,7 +139,9 @@ const char* const batch_sql =
     "SELECT * FROM unnest($51::text[], $52::text[], $53::text[], $54::text[], $55::text[], "
     "$56::bigint[]) ON CONFLICT (id) DO UPDATE SET task_id = excluded.task_id, "
     "step_id = excluded.step_id, state = excluded.state, record = excluded.record, "
-    "deadline_ms = excluded.deadline_ms) "
+    "deadline_ms = excluded.deadline_ms), "
+    "cm AS (INSERT INTO commit_marks (slot, commit_id) SELECT $61::int, $62::bigint "
+    "WHERE $62::bigint <> 0 ON CONFLICT (slot) DO UPDATE SET commit_id = excluded.commit_id) "
     "SELECT id FROM nt";
 
 }  // namespace troupe::persistence::detail

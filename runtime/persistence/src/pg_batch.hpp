@@ -6,6 +6,7 @@
 /// transaction it is also its own transaction, and the batch costs a single
 /// round trip (BEGIN, one statement per row kind and COMMIT were seven on a
 /// typical daemon batch, each a wake-up of the daemon and of the server).
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -14,9 +15,11 @@
 
 namespace troupe::persistence::detail {
 
-/// The 60 parameters of batch_sql: $1-$56 in the order below, the snapshot
-/// columns as blobs ($7 and $22, bytea) whose offsets and lengths are $57-$60. Snapshots, entities and decisions
-/// keep only the last row of each key (an upsert may touch a row once per statement).
+/// The 62 parameters of batch_sql: $1-$56 in the order below, the snapshot
+/// columns as blobs ($7 and $22, bytea) whose offsets and lengths are $57-$60, and
+/// the commit mark's slot and id ($61-$62; id 0 writes no mark). Snapshots, entities
+/// and decisions keep only the last row of each key (an upsert may touch a row once
+/// per statement).
 struct batch_columns {
   task_arrays new_tasks;                              // $1-$10
   text_array j_task, j_kind, j_payload;               // $11-$15 with j_seq, j_ts
@@ -32,6 +35,7 @@ struct batch_columns {
   float_array e_spent;
   text_array d_id, d_task, d_step, d_state, d_record; // $51-$56
   int_array d_deadline;
+  std::int64_t mark_slot = 0, mark_id = 0;            // $61-$62
 };
 
 /// The columns of `batch`, leaving out the snapshots whose index is in `skip`.

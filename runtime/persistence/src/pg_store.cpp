@@ -214,6 +214,14 @@ class pg_store final : public base::snapshot_store {
                    });
   }
 
+  base::result<bool> committed(std::uint64_t commit_id) override {
+    return guarded("committed", [&](pqxx::connection& c) -> base::result<bool> {
+      pqxx::nontransaction n{c};
+      return !n.exec_prepared("committed", base::commit_mark_slot(commit_id), static_cast<std::int64_t>(commit_id))
+                  .empty();
+    });
+  }
+
   base::result<bool> ping() override {
     return guarded("ping", [&](pqxx::connection& c) -> base::result<bool> {
       pqxx::nontransaction n{c};
@@ -240,6 +248,7 @@ class pg_store final : public base::snapshot_store {
     pqxx::nontransaction{c}.exec("SET plan_cache_mode = force_custom_plan");
     c.prepare("batch", batch_sql);
     c.prepare("find_key", find_key_sql);
+    c.prepare("committed", "SELECT 1 FROM commit_marks WHERE slot = $1 AND commit_id = $2");
     c.prepare("load_task", std::string("SELECT ") + task_columns + " FROM tasks WHERE id = $1");
     c.prepare("load_journal",
               "SELECT task_id, seq, kind, payload, ts_ms FROM journal "
@@ -336,7 +345,7 @@ class pg_store final : public base::snapshot_store {
         c.e_spent.str(), c.e_detail.str(), c.e_updated.str(), c.d_id.str(), c.d_task.str(),
         c.d_step.str(), c.d_state.str(), c.d_record.str(), c.d_deadline.str(),
         n.snapshot.offset.str(), n.snapshot.length.str(), s.snapshot.offset.str(),
-        s.snapshot.length.str());
+        s.snapshot.length.str(), c.mark_slot, c.mark_id);
   }
 
   /// RETURNING lists the new tasks that went in; each id marks its first

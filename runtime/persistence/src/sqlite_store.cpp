@@ -70,6 +70,9 @@ constexpr const char* upsert_decision_sql =
     "VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO UPDATE SET task_id = excluded.task_id, "
     "step_id = excluded.step_id, state = excluded.state, record = excluded.record, "
     "deadline_ms = excluded.deadline_ms";
+constexpr const char* upsert_mark_sql =
+    "INSERT INTO commit_marks (slot, commit_id) VALUES (?1, ?2) "
+    "ON CONFLICT (slot) DO UPDATE SET commit_id = excluded.commit_id";
 constexpr const char* task_columns =
     "id, team, agent, priority, state, idempotency_key, snapshot, seq, created_ms, updated_ms";
 
@@ -162,8 +165,21 @@ class sqlite_store final : public base::snapshot_store {
       for (const auto& d : batch.decisions) {
         db_.run(upsert_decision, d.id, d.task_id, d.step_id, d.state, d.record, d.deadline_ms);
       }
+      if (batch.commit_id != 0)
+        db_.run(db_.stmt(upsert_mark_sql), base::commit_mark_slot(batch.commit_id),
+                static_cast<std::int64_t>(batch.commit_id));
       tx.commit();
       return outcome;
+    });
+  }
+
+  base::result<bool> committed(std::uint64_t commit_id) override {
+    return guarded("committed", [&]() -> base::result<bool> {
+      sqlite3_stmt* s = db_.stmt("SELECT 1 FROM commit_marks WHERE slot = ?1 AND commit_id = ?2");
+      db_.bind_all(s, base::commit_mark_slot(commit_id), static_cast<std::int64_t>(commit_id));
+      const bool found = db_.step_row(s);
+      sqlite3_reset(s);
+      return found;
     });
   }
 

@@ -158,6 +158,30 @@ TEST_P(store_conformance, idempotency_conflicts_are_reported_and_the_rest_commit
   EXPECT_EQ(task_of("a")->idempotency_key, "k1");
 }
 
+TEST_P(store_conformance, a_commit_leaves_a_mark_that_tells_whether_it_landed) {
+  // Ids near the top of the range: the stores keep them in a signed 64-bit column.
+  const std::uint64_t id = 0xfedcba9876543210ULL;
+  base::write_batch b;
+  b.audit.push_back({5000, "ops", "submit", "t1", "{}", "ok"});
+  b.commit_id = id;
+  commit_ok(b);
+  EXPECT_TRUE(store_->committed(id).value());
+  EXPECT_FALSE(store_->committed(id + 1).value()) << "never committed";
+  // A commit without an id leaves no mark and keeps the others.
+  base::write_batch unmarked;
+  unmarked.audit.push_back({5001, "ops", "submit", "t2", "{}", "ok"});
+  commit_ok(unmarked);
+  EXPECT_TRUE(store_->committed(id).value());
+  // The marks are a ring: a later commit in the same slot takes it over.
+  base::write_batch later;
+  later.audit.push_back({5002, "ops", "submit", "t3", "{}", "ok"});
+  later.commit_id = id + base::commit_mark_slots;
+  commit_ok(later);
+  EXPECT_TRUE(store_->committed(id + base::commit_mark_slots).value());
+  EXPECT_FALSE(store_->committed(id).value());
+  EXPECT_EQ(count("SELECT count(*) FROM commit_marks"), 1);
+}
+
 TEST_P(store_conformance, snapshot_deletes_the_journal_it_covers) {
   base::write_batch b;
   b.new_tasks.push_back(task("t1", "running"));

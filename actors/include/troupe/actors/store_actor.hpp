@@ -15,7 +15,9 @@
 /// Outage: when a commit fails, pieces that create tasks are answered with the
 /// error (the submit is refused, never acknowledged without a commit); all other
 /// pieces are kept and retried with backoff until the database is back, and are
-/// answered only then.
+/// answered only then. A commit whose outcome is unknown (base::error::in_doubt)
+/// is looked up by its commit id before anything is committed again: answered as
+/// committed if it landed, re-sent only if not (cost and audit rows are appends).
 #include <atomic>
 #include <cstdint>
 #include <memory>

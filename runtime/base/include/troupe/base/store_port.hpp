@@ -23,8 +23,16 @@ namespace troupe::base {
 /// The schema version this build writes and understands.
 /// 1: initial schema; 2: typed entity_state table (paused, failed, spent per
 /// team and per agent of a team), audit outcome column; 3: pruning index on
-/// (created_ms) of terminal tasks instead of (state, updated_ms).
-inline constexpr int store_schema_version = 3;
+/// (created_ms) of terminal tasks instead of (state, updated_ms); 4: commit_marks,
+/// which tells whether a commit whose outcome was lost landed after all.
+inline constexpr int store_schema_version = 4;
+
+/// How many commit marks a store keeps (a ring: commit id modulo this count picks
+/// the slot). Only the last few commits are ever asked about.
+inline constexpr std::int64_t commit_mark_slots = 4096;
+inline constexpr std::int64_t commit_mark_slot(std::uint64_t commit_id) noexcept {
+  return static_cast<std::int64_t>(commit_id % static_cast<std::uint64_t>(commit_mark_slots));
+}
 
 struct task_row {
   std::string id;
@@ -94,6 +102,10 @@ struct write_batch {
   std::vector<audit_row> audit;          ///< appended
   std::vector<entity_row> entities;      ///< upserted by (team, agent), whole row
   std::vector<decision_row> decisions;   ///< upserted by id
+  /// Non-zero: the commit also records this id (see snapshot_store::committed), so
+  /// that a commit whose outcome was lost can be looked up before it is retried.
+  /// Not a row: empty() and size() leave it out.
+  std::uint64_t commit_id = 0;
   bool empty() const noexcept {
     return new_tasks.empty() && snapshots.empty() && journal.empty() && costs.empty() &&
            audit.empty() && entities.empty() && decisions.empty();
@@ -137,6 +149,11 @@ class snapshot_store {
   /// the error is marked in_doubt (the connection was lost during the COMMIT): the
   /// whole batch may then have been committed, and only a read can tell.
   [[nodiscard]] virtual result<commit_outcome> commit(const write_batch& batch) = 0;
+  /// Whether the commit of the batch stamped with `commit_id` landed: what settles
+  /// an in_doubt failure. Retrying such a batch blindly would append its cost and
+  /// audit rows twice if it had landed. Answers for the last commit_mark_slots
+  /// commits; an older id reads as not committed.
+  [[nodiscard]] virtual result<bool> committed(std::uint64_t commit_id) = 0;
   [[nodiscard]] virtual result<recovered_state> recover() = 0;
   [[nodiscard]] virtual result<std::optional<task_row>> load_task(const std::string& id) = 0;
   /// Journal rows of one task with seq > after_seq, ordered by seq.
