@@ -118,6 +118,7 @@ std::vector<key_info> build_table() {
   add(row("providers.*.limits.tokens_per_min", vt::integer, "Tokens per minute (0: unlimited).").def("0").at_least(0));
   add(row("providers.*.connect_timeout_ms", vt::integer, "TCP + TLS connect timeout.").def("5000").at_least(1).kinds(remote_kinds));
   add(row("providers.*.timeout_ms", vt::integer, "Timeout of one attempt of a call.").def("60000").at_least(1).kinds(remote_kinds));
+  add(row("providers.*.read_timeout_ms", vt::integer, "Longest wait for the next bytes of a response, the first ones included; a stream silent this long fails the attempt (retried like any timeout). 0: only `timeout_ms`.").def("0").at_least(0).kinds(remote_kinds));
   add(row("providers.*.retry", vt::object, "Retries on 429, 5xx and network errors (honoring `retry-after`).").kinds(remote_kinds));
   add(row("providers.*.retry.max_attempts", vt::integer, "Attempts per call, including the first.").def("4").range(1, 20));
   add(row("providers.*.retry.base_ms", vt::integer, "First backoff; doubles with jitter.").def("200").at_least(0));

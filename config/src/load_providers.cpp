@@ -74,6 +74,7 @@ void load_remote(reader& r, const json& j, const where& w, provider& p) {
   }
   r.read(j, w, "connect_timeout_ms", p.connect_timeout_ms);
   r.read(j, w, "timeout_ms", p.timeout_ms);
+  r.read(j, w, "read_timeout_ms", p.read_timeout_ms);
   if (const json* rt = r.member(j, w, "retry"); rt && r.object(*rt, w.key("retry"))) {
     const where rw = w.key("retry");
     r.read(*rt, rw, "max_attempts", p.retry.max_attempts);

@@ -32,6 +32,7 @@ void network_provider(const provider* a, const provider* b, const std::string& n
   diff(a->limits.tokens_per_min, b->limits.tokens_per_min, p + ".limits.tokens_per_min");
   diff(a->connect_timeout_ms, b->connect_timeout_ms, p + ".connect_timeout_ms");
   diff(a->timeout_ms, b->timeout_ms, p + ".timeout_ms");
+  diff(a->read_timeout_ms, b->read_timeout_ms, p + ".read_timeout_ms");
   diff(a->retry.max_attempts, b->retry.max_attempts, p + ".retry.max_attempts");
   diff(a->retry.base_ms, b->retry.base_ms, p + ".retry.base_ms");
   diff(a->retry.max_ms, b->retry.max_ms, p + ".retry.max_ms");

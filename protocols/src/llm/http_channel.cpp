@@ -77,6 +77,7 @@ class channel_impl final : public http_channel,
       head_prefix_ += "Content-Length: ";
     }
     body_ = std::move(spec.body);
+    read_timeout_ = spec.read_timeout;
     head_ = head_prefix_;
     head_ += std::to_string(body_.size());
     head_ += "\r\n\r\n";
@@ -180,11 +181,26 @@ class channel_impl final : public http_channel,
     timer_.async_wait([self = this->shared_from_this(), gen = generation_](beast::error_code ec) {
       if (ec || gen != self->generation_ || !self->done_) return;  // cancelled or stale
       self->expired_ = true;
+      self->idle_expired_ = self->idle_armed_;
       self->broken_ = true;
       self->resolver_.cancel();
       beast::error_code ignored;
       beast::get_lowest_layer(self->stream_).close(ignored);
     });
+  }
+
+  /// Before each wait for response bytes: the read timeout, when it ends before the
+  /// exchange's deadline, bounds this wait.
+  void arm_read() {
+    if (read_timeout_.count() <= 0) return;
+    const auto idle = std::chrono::steady_clock::now() + read_timeout_;
+    if (idle < deadline_) {
+      idle_armed_ = true;
+      arm(idle);
+    } else if (idle_armed_) {
+      idle_armed_ = false;
+      arm(deadline_);
+    }
   }
 
   void write() {
@@ -197,6 +213,7 @@ class channel_impl final : public http_channel,
       self->parser_.emplace();
       self->parser_->body_limit(max_body_bytes);
       self->out_.stage = "read";
+      self->arm_read();
       http::async_read_header(self->stream_, self->buffer_, *self->parser_,
                               [self](beast::error_code ec2, std::size_t) { self->on_header(ec2); });
     });
@@ -219,6 +236,7 @@ class channel_impl final : public http_channel,
   }
 
   void read_body() {
+    arm_read();
     auto self = this->shared_from_this();
     http::async_read_some(stream_, buffer_, *parser_, [self](beast::error_code ec, std::size_t) {
       // Hand over what arrived even when the read then failed: the caller decides
@@ -255,9 +273,11 @@ class channel_impl final : public http_channel,
     if (ec) {
       out_.ec = ec;
       out_.timed_out = (ec == beast::error::timeout);
+      if (out_.timed_out && idle_expired_) out_.idle_ms = read_timeout_.count();
       broken_ = true;
       connected_ = false;
     }
+    idle_armed_ = idle_expired_ = false;
     out_.aborted = aborted_;
     if (parser_) {
       keep_alive_ = !ec && !out_.stopped && parser_->is_done() && parser_->keep_alive();
@@ -290,6 +310,9 @@ class channel_impl final : public http_channel,
   std::chrono::steady_clock::time_point deadline_;
   std::uint64_t generation_ = 0;  ///< bumped per arm and finish: a stale timer does nothing
   bool expired_ = false;          ///< the deadline passed during this exchange
+  std::chrono::milliseconds read_timeout_{0};
+  bool idle_armed_ = false;       ///< the timer stands at a read timeout, not the deadline
+  bool idle_expired_ = false;     ///< ... and fired there
   chunk_fn on_chunk_;
   done_fn done_;
   http_outcome out_;

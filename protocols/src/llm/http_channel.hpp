@@ -5,6 +5,7 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/system/error_code.hpp>
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -30,6 +31,9 @@ using header_list = std::vector<std::pair<std::string, std::string>>;
 struct http_request_spec {
   std::string target;
   std::string body;
+  /// Longest wait for the next bytes of the response once the request is sent,
+  /// the first ones included (0: only the exchange's deadline).
+  std::chrono::milliseconds read_timeout{0};
 };
 
 /// What one exchange produced. `ec` is set for transport failures (connect,
@@ -37,6 +41,7 @@ struct http_request_spec {
 struct http_outcome {
   boost::system::error_code ec;
   bool timed_out = false;
+  std::int64_t idle_ms = 0;  ///< timed out because no bytes came for this long (read_timeout)
   bool aborted = false;   ///< abort() was called
   bool stopped = false;   ///< the chunk callback asked to stop
   bool got_header = false;

@@ -125,6 +125,8 @@ const std::vector<bad_case> cases = {
      {{"providers.claude.retry.max_ms", "expected max_ms >= base_ms (500), got 100"}}},
     {"limits_negative", [](json& j) { j["providers"]["claude"]["limits"]["tokens_per_min"] = -5; },
      {{"providers.claude.limits.tokens_per_min", "expected an integer >= 0, got -5"}}},
+    {"read_timeout_negative", [](json& j) { j["providers"]["claude"]["read_timeout_ms"] = -1; },
+     {{"providers.claude.read_timeout_ms", "expected an integer >= 0, got -1"}}},
     {"max_concurrency_zero", [](json& j) { j["providers"]["claude"]["max_concurrency"] = 0; },
      {{"providers.claude.max_concurrency", "expected an integer in 1..10000, got 0"}}},
     // --- models

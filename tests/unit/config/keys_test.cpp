@@ -46,7 +46,8 @@ TEST(config_keys, restart_keys_are_the_ones_read_once_at_start) {
       "runtime.retention_days", "runtime.commit_interval_ms", "runtime.commit_batch", "providers.*.base_url",
       "providers.*.api_key_env", "providers.*.anthropic_version", "providers.*.ca_file",
       "providers.*.max_concurrency", "providers.*.limits.requests_per_min", "providers.*.limits.tokens_per_min",
-      "providers.*.connect_timeout_ms", "providers.*.timeout_ms", "providers.*.retry.max_attempts",
+      "providers.*.connect_timeout_ms", "providers.*.timeout_ms", "providers.*.read_timeout_ms",
+      "providers.*.retry.max_attempts",
       "providers.*.retry.base_ms", "providers.*.retry.max_ms", "providers.*.breaker.failures",
       "providers.*.breaker.open_ms"};
   EXPECT_EQ(restart, expected);
@@ -94,6 +95,7 @@ TEST(config_keys, restart_needed_covers_every_restart_key) {
   p.limits.tokens_per_min += 1;
   p.connect_timeout_ms += 1;
   p.timeout_ms += 1;
+  p.read_timeout_ms += 1;
   p.retry.max_attempts += 1;
   p.retry.base_ms += 1;
   p.retry.max_ms += 1;

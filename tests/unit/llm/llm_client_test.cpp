@@ -286,6 +286,64 @@ TEST_F(llm_client_test, a_stream_that_stalls_after_its_first_tokens_times_out_mi
   EXPECT_LT(o.elapsed, 5s);
 }
 
+TEST_F(llm_client_test, a_stream_silent_longer_than_its_read_timeout_fails_long_before_the_deadline) {
+  // The header and the first event (the role, no text yet) come at once, then
+  // nothing for 3 s: each attempt ends 300 ms into the silence, mid-body.
+  auto p = provider(config::provider_kind::openai);
+  p.timeout_ms = 30000;
+  p.read_timeout_ms = 300;
+  p.retry = {2, 1, 5};
+  make_client({p});
+  fake_.set_knobs([&] {
+    auto k = fake_.knobs();
+    k.token_delay_ms = 3000;
+    return k;
+  }());
+  auto o = run(request("oa", true, "one two three"));
+  ASSERT_FALSE(o.result);
+  EXPECT_EQ(o.result.error().code, errc::timeout) << o.result.error().message;
+  EXPECT_NE(o.result.error().message.find(
+                "no bytes from the provider for 300 ms (read_timeout_ms) during read (after 2 attempts)"),
+            std::string::npos)
+      << o.result.error().message;
+  EXPECT_TRUE(o.tokens.empty());         // no text had come: the attempt was retried
+  EXPECT_EQ(fake_.counters().total, 2);
+  EXPECT_LT(o.elapsed, 3000ms);          // the read timeout, not the 30 s deadline
+}
+
+TEST_F(llm_client_test, a_steady_stream_may_outlast_its_read_timeout) {
+  auto p = provider(config::provider_kind::openai);
+  p.read_timeout_ms = 800;
+  make_client({p});
+  fake_.set_knobs([&] {
+    auto k = fake_.knobs();
+    k.token_delay_ms = 80;  // a word every 80 ms: the whole reply takes longer than 800 ms
+    return k;
+  }());
+  const std::string words = "a b c d e f g h i j k l";
+  auto o = run(request("oa", true, words));
+  ASSERT_TRUE(o.result) << o.result.error().message;
+  EXPECT_EQ(o.tokens, "echo: " + words);
+  EXPECT_GT(o.elapsed, 800ms);
+}
+
+TEST_F(llm_client_test, a_provider_that_never_starts_answering_hits_the_read_timeout_and_is_retried) {
+  auto p = provider(config::provider_kind::openai);
+  p.timeout_ms = 30000;
+  p.read_timeout_ms = 150;
+  p.retry = {2, 1, 5};
+  make_client({p});
+  fake_.set_hang(true);
+  auto o = run(request("oa", false));
+  ASSERT_FALSE(o.result);
+  EXPECT_EQ(o.result.error().code, errc::timeout);
+  EXPECT_NE(o.result.error().message.find("(read_timeout_ms) during read (after 2 attempts)"), std::string::npos)
+      << o.result.error().message;
+  EXPECT_EQ(fake_.counters().total, 2);
+  EXPECT_GE(o.elapsed, 300ms);
+  EXPECT_LT(o.elapsed, 5s);
+}
+
 TEST_F(llm_client_test, the_call_deadline_bounds_all_attempts) {
   auto p = provider(config::provider_kind::anthropic);
   p.retry = {10, 1, 5};

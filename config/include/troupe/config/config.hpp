@@ -87,6 +87,9 @@ struct provider {
   rate_limits limits;
   std::int64_t connect_timeout_ms = 5000;
   std::int64_t timeout_ms = 60000;  ///< whole call, per attempt
+  /// Longest wait for the next bytes of a response, the first ones included (0: no
+  /// limit but timeout_ms). Catches a stream that stalls long before its deadline.
+  std::int64_t read_timeout_ms = 0;
   retry_policy retry;
   breaker_policy breaker;
   bool operator==(const provider&) const = default;
