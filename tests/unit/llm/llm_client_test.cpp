@@ -158,11 +158,7 @@ TEST_F(llm_client_test, openai_and_anthropic_answer_without_streaming) {
 
 TEST_F(llm_client_test, openai_and_anthropic_stream_tokens_and_usage) {
   make_client({provider(config::provider_kind::openai), provider(config::provider_kind::anthropic)});
-  fake_.set_knobs([&] {
-    auto k = fake_.knobs();
-    k.token_delay_ms = 2;  // separate reads, so the parser sees events arrive one by one
-    return k;
-  }());
+  fake_.set_token_delay_ms(2);  // separate reads, so the parser sees events arrive one by one
   for (std::string name : {"oa", "an"}) {
     auto o = run(request(name, true, "one two three four"));
     ASSERT_TRUE(o.result) << o.result.error().message;
@@ -270,11 +266,7 @@ TEST_F(llm_client_test, a_stream_that_stalls_after_its_first_tokens_times_out_mi
   p.timeout_ms = 1000;  // ample for the first call, even under a sanitizer on a busy box
   make_client({p});
   ASSERT_TRUE(run(request("oa", true)).result);
-  fake_.set_knobs([&] {
-    auto k = fake_.knobs();
-    k.token_delay_ms = 600;  // "echo:" at once, then a word every 600 ms: the rest outlasts 1 s
-    return k;
-  }());
+  fake_.set_token_delay_ms(600);  // "echo:" at once, then a word every 600 ms: the rest outlasts 1 s
   auto o = run(request("oa", true, "one two three four"));
   EXPECT_EQ(fake_.counters().connections, 1);
   ASSERT_FALSE(o.result);
@@ -294,11 +286,7 @@ TEST_F(llm_client_test, a_stream_silent_longer_than_its_read_timeout_fails_long_
   p.read_timeout_ms = 300;
   p.retry = {2, 1, 5};
   make_client({p});
-  fake_.set_knobs([&] {
-    auto k = fake_.knobs();
-    k.token_delay_ms = 3000;
-    return k;
-  }());
+  fake_.set_token_delay_ms(3000);
   auto o = run(request("oa", true, "one two three"));
   ASSERT_FALSE(o.result);
   EXPECT_EQ(o.result.error().code, errc::timeout) << o.result.error().message;
@@ -315,11 +303,7 @@ TEST_F(llm_client_test, a_steady_stream_may_outlast_its_read_timeout) {
   auto p = provider(config::provider_kind::openai);
   p.read_timeout_ms = 800;
   make_client({p});
-  fake_.set_knobs([&] {
-    auto k = fake_.knobs();
-    k.token_delay_ms = 80;  // a word every 80 ms: the whole reply takes longer than 800 ms
-    return k;
-  }());
+  fake_.set_token_delay_ms(80);  // a word every 80 ms: the whole reply takes longer than 800 ms
   const std::string words = "a b c d e f g h i j k l";
   auto o = run(request("oa", true, words));
   ASSERT_TRUE(o.result) << o.result.error().message;

@@ -381,6 +381,7 @@ void fake_llm_server::set_error_rate_429(double p, std::int64_t retry_after_ms) 
 }
 void fake_llm_server::set_retry_after_date(bool on) { TROUPE_FAKE_KNOB(impl_->k.retry_after_date = on) }
 void fake_llm_server::set_hang(bool on) { TROUPE_FAKE_KNOB(impl_->k.hang = on) }
+void fake_llm_server::set_token_delay_ms(std::int64_t ms) { TROUPE_FAKE_KNOB(impl_->k.token_delay_ms = ms) }
 void fake_llm_server::set_malformed_json(bool on) { TROUPE_FAKE_KNOB(impl_->k.malformed_json = on) }
 void fake_llm_server::set_truncated_stream(bool on) { TROUPE_FAKE_KNOB(impl_->k.truncated_stream = on) }
 void fake_llm_server::set_status_override(int status) { TROUPE_FAKE_KNOB(impl_->k.status_override = status) }

@@ -78,6 +78,7 @@ class fake_llm_server {
   /// On: `retry-after` is an IMF-fixdate (RFC 9110) and `retry-after-ms` is not sent.
   void set_retry_after_date(bool on);
   void set_hang(bool on);
+  void set_token_delay_ms(std::int64_t ms);
   void set_malformed_json(bool on);
   void set_truncated_stream(bool on);
   void set_status_override(int status);
