@@ -85,7 +85,7 @@ std::vector<key_info> build_table() {
   add(row("runtime.threads", vt::integer, "Scheduler threads of the actor system.").def("2").range(1, 64).restart());
   add(row("runtime.snapshot_every", vt::integer, "Journal deltas between two snapshots of a task.").def("16").range(1, 10000));
   add(row("runtime.retention_days", vt::integer, "Terminal tasks older than this are pruned (0: keep forever).").def("30").range(0, 3650));
-  add(row("runtime.commit_interval_ms", vt::integer, "Group commit: longest wait to fill a batch.").def("2").range(0, 1000));
+  add(row("runtime.commit_interval_ms", vt::integer, "Group commit window: right after a commit, the next one waits this long for more changes to join it (a change that finds the store idle commits at once; 0: commit as soon as the store actor's mailbox is drained).").def("1").range(0, 1000));
   add(row("runtime.commit_batch", vt::integer, "Group commit: largest batch of changes in one transaction.").def("512").range(1, 100000));
   add(row("runtime.supervision", vt::object, "Restart policy of the root supervisor over the team actors (one_for_one, counted per team)."));
   add(row("runtime.supervision.max_restarts", vt::integer, "Restarts of one team allowed within `within_ms`; past them the team stays `failed` until an operator `restart`.").def("3").range(0, 1000000));

@@ -4,6 +4,8 @@
 #include <filesystem>
 #include <mutex>
 #include <fstream>
+#include <future>
+#include <sstream>
 
 #include <unistd.h>
 
@@ -399,6 +401,43 @@ struct sqlite_dir {
   ~sqlite_dir() { std::filesystem::remove_all(dir); }
   std::string url() const { return "sqlite:" + (dir / "t.db").string(); }
 };
+
+/// The value of a sample without labels in the runtime's /metrics text (-1 when absent).
+double metric(host::runtime& rt, const std::string& name) {
+  std::istringstream in(rt.metrics_text());
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind(name + " ", 0) == 0) return std::stod(line.substr(name.size() + 1));
+  return -1;
+}
+
+TEST(runtime, commit_interval_ms_holds_the_writes_that_follow_a_commit_for_one_group_commit) {
+  sqlite_dir tmp;
+  auto cfg = base_config(json::array({{{"text", "ok {{input}}"}}}), one_step());
+  cfg["store"] = tmp.url();
+  cfg["runtime"]["commit_interval_ms"] = 400;
+  running r{cfg, host::runtime_options{true, {}, 20}};
+  ASSERT_TRUE(call(r.rt, "pause", {{"team", "t"}}));  // the tasks stay queued: only submits write
+  r.submit({{"team", "t"}, {"input", "first"}});     // answered once its commit ended
+  const double before = metric(r.rt, "troupe_store_commits_total");
+  ASSERT_GE(before, 1);
+  // Five submits at once, right after that commit: they wait out its window together.
+  const auto started = std::chrono::steady_clock::now();
+  std::vector<std::future<base::result<nlohmann::json>>> replies;
+  for (int i = 0; i < 5; ++i) {
+    auto p = std::make_shared<std::promise<base::result<nlohmann::json>>>();
+    replies.push_back(p->get_future());
+    r.rt.call(protocols::principal{}, "submit", {{"team", "t"}, {"input", std::to_string(i)}},
+              [p](base::result<nlohmann::json> res) { p->set_value(std::move(res)); });
+  }
+  for (auto& f : replies) {
+    ASSERT_EQ(f.wait_for(std::chrono::seconds(20)), std::future_status::ready);
+    auto res = f.get();
+    EXPECT_TRUE(res) << res.error().message;
+  }
+  const auto waited = std::chrono::steady_clock::now() - started;
+  EXPECT_EQ(metric(r.rt, "troupe_store_commits_total") - before, 1) << "the five submits joined one commit";
+  EXPECT_GE(waited, std::chrono::milliseconds(300)) << "they waited for the 400 ms window";
+}
 
 json team_status(running& r) {
   auto teams = call(r.rt, "teams", json::object());
