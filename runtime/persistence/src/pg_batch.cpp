@@ -67,10 +67,7 @@ batch_columns columns_of(const base::write_batch& batch, const std::vector<bool>
   add_audit(c, batch.audit);
   add_entities(c, batch.entities);
   add_decisions(c, batch.decisions);
-  if (batch.commit_id != 0) {
-    c.mark_slot = base::commit_mark_slot(batch.commit_id);
-    c.mark_id = static_cast<std::int64_t>(batch.commit_id);
-  }
+  c.commit_id = batch.commit_id;
   return c;
 }
 

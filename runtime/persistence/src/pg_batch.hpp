@@ -35,7 +35,7 @@ struct batch_columns {
   float_array e_spent;
   text_array d_id, d_task, d_step, d_state, d_record; // $51-$56
   int_array d_deadline;
-  std::int64_t mark_slot = 0, mark_id = 0;            // $61-$62
+  std::uint64_t commit_id = 0;                        // $61-$62: its slot and itself
 };
 
 /// The columns of `batch`, leaving out the snapshots whose index is in `skip`.

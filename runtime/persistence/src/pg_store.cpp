@@ -345,7 +345,7 @@ class pg_store final : public base::snapshot_store {
         c.e_spent.str(), c.e_detail.str(), c.e_updated.str(), c.d_id.str(), c.d_task.str(),
         c.d_step.str(), c.d_state.str(), c.d_record.str(), c.d_deadline.str(),
         n.snapshot.offset.str(), n.snapshot.length.str(), s.snapshot.offset.str(),
-        s.snapshot.length.str(), c.mark_slot, c.mark_id);
+        s.snapshot.length.str(), base::commit_mark_slot(c.commit_id), static_cast<std::int64_t>(c.commit_id));
   }
 
   /// RETURNING lists the new tasks that went in; each id marks its first
