@@ -17,13 +17,12 @@ verdict classify(api_kind kind, const std::string& where, bool stream, http_outc
                  stream_decoder* decoder, const std::optional<base::error>& stream_error) {
   if (out.stopped && stream_error) return verdict{base::fail(*stream_error), false, health::ok, std::nullopt};
   if (out.ec) {
-    if (out.timed_out && out.idle_ms > 0)
-      return failed(errc::timeout,
-                    where + ": no bytes from the provider for " + std::to_string(out.idle_ms) +
-                        " ms (read_timeout_ms) during " + out.stage,
-                    true, true, health::failure);
-    if (out.timed_out)
-      return failed(errc::timeout, where + ": attempt timed out during " + out.stage, true, true, health::failure);
+    if (out.timed_out) {
+      const std::string why = out.idle_ms > 0 ? "no bytes from the provider for " + std::to_string(out.idle_ms) +
+                                                    " ms (read_timeout_ms)"
+                                              : "attempt timed out";
+      return failed(errc::timeout, where + ": " + why + " during " + out.stage, true, true, health::failure);
+    }
     // The provider answered, then the connection broke: retry (unless tokens
     // were already forwarded; the caller checks) but do not blame availability.
     if (out.got_header && out.status / 100 == 2)

@@ -211,7 +211,7 @@ void engine::start_attempt(const std::shared_ptr<call_state>& c, bool counts) {
   http_request_spec spec;
   spec.target = target_;
   spec.body = build_request_body(kind_, c->req);
-  spec.read_timeout = std::chrono::milliseconds(std::max<std::int64_t>(cfg_.read_timeout_ms, 0));
+  spec.read_timeout = std::chrono::milliseconds(cfg_.read_timeout_ms);  // 0 (off) or more: the config says so
   auto deadline = c->deadline;
   if (cfg_.timeout_ms > 0) deadline = std::min(deadline, steady::now() + std::chrono::milliseconds(cfg_.timeout_ms));
   http_channel::chunk_fn on_chunk;
