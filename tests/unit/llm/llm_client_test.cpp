@@ -112,6 +112,15 @@ class llm_client_test : public ::testing::Test {
     client_ = make_llm_pool(m, threads);
   }
 
+  /// An openai provider "oa" with a 30 s attempt deadline, `read_timeout_ms` and two attempts.
+  void client_with_read_timeout(std::int64_t read_timeout_ms) {
+    auto p = provider(config::provider_kind::openai);
+    p.timeout_ms = 30000;
+    p.read_timeout_ms = read_timeout_ms;
+    p.retry = {2, 1, 5};
+    make_client({p});
+  }
+
   static base::llm_request request(const std::string& provider, bool stream, std::string text = "hello there") {
     base::llm_request r;
     r.provider = provider;
@@ -281,11 +290,7 @@ TEST_F(llm_client_test, a_stream_that_stalls_after_its_first_tokens_times_out_mi
 TEST_F(llm_client_test, a_stream_silent_longer_than_its_read_timeout_fails_long_before_the_deadline) {
   // The header and the first event (the role, no text yet) come at once, then
   // nothing for 3 s: each attempt ends 300 ms into the silence, mid-body.
-  auto p = provider(config::provider_kind::openai);
-  p.timeout_ms = 30000;
-  p.read_timeout_ms = 300;
-  p.retry = {2, 1, 5};
-  make_client({p});
+  client_with_read_timeout(300);
   fake_.set_token_delay_ms(3000);
   auto o = run(request("oa", true, "one two three"));
   ASSERT_FALSE(o.result);
@@ -312,11 +317,7 @@ TEST_F(llm_client_test, a_steady_stream_may_outlast_its_read_timeout) {
 }
 
 TEST_F(llm_client_test, a_provider_that_never_starts_answering_hits_the_read_timeout_and_is_retried) {
-  auto p = provider(config::provider_kind::openai);
-  p.timeout_ms = 30000;
-  p.read_timeout_ms = 150;
-  p.retry = {2, 1, 5};
-  make_client({p});
+  client_with_read_timeout(150);
   fake_.set_hang(true);
   auto o = run(request("oa", false));
   ASSERT_FALSE(o.result);
