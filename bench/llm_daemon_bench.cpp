@@ -27,6 +27,8 @@
 //                    [--inflight 256,1000] [--kinds openai,anthropic] [--steps 1,8]
 //                    [--seconds 8] [--stream] [--clients 16] [--fake-threads 1]
 //                    [--runtime-threads N]  (the daemon's CAF workers; default: its own, 2)
+//                    [--on-resume CMD]  (run by `sh -c` in the background at each resume,
+//                                        with TROUPE_PID set: e.g. a profiler of the timed run)
 #include <dirent.h>
 #include <signal.h>
 #include <unistd.h>
@@ -82,6 +84,7 @@ struct options {
   int clients = 16;
   int fake_threads = 1;
   int runtime_threads = 0;  ///< 0: the daemon's default
+  std::string on_resume;    ///< shell command started at each resume (profiling)
 };
 
 /// Splits "a,b,c".
@@ -292,6 +295,10 @@ case_cpu run_case(const options& o, const std::string& kind, int inflight, int s
   auto fake_cpu0 = proc_cpu_seconds(fake.pid());
   auto t0 = clock_type::now();
   control_op(*port, "resume");
+  if (!o.on_resume.empty()) {
+    ::setenv("TROUPE_PID", std::to_string(d.pid()).c_str(), 1);
+    if (std::system(("(" + o.on_resume + ") &").c_str()) != 0) die("--on-resume: cannot start " + o.on_resume);
+  }
   auto r = wait_finished(probe, *port, static_cast<double>(warm + accepted), t0);
   auto cpu = proc_cpu_seconds(d.pid()) - cpu0;
   auto fake_cpu = proc_cpu_seconds(fake.pid()) - fake_cpu0;
@@ -378,10 +385,11 @@ int main(int argc, char** argv) {
     else if (a == "--clients") o.clients = std::stoi(next());
     else if (a == "--fake-threads") o.fake_threads = std::stoi(next());
     else if (a == "--runtime-threads") o.runtime_threads = std::stoi(next());
+    else if (a == "--on-resume") o.on_resume = next();
     else
       die("unknown argument '" + a +
           "' (use --troupe PATH --fake-llm PATH --latency-ms N --inflight N,N --kinds openai,anthropic --steps 1,8 "
-          "--seconds S --stream --clients C --fake-threads N --runtime-threads N)");
+          "--seconds S --stream --clients C --fake-threads N --runtime-threads N --on-resume CMD)");
   }
   if (o.latency_ms <= 0) die("--latency-ms must be positive");
   for (int s : o.steps)
