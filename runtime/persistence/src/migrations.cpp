@@ -7,6 +7,60 @@
 namespace troupe::persistence::detail {
 namespace {
 
+// Version 5: cheaper appends and terminal snapshots on SQLite.
+//
+// - The pruning index's `state IN ('succeeded','failed','cancelled')` made
+//   SQLite build a temporary table of the three states each time it evaluated
+//   the predicate: on every snapshot upsert, twice (old and new row). The same
+//   predicate written as comparisons costs three string compares. The pruning
+//   query spells it the same way, so the planner still uses the index.
+// - costs and audit lose AUTOINCREMENT, which read and rewrote sqlite_sequence
+//   on every insert. Their rows are never deleted, so an INTEGER PRIMARY KEY's
+//   max(id) + 1 gives the same ids in the same order. SQLite cannot drop the
+//   keyword in place: each table is copied into a new one (ids kept), once.
+// PostgreSQL evaluates IN lists and BIGSERIAL without either cost: nothing to do.
+constexpr const char* v5_sqlite_sql = R"sql(
+DROP INDEX tasks_terminal;
+CREATE INDEX tasks_terminal ON tasks (created_ms)
+  WHERE state = 'succeeded' OR state = 'failed' OR state = 'cancelled';
+CREATE TABLE costs_v5 (
+  id INTEGER PRIMARY KEY,
+  task_id TEXT NOT NULL,
+  step_id TEXT NOT NULL,
+  agent TEXT NOT NULL,
+  team TEXT NOT NULL,
+  provider TEXT NOT NULL,
+  model TEXT NOT NULL,
+  outcome TEXT NOT NULL,
+  tokens_in INTEGER NOT NULL,
+  tokens_out INTEGER NOT NULL,
+  latency_ms INTEGER NOT NULL,
+  ts_ms INTEGER NOT NULL,
+  usd REAL NOT NULL
+);
+INSERT INTO costs_v5 (id, task_id, step_id, agent, team, provider, model, outcome, tokens_in,
+                      tokens_out, latency_ms, ts_ms, usd)
+  SELECT id, task_id, step_id, agent, team, provider, model, outcome, tokens_in, tokens_out,
+         latency_ms, ts_ms, usd FROM costs;
+DROP TABLE costs;
+ALTER TABLE costs_v5 RENAME TO costs;
+CREATE INDEX costs_task ON costs (task_id);
+CREATE TABLE audit_v5 (
+  id INTEGER PRIMARY KEY,
+  ts_ms INTEGER NOT NULL,
+  principal TEXT NOT NULL,
+  action TEXT NOT NULL,
+  target TEXT NOT NULL,
+  detail TEXT NOT NULL,
+  outcome TEXT NOT NULL DEFAULT ''
+);
+INSERT INTO audit_v5 (id, ts_ms, principal, action, target, detail, outcome)
+  SELECT id, ts_ms, principal, action, target, detail, outcome FROM audit;
+DROP TABLE audit;
+ALTER TABLE audit_v5 RENAME TO audit;
+)sql";
+constexpr const char* v5_postgres_sql = "SELECT 1";
+
 // Version 4: commit marks.
 //
 // A PostgreSQL commit whose connection drops before its answer arrives may or
@@ -81,7 +135,7 @@ ALTER TABLE audit ADD COLUMN outcome TEXT NOT NULL DEFAULT '';
 //   only the small key goes into the index, about twice as fast for journal
 //   appends spread over many tasks as WITHOUT ROWID (measured).
 // - audit: the autoincrement id keeps insertion order for "newest first".
-constexpr std::array<migration, 4> all_migrations{{
+constexpr std::array<migration, 5> all_migrations{{
     {1, "initial schema",
      R"sql(
 CREATE TABLE tasks (
@@ -218,6 +272,8 @@ CREATE INDEX decisions_task ON decisions (task_id);
     {2, "entity_state table, audit outcome", v2_sql, v2_sql},
     {3, "pruning index on created_ms of terminal tasks", v3_sqlite_sql, v3_postgres_sql},
     {4, "commit marks", v4_sql, v4_sql},
+    {5, "no temporary table per snapshot, no sqlite_sequence per append (SQLite)", v5_sqlite_sql,
+     v5_postgres_sql},
 }};
 
 static_assert(all_migrations.back().version == base::store_schema_version,

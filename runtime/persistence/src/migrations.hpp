@@ -24,6 +24,10 @@ std::span<const migration> migrations() noexcept;
 
 /// Terminal task states, as a SQL list for IN (...) clauses.
 inline constexpr const char* terminal_states_sql = "('succeeded','failed','cancelled')";
+/// The same test as comparisons: the predicate of SQLite's pruning index since
+/// schema version 5, which a query must repeat for the planner to use the index.
+inline constexpr const char* sqlite_terminal_sql =
+    "(state = 'succeeded' OR state = 'failed' OR state = 'cancelled')";
 
 /// The message both stores give when the database is newer than this build.
 std::string newer_schema_message(int database_version);

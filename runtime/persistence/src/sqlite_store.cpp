@@ -245,7 +245,7 @@ class sqlite_store final : public base::snapshot_store {
       sqlite_db::transaction tx{db_};
       std::vector<std::string> victims;
       sqlite3_stmt* s =
-          db_.stmt(std::string("SELECT id FROM tasks WHERE state IN ") + terminal_states_sql +
+          db_.stmt(std::string("SELECT id FROM tasks WHERE ") + sqlite_terminal_sql +
                    " AND updated_ms < ?1 ORDER BY created_ms LIMIT ?2");
       db_.bind_all(s, before_ms, clamp_limit(limit));
       while (db_.step_row(s)) victims.push_back(sqlite_db::text(s, 0));

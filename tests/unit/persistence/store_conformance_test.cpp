@@ -368,6 +368,9 @@ TEST_P(store_conformance, migrate_upgrades_a_version_1_database_and_keeps_its_ro
       "('done', 'newsroom', '', 5, 'succeeded', '{}', 0, 1, 1)");
   backend_->exec("INSERT INTO audit (ts_ms, principal, action, target, detail) "
                  "VALUES (1, 'ops', 'cancel', 'old', '{}')");
+  backend_->exec("INSERT INTO costs (id, task_id, step_id, agent, team, provider, model, outcome, "
+                 "tokens_in, tokens_out, latency_ms, ts_ms, usd) "
+                 "VALUES (7, 'old', 's', 'writer', 'newsroom', 'p', 'm', 'ok', 1, 2, 3, 4, 0.5)");
   backend_->exec("INSERT INTO entities (kind, name, state) VALUES ('team', 'newsroom', "
                  "'{\"v\":1}'), ('agent', 'writer', '{\"v\":2}')");
   store_ = open();
@@ -403,7 +406,18 @@ TEST_P(store_conformance, migrate_upgrades_a_version_1_database_and_keeps_its_ro
   base::write_batch b;
   b.entities.push_back({"newsroom", "", true, false, 2.5, "{}", 3});
   b.audit.push_back({2, "ops", "pause", "newsroom", "{}", "ok"});
+  b.costs.push_back({"old", "s", "writer", "newsroom", "p", "m", "ok", 5, 6, 7, 8, 0.25});
   commit_ok(b);
+  // v5 (SQLite: costs and audit copied into tables without AUTOINCREMENT): the old
+  // rows keep their ids and new ones follow them.
+  EXPECT_EQ(count("SELECT count(*) FROM costs WHERE id = 7 AND task_id = 'old' AND usd = 0.5"), 1);
+  EXPECT_EQ(count("SELECT count(*) FROM costs"), 2);
+  // (PostgreSQL's BIGSERIAL does not see an explicit id: its next id stays 1 there.)
+  if (GetParam() == "sqlite") {
+    EXPECT_EQ(count("SELECT max(id) FROM costs"), 8);
+  }
+  EXPECT_EQ(count("SELECT max(id) FROM audit"), 2);
+  EXPECT_EQ(count(indexes + "'costs_task'"), 1);
   EXPECT_TRUE(store_->load_entities("newsroom").value().at(0).paused);
   EXPECT_EQ(store_->load_audit(1).value().at(0).outcome, "ok");
   EXPECT_EQ(count("SELECT count(*) FROM schema_version"), 1);

@@ -25,7 +25,7 @@ namespace troupe::base {
 /// team and per agent of a team), audit outcome column; 3: pruning index on
 /// (created_ms) of terminal tasks instead of (state, updated_ms); 4: commit_marks,
 /// which tells whether a commit whose outcome was lost landed after all.
-inline constexpr int store_schema_version = 4;
+inline constexpr int store_schema_version = 5;
 
 /// How many commit marks a store keeps (a ring: commit id modulo this count picks
 /// the slot). Only the last few commits are ever asked about.
