@@ -84,6 +84,7 @@ void team_state::init(self_ptr self, team_spec s) {
         pending_decisions[d.id] = pending_decision{id, d, std::move(default_option)};
       }
     if (e.t.state == task_state::queued) ++queued;
+    tally(e.t.state, 1);
     tasks.emplace(id, std::move(e));
     to_start.push_back(id);
   }
@@ -205,6 +206,7 @@ void team_state::accept(self_ptr self, agents::task t, std::shared_ptr<const age
   e.wf = std::move(wfp);
   e.order = next_order++;
   auto& entry = tasks.emplace(id, std::move(e)).first->second;
+  tally(entry.t.state, 1);
   ++queued;
   spec.stats->queued.store(queued, std::memory_order_relaxed);
   emit_task(entry, "queued");
@@ -267,7 +269,9 @@ void team_state::finish(self_ptr self, task_entry& e, task_state state, std::opt
     --queued;
     spec.stats->queued.store(queued, std::memory_order_relaxed);
   }
+  tally(e.t.state, -1);
   e.t.state = state;
+  tally(state, 1);
   e.t.error = std::move(err);
   for (auto& s : e.t.steps)
     if (s.state == agents::step_state::running) s.state = agents::step_state::failed;
@@ -322,6 +326,7 @@ void team_state::ended(self_ptr self, task_entry& e) {
     auto o = tasks.find(old);
     if (o == tasks.end()) continue;
     if (!o->second.t.idempotency_key.empty()) idempotency.erase(o->second.t.idempotency_key);
+    tally(o->second.t.state, -1);
     tasks.erase(o);
   }
   check_drained();

@@ -66,7 +66,11 @@ void team_state::on_decided(self_ptr self, const std::string& decision_id, const
   }
   pending_decisions.erase(p);
   auto& e = t->second;
-  if (e.t.state == task_state::waiting_decision) e.t.state = task_state::running;
+  if (e.t.state == task_state::waiting_decision) {
+    tally(task_state::waiting_decision, -1);
+    e.t.state = task_state::running;
+    tally(task_state::running, 1);
+  }
   // The task actor records the choice, commits it, answers the operator and moves on.
   self->send(e.run->actor, decided_atom::value, decision_id, option, who, comment, std::move(reply));
 }
@@ -80,7 +84,9 @@ void team_state::on_decision_pending(self_ptr self, const std::string& task_id, 
                                      std::string default_option) {
   auto t = tasks.find(task_id);
   if (t == tasks.end() || agents::is_terminal(t->second.t.state)) return;
+  tally(t->second.t.state, -1);
   t->second.t.state = task_state::waiting_decision;
+  tally(task_state::waiting_decision, 1);
   auto did = rec.id;
   // Announced from here, not by the task actor: a client that decides as soon as it
   // sees the event must find the decision (a decide travels with high priority and

@@ -111,6 +111,8 @@ struct team_state {
   std::uint64_t next_call = 1;
   std::uint64_t next_order = 1;
   std::int64_t queued = 0;
+  std::int64_t running_tasks = 0;  ///< entries in state running: `status` counts without a scan
+  std::int64_t waiting_tasks = 0;  ///< entries in state waiting_decision
   int submits_in_flight = 0;  ///< submits whose commit is under way (a drain waits for their answers)
   double spent_usd = 0;
   bool failed = false;
@@ -134,6 +136,10 @@ struct team_state {
   /// A queued task whose dependencies succeeded: its first step goes into the queue (the
   /// task actor is spawned when an agent takes it), or its actor starts at once.
   void launch(self_ptr self, task_entry& e);
+  /// Adds `delta` to the count of state `s` that `status` reports (running,
+  /// waiting_decision; other states are not counted here). Every change of an
+  /// entry's state, and every entry added or removed, goes through it.
+  void tally(agents::task_state s, int delta);
   void enqueue(self_ptr self, task_entry& e, std::size_t step, int attempt);
   // task actors (team_tasks.cpp)
   void refresh_task_env(self_ptr self);

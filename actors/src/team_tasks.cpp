@@ -31,6 +31,7 @@ void team_state::spawn_task(self_ptr self, task_entry& e, std::string restarted_
     --queued;
     spec.stats->queued.store(queued, std::memory_order_relaxed);
     e.t.state = task_state::running;
+    tally(task_state::running, 1);
   }
   if (!e.run) e.run = std::make_unique<running_task>();
   e.run->box = std::make_shared<task_crash_box>();
@@ -57,7 +58,9 @@ void team_state::on_task_ended(self_ptr self, agents::task t, bool wait) {
   }
   if (agents::is_terminal(e.t.state)) return;  // already ended by the team (parked and cancelled)
   auto cost = e.t.cost;  // the team's count includes calls the task actor never saw (abandoned)
+  tally(e.t.state, -1);
   e.t = std::move(t);
+  tally(e.t.state, 1);
   if (cost.calls > e.t.cost.calls) e.t.cost = cost;
   ended(self, e);
 }
@@ -83,7 +86,9 @@ void team_state::on_task_crashed(self_ptr self, const std::string& id, caf::acto
     std::lock_guard guard{e.run->box->mutex};
     if (e.run->box->task) {
       auto cost = e.t.cost;
+      tally(e.t.state, -1);
       e.t = std::move(*e.run->box->task);
+      tally(e.t.state, 1);
       if (cost.calls > e.t.cost.calls) e.t.cost = cost;
     }
   }

@@ -4,8 +4,10 @@
 #include <filesystem>
 #include <mutex>
 #include <fstream>
+#include <functional>
 #include <future>
 #include <sstream>
+#include <thread>
 
 #include <unistd.h>
 
@@ -446,6 +448,54 @@ json team_status(running& r) {
     for (const auto& t : (*teams)["teams"])
       if (t["name"] == "t") return t;
   return json{};
+}
+
+/// Polls the team's status until `pred` holds (20 s at most); returns the last one.
+json wait_team_status(running& r, const std::function<bool(const json&)>& pred) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  auto st = team_status(r);
+  while (!pred(st) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    st = team_status(r);
+  }
+  return st;
+}
+
+/// running / waiting_decision / queued as the team reports them.
+std::string counts(const json& st) {
+  return std::to_string(st.value("running", -1)) + "/" + std::to_string(st.value("waiting_decision", -1)) + "/" +
+         std::to_string(st.value("queued", -1));
+}
+
+// The team keeps these counts as states change instead of scanning every task it
+// holds per status (debug builds also check them against a scan).
+TEST(runtime, team_status_counts_running_and_waiting_tasks_through_each_change) {
+  json wf = json::array({
+      {{"id", "draft"}, {"agent", "a1"}, {"prompt", "{{input}}"}},
+      {{"id", "signoff"}, {"decision", {{"by", "human"}, {"options", {"ship", "hold"}}, {"default", "hold"}}}},
+  });
+  // The first call hangs for a minute; every later call answers at once. The agent
+  // runs two calls at a time, so the others go past the hanging one.
+  json replies = json::array({{{"times", 1}, {"latency_ms", 60000}, {"text", "slow"}}, {{"text", "fast"}}});
+  running r{base_config(replies, wf, 1, 2)};
+  EXPECT_EQ(counts(team_status(r)), "0/0/0");
+  auto a = r.submit({{"team", "t"}, {"input", "a"}});
+  r.log.wait_event("task.update", [&](const json& d) { return d["task"] == a && d["what"] == "step_started"; });
+  EXPECT_EQ(counts(wait_team_status(r, [](const json& st) { return st["running"] == 1; })), "1/0/0");
+  auto b = r.submit({{"team", "t"}, {"input", "b"}});
+  auto c = r.submit({{"team", "t"}, {"input", "c"}});
+  auto pb = r.log.wait_event("decision.pending", [&](const json& d) { return d["task"] == b; });
+  r.log.wait_event("decision.pending", [&](const json& d) { return d["task"] == c; });
+  EXPECT_EQ(counts(wait_team_status(r, [](const json& st) { return st["waiting_decision"] == 2; })), "1/2/0");
+  ASSERT_TRUE(call(r.rt, "decide", {{"decision_id", pb["id"]}, {"option", "ship"}}));
+  EXPECT_EQ(r.log.wait_terminal(b)["state"], "succeeded");
+  EXPECT_EQ(counts(wait_team_status(r, [](const json& st) { return st["waiting_decision"] == 1; })), "1/1/0");
+  ASSERT_TRUE(call(r.rt, "cancel", {{"id", c}}));
+  EXPECT_EQ(r.log.wait_terminal(c)["state"], "cancelled");
+  EXPECT_EQ(counts(wait_team_status(r, [](const json& st) { return st["waiting_decision"] == 0; })), "1/0/0");
+  ASSERT_TRUE(call(r.rt, "cancel", {{"id", a}}));
+  EXPECT_EQ(r.log.wait_terminal(a)["state"], "cancelled");
+  EXPECT_EQ(counts(wait_team_status(r, [](const json& st) { return st["running"] == 0; })), "0/0/0");
 }
 
 json agent_status(const json& team, const std::string& agent) {
