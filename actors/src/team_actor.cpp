@@ -336,8 +336,17 @@ void team_state::cancel_calls(const std::string& id) {
   std::vector<std::size_t> notify;
   for (const auto& [cid, c] : calls)
     if (c.task_id == id) notify.push_back(c.agent);
+  // Twice: the high-priority cancel reaches calls the agent runs at once, past any
+  // backlog; but it also overtakes a work order of this task still in the agent's
+  // mailbox, which would then start a call for a task that already ended (paid for,
+  // and holding the agent's slot for the whole call). The normal-priority one comes
+  // after that work order (one sender's messages of one priority stay in order) and
+  // abandons its call. Either finds nothing to cancel when the other did.
   for (auto a : notify)
-    if (agents[a].handle) caf::anon_send<caf::message_priority::high>(agents[a].handle, cancel_atom::value, id);
+    if (agents[a].handle) {
+      caf::anon_send<caf::message_priority::high>(agents[a].handle, cancel_atom::value, id);
+      caf::anon_send(agents[a].handle, cancel_atom::value, id);
+    }
 }
 
 void team_state::cancel(self_ptr self, const std::string& id, reply_fn reply) {

@@ -32,14 +32,11 @@ agent_spec scripted_agent() {
   return a;
 }
 
-TEST(team_actor, a_cancel_overtakes_ten_thousand_queued_submissions) {
-  testing_config cfg;
-  caf::actor_system sys{cfg};
-  auto& sched = dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler());
+/// Team "t": agent a1 (above) runs its one-step workflow; events go to a bus.
+team_spec one_step_team() {
   team_spec spec;
   spec.team.name = "t";
   spec.team.agents = {"a1"};
-  spec.team.max_queued = 100000;
   config::step only;
   only.id = "only";
   only.agent = "a1";
@@ -48,6 +45,15 @@ TEST(team_actor, a_cancel_overtakes_ten_thousand_queued_submissions) {
   spec.bus = std::make_shared<agents::event_bus>();
   spec.task_ids = std::make_shared<base::id_generator>("t");
   spec.stats = std::make_shared<team_stats>();
+  return spec;
+}
+
+TEST(team_actor, a_cancel_overtakes_ten_thousand_queued_submissions) {
+  testing_config cfg;
+  caf::actor_system sys{cfg};
+  auto& sched = dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler());
+  auto spec = one_step_team();
+  spec.team.max_queued = 100000;
   auto team = spawn_team(sys, spec);
   sched.run();
 
@@ -99,6 +105,67 @@ TEST(team_actor, a_cancel_overtakes_ten_thousand_queued_submissions) {
   EXPECT_LT(answered_before_cancel, 100u) << "the cancel waited behind queued work";
   sched.run();
   EXPECT_EQ(submits_answered, 10000u);
+  caf::anon_send_exit(team, caf::exit_reason::user_shutdown);
+  sched.run();
+}
+
+// A cancel overtakes the work order of the task's call still in the agent's mailbox:
+// the call must not run on for a task that already ended, holding the agent's only slot.
+TEST(team_actor, a_cancel_that_overtakes_its_tasks_work_order_still_abandons_the_call) {
+  testing_config cfg;
+  caf::actor_system sys{cfg};
+  auto& sched = dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler());
+  auto spec = one_step_team();
+  std::vector<std::string> started;  // task ids, in the order their steps started
+  auto token = spec.bus->subscribe([&](const agents::event_ptr& ev) {
+    if (ev->data.value("what", "") == "step_started") started.push_back(ev->task);
+  });
+  auto team = spawn_team(sys, spec);
+  sched.run();
+  // Everything runs except the agent, whose mailbox keeps what it was sent.
+  auto run_all_but_the_agent = [&] {
+    while (sched.run_jobs_filtered([](caf::resumable* job) {
+      auto* actor = dynamic_cast<caf::local_actor*>(job);
+      return actor == nullptr || std::string(actor->name()) != "troupe.agent";
+    }) > 0) {
+    }
+  };
+  auto submit = [&](const std::string& input) {
+    std::string id;
+    agents::task_spec ts;
+    ts.team = "t";
+    ts.input = input;
+    caf::anon_send(team, submit_atom::value, ts, reply_fn([&](base::result<nlohmann::json> r) {
+                     ASSERT_TRUE(r) << r.error().message;
+                     id = (*r)["id"];
+                   }));
+    run_all_but_the_agent();
+    return id;
+  };
+  // The checks run in a body of their own: however it returns, the team is stopped
+  // after it (an actor system waits for its actors when it goes).
+  [&] {
+    auto victim = submit("first");
+    ASSERT_FALSE(victim.empty());
+    ASSERT_EQ(started, std::vector<std::string>{victim});  // assigned: the work order waits in the agent's mailbox
+    std::string final_state;
+    caf::anon_send<caf::message_priority::high>(team, cancel_atom::value, victim,
+                                                reply_fn([&](base::result<nlohmann::json> r) {
+                                                  ASSERT_TRUE(r) << r.error().message;
+                                                  final_state = (*r)["state"];
+                                                }));
+    run_all_but_the_agent();
+    EXPECT_EQ(final_state, "cancelled");
+    auto next = submit("second");  // queued: the agent's only slot is still taken
+    ASSERT_FALSE(next.empty());
+    ASSERT_EQ(started.size(), 1u);
+    // The agent now reads its mailbox: the high-priority cancel first (no call yet), then
+    // the work order, then what must abandon the call it started. Virtual time stands
+    // still, so no call can have ended by itself.
+    sched.run();
+    ASSERT_EQ(started.size(), 2u) << "the cancelled task's call kept the agent's slot";
+    EXPECT_EQ(started[1], next);
+  }();
   caf::anon_send_exit(team, caf::exit_reason::user_shutdown);
   sched.run();
 }
