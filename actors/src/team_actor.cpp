@@ -336,17 +336,21 @@ void team_state::cancel_calls(const std::string& id) {
   std::vector<std::size_t> notify;
   for (const auto& [cid, c] : calls)
     if (c.task_id == id) notify.push_back(c.agent);
+  for (auto a : notify) cancel_on_agent(a, id);
+}
+
+void team_state::cancel_on_agent(std::size_t agent, const std::string& task_id) {
+  const auto& handle = agents[agent].handle;
+  if (!handle) return;
   // Twice: the high-priority cancel reaches calls the agent runs at once, past any
   // backlog; but it also overtakes a work order of this task still in the agent's
-  // mailbox, which would then start a call for a task that already ended (paid for,
-  // and holding the agent's slot for the whole call). The normal-priority one comes
-  // after that work order (one sender's messages of one priority stay in order) and
-  // abandons its call. Either finds nothing to cancel when the other did.
-  for (auto a : notify)
-    if (agents[a].handle) {
-      caf::anon_send<caf::message_priority::high>(agents[a].handle, cancel_atom::value, id);
-      caf::anon_send(agents[a].handle, cancel_atom::value, id);
-    }
+  // mailbox, which would then start a call nobody waits for any more (paid for, and
+  // holding the agent's slot for the whole call). The normal-priority one comes after
+  // that work order (one sender's messages of one priority stay in order) and abandons
+  // its call. Either finds nothing to cancel when the other did. Any later work order of
+  // the task comes after both.
+  caf::anon_send<caf::message_priority::high>(handle, cancel_atom::value, task_id);
+  caf::anon_send(handle, cancel_atom::value, task_id);
 }
 
 void team_state::cancel(self_ptr self, const std::string& id, reply_fn reply) {

@@ -155,6 +155,9 @@ struct team_state {
   void list_tasks(self_ptr self, const list_filter& f, reply_fn reply);
   /// Sends cancel (high priority) to the agents running calls of task `id`.
   void cancel_calls(const std::string& id);
+  /// Makes agent `agent` abandon its calls of task `task_id`, started or still to start
+  /// from a work order in its mailbox.
+  void cancel_on_agent(std::size_t agent, const std::string& task_id);
   /// Common end of every task: counters, dependents, decisions, eviction.
   void ended(self_ptr self, task_entry& e);
   void pump_selector(self_ptr self, const std::string& selector);

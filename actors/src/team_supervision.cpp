@@ -114,7 +114,7 @@ void team_state::requeue_in_flight(self_ptr self, std::size_t i) {
   auto& a = agents[i];
   auto aborted = take_calls_of(i);
   for (const auto& [call_id, c] : aborted) {
-    if (a.handle) caf::anon_send<caf::message_priority::high>(a.handle, cancel_atom::value, c.task_id);
+    cancel_on_agent(i, c.task_id);
     auto it = tasks.find(c.task_id);
     if (it == tasks.end()) continue;
     auto& e = it->second;
