@@ -57,54 +57,56 @@ TEST(team_actor, a_cancel_overtakes_ten_thousand_queued_submissions) {
   auto team = spawn_team(sys, spec);
   sched.run();
 
-  // A first task is accepted and its call is in flight.
-  std::string victim;
-  agents::task_spec first;
-  first.team = "t";
-  first.input = "first";
-  caf::anon_send(team, submit_atom::value, first, reply_fn([&](base::result<nlohmann::json> r) {
-                   ASSERT_TRUE(r);
-                   victim = (*r)["id"];
-                 }));
-  sched.run();
-  ASSERT_FALSE(victim.empty());
+  [&] {  // checks apart: however they end, the team is stopped below
+    // A first task is accepted and its call is in flight.
+    std::string victim;
+    agents::task_spec first;
+    first.team = "t";
+    first.input = "first";
+    caf::anon_send(team, submit_atom::value, first, reply_fn([&](base::result<nlohmann::json> r) {
+                     ASSERT_TRUE(r);
+                     victim = (*r)["id"];
+                   }));
+    sched.run();
+    ASSERT_FALSE(victim.empty());
 
-  // 10,000 submissions queue up in the team's mailbox, then one cancel behind them.
-  std::size_t submits_answered = 0;
-  std::size_t answered_before_cancel = 0;
-  bool cancelled = false;
-  for (int i = 0; i < 10000; ++i) {
-    agents::task_spec ts;
-    ts.team = "t";
-    ts.input = "x";
-    caf::anon_send(team, submit_atom::value, ts, reply_fn([&](base::result<nlohmann::json>) { ++submits_answered; }));
-  }
-  // The team takes the cancel (it aborts the call and tells the task actor, both with high
-  // priority) and says so with a `cancelling` event; the task actor answers after it ended
-  // the task. The coordinator runs a mailbox dry per turn, so the answer itself comes only
-  // after the team's turn: the event marks when the cancel took effect.
-  bool took_effect = false;
-  auto token = spec.bus->subscribe([&](const agents::event_ptr& ev) {
-    if (ev->task == victim && ev->data.value("what", "") == "cancelling" && !took_effect) {
-      took_effect = true;
-      answered_before_cancel = submits_answered;
+    // 10,000 submissions queue up in the team's mailbox, then one cancel behind them.
+    std::size_t submits_answered = 0;
+    std::size_t answered_before_cancel = 0;
+    bool cancelled = false;
+    for (int i = 0; i < 10000; ++i) {
+      agents::task_spec ts;
+      ts.team = "t";
+      ts.input = "x";
+      caf::anon_send(team, submit_atom::value, ts, reply_fn([&](base::result<nlohmann::json>) { ++submits_answered; }));
     }
-  });
-  std::string final_state;
-  caf::anon_send<caf::message_priority::high>(team, cancel_atom::value, victim,
-                                              reply_fn([&](base::result<nlohmann::json> r) {
-                                                EXPECT_TRUE(r) << r.error().message;
-                                                cancelled = true;
-                                                if (r) final_state = (*r)["state"];
-                                              }));
-  while (!cancelled && sched.try_run_once()) {
-  }
-  ASSERT_TRUE(cancelled);
-  ASSERT_TRUE(took_effect);
-  EXPECT_EQ(final_state, "cancelled");
-  EXPECT_LT(answered_before_cancel, 100u) << "the cancel waited behind queued work";
-  sched.run();
-  EXPECT_EQ(submits_answered, 10000u);
+    // The team takes the cancel (it aborts the call and tells the task actor, both with high
+    // priority) and says so with a `cancelling` event; the task actor answers after it ended
+    // the task. The coordinator runs a mailbox dry per turn, so the answer itself comes only
+    // after the team's turn: the event marks when the cancel took effect.
+    bool took_effect = false;
+    auto token = spec.bus->subscribe([&](const agents::event_ptr& ev) {
+      if (ev->task == victim && ev->data.value("what", "") == "cancelling" && !took_effect) {
+        took_effect = true;
+        answered_before_cancel = submits_answered;
+      }
+    });
+    std::string final_state;
+    caf::anon_send<caf::message_priority::high>(team, cancel_atom::value, victim,
+                                                reply_fn([&](base::result<nlohmann::json> r) {
+                                                  EXPECT_TRUE(r) << r.error().message;
+                                                  cancelled = true;
+                                                  if (r) final_state = (*r)["state"];
+                                                }));
+    while (!cancelled && sched.try_run_once()) {
+    }
+    ASSERT_TRUE(cancelled);
+    ASSERT_TRUE(took_effect);
+    EXPECT_EQ(final_state, "cancelled");
+    EXPECT_LT(answered_before_cancel, 100u) << "the cancel waited behind queued work";
+    sched.run();
+    EXPECT_EQ(submits_answered, 10000u);
+  }();
   caf::anon_send_exit(team, caf::exit_reason::user_shutdown);
   sched.run();
 }
