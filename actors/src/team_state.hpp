@@ -153,7 +153,7 @@ struct team_state {
   /// Answers a query about one task: from its actor while it runs, else from the team.
   void answer_task(self_ptr self, const task_entry& e, reply_fn reply, bool existing = false);
   void list_tasks(self_ptr self, const list_filter& f, reply_fn reply);
-  /// Sends cancel (high priority) to the agents running calls of task `id`.
+  /// Makes the agents running calls of task `id` abandon them (cancel_on_agent).
   void cancel_calls(const std::string& id);
   /// Makes agent `agent` abandon its calls of task `task_id`, started or still to start
   /// from a work order in its mailbox.

@@ -24,7 +24,8 @@ namespace troupe::base {
 /// 1: initial schema; 2: typed entity_state table (paused, failed, spent per
 /// team and per agent of a team), audit outcome column; 3: pruning index on
 /// (created_ms) of terminal tasks instead of (state, updated_ms); 4: commit_marks,
-/// which tells whether a commit whose outcome was lost landed after all.
+/// which tells whether a commit whose outcome was lost landed after all; 5 (SQLite
+/// only): that index's predicate as comparisons, costs and audit without AUTOINCREMENT.
 inline constexpr int store_schema_version = 5;
 
 /// How many commit marks a store keeps (a ring: commit id modulo this count picks
