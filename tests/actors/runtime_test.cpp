@@ -450,21 +450,22 @@ json team_status(running& r) {
   return json{};
 }
 
-/// Polls the team's status until `pred` holds (20 s at most); returns the last one.
-json wait_team_status(running& r, const std::function<bool(const json&)>& pred) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  auto st = team_status(r);
-  while (!pred(st) && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    st = team_status(r);
-  }
-  return st;
-}
-
 /// running / waiting_decision / queued as the team reports them.
 std::string counts(const json& st) {
   return std::to_string(st.value("running", -1)) + "/" + std::to_string(st.value("waiting_decision", -1)) + "/" +
          std::to_string(st.value("queued", -1));
+}
+
+/// Polls the team's status until its counts are `want` (20 s at most): a task's end
+/// reaches clients before its team. Returns the counts last seen.
+std::string wait_counts(running& r, const std::string& want) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  auto got = counts(team_status(r));
+  while (got != want && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    got = counts(team_status(r));
+  }
+  return got;
 }
 
 // The team keeps these counts as states change instead of scanning every task it
@@ -481,21 +482,21 @@ TEST(runtime, team_status_counts_running_and_waiting_tasks_through_each_change) 
   EXPECT_EQ(counts(team_status(r)), "0/0/0");
   auto a = r.submit({{"team", "t"}, {"input", "a"}});
   r.log.wait_event("task.update", [&](const json& d) { return d["task"] == a && d["what"] == "step_started"; });
-  EXPECT_EQ(counts(wait_team_status(r, [](const json& st) { return st["running"] == 1; })), "1/0/0");
+  EXPECT_EQ(wait_counts(r, "1/0/0"), "1/0/0");
   auto b = r.submit({{"team", "t"}, {"input", "b"}});
   auto c = r.submit({{"team", "t"}, {"input", "c"}});
   auto pb = r.log.wait_event("decision.pending", [&](const json& d) { return d["task"] == b; });
   r.log.wait_event("decision.pending", [&](const json& d) { return d["task"] == c; });
-  EXPECT_EQ(counts(wait_team_status(r, [](const json& st) { return st["waiting_decision"] == 2; })), "1/2/0");
+  EXPECT_EQ(wait_counts(r, "1/2/0"), "1/2/0");
   ASSERT_TRUE(call(r.rt, "decide", {{"decision_id", pb["id"]}, {"option", "ship"}}));
   EXPECT_EQ(r.log.wait_terminal(b)["state"], "succeeded");
-  EXPECT_EQ(counts(wait_team_status(r, [](const json& st) { return st["waiting_decision"] == 1; })), "1/1/0");
+  EXPECT_EQ(wait_counts(r, "1/1/0"), "1/1/0");
   ASSERT_TRUE(call(r.rt, "cancel", {{"id", c}}));
   EXPECT_EQ(r.log.wait_terminal(c)["state"], "cancelled");
-  EXPECT_EQ(counts(wait_team_status(r, [](const json& st) { return st["waiting_decision"] == 0; })), "1/0/0");
+  EXPECT_EQ(wait_counts(r, "1/0/0"), "1/0/0");
   ASSERT_TRUE(call(r.rt, "cancel", {{"id", a}}));
   EXPECT_EQ(r.log.wait_terminal(a)["state"], "cancelled");
-  EXPECT_EQ(counts(wait_team_status(r, [](const json& st) { return st["running"] == 0; })), "0/0/0");
+  EXPECT_EQ(wait_counts(r, "0/0/0"), "0/0/0");
 }
 
 json agent_status(const json& team, const std::string& agent) {
