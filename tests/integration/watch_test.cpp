@@ -201,8 +201,10 @@ TEST(watch, live_view_in_a_terminal_then_q_and_ctrl_c_restore_it) {
 
   screen = t.wait_screen(
       [&](const std::string& s) {
+        // The errors come last in a frame: waiting for the whole reason also waits out a
+        // capture taken while the frame was still being drawn.
         return has(s, "queue ops (3):  p9=1  p7=1  p2=1") && has(s, "DECISIONS PENDING (1)") &&
-               has(s, "task " + broken + " failed") && has(task_row(s, held), "work");
+               has(line_with(s, "task " + broken + " failed"), "the model refused") && has(task_row(s, held), "work");
       },
       60s);
   // Agents with their state and current task.
