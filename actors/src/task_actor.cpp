@@ -249,6 +249,12 @@ void on_report(task_self self, call_report& rep) {
     return;
   }
   auto& s = t.steps[rep.step];
+  if (rep.aborted) {
+    s.cost.add({rep.r.tokens_in, rep.r.tokens_out, rep.usd, 1});
+    t.cost.add({rep.r.tokens_in, rep.r.tokens_out, rep.usd, 1});
+    persist_task(self, *st.env, t, {}, {}, std::move(rep.costs), std::move(rep.spend), [] {});
+    return;
+  }
   if (agents::is_terminal(t.state) || s.state != step_state::running || s.attempts != rep.attempt) {
     if (!rep.costs.empty()) persist_task(self, *st.env, t, {}, {}, std::move(rep.costs), std::move(rep.spend), [] {});
     return;

@@ -99,6 +99,10 @@ struct team_state {
   std::unordered_map<std::string, task_entry> tasks;
   std::deque<std::string> terminal_order;
   std::unordered_map<std::uint64_t, call_info> calls;
+  /// Calls an operator's abort took from an agent that lives on (requeue_in_flight):
+  /// the agent reports each once it has cancelled it, and what it cost is booked then.
+  /// Those of an agent that stops are forgotten (no report comes).
+  std::unordered_map<std::uint64_t, call_info> aborted_calls;
   std::unordered_map<std::string, std::string> idempotency;   ///< key -> task id
   std::unordered_map<std::string, std::vector<std::string>> dependents;
   std::unordered_map<std::string, pending_decision> pending_decisions;  ///< by decision id
@@ -164,6 +168,11 @@ struct team_state {
   void pump_agent(self_ptr self, std::size_t agent);
   bool assign(self_ptr self, std::size_t agent, const queued_step& q);
   void on_step_done(self_ptr self, step_result r);
+  /// Books one call's cost: the team's and agent's spend, the counters, its cost row
+  /// and spend rows (in the report, with a store), the `llm.call` event.
+  call_report book_call(const call_info& info, const step_result& r, const std::string& step_id);
+  /// Commits the cost and spend rows of a report no task actor takes.
+  void write_costs(self_ptr self, call_report& rep);
   /// Ends a task: here while queued or parked, through its task actor while running.
   /// Here, the end is announced and `reply` (an operator's cancel of a task without a
   /// task actor; cancel() asks a running task's actor itself) answered once the

@@ -173,13 +173,8 @@ bool team_state::assign(self_ptr self, std::size_t i, const queued_step& q) {
   return true;
 }
 
-void team_state::on_step_done(self_ptr self, step_result r) {
-  auto c = calls.find(r.call_id);
-  if (c == calls.end()) return;  // abandoned (agent restarted, requeued, or timed out)
-  auto info = std::move(c->second);
-  calls.erase(c);
+call_report team_state::book_call(const call_info& info, const step_result& r, const std::string& step_id) {
   auto& a = agents[info.agent];
-  --a.in_flight;
   // Account the call whatever became of its task: cancelled work still cost money.
   const auto& model = *a.spec->model;
   double usd = (static_cast<double>(r.tokens_in) * model.usd_per_mtok_in +
@@ -199,8 +194,6 @@ void team_state::on_step_done(self_ptr self, step_result r) {
   rep.attempt = info.attempt;
   rep.usd = usd;
   rep.started_ms = info.started_ms;
-  auto it = tasks.find(info.task_id);
-  const std::string step_id = it != tasks.end() ? it->second.wf->nodes[info.step].id : std::string();
   if (spec.store) {
     base::cost_row row;
     row.task_id = info.task_id;
@@ -226,6 +219,49 @@ void team_state::on_step_done(self_ptr self, step_result r) {
                 {"cost_usd", usd}, {"outcome", r.ok ? "ok" : std::string(base::to_string(r.error.code))}};
     spec.bus->publish(ev);
   }
+  return rep;
+}
+
+void team_state::write_costs(self_ptr self, call_report& rep) {
+  if (rep.costs.empty()) return;
+  auto batch = std::make_shared<base::write_batch>();
+  batch->entities = std::move(rep.spend);
+  batch->costs = std::move(rep.costs);
+  self->request(spec.store, caf::infinite, write_atom::value, batch).then([](commit_reply&) {}, [](caf::error&) {});
+}
+
+void team_state::on_step_done(self_ptr self, step_result r) {
+  auto c = calls.find(r.call_id);
+  if (c == calls.end()) {
+    // The report of a call an operator's abort took from its agent: its step is already
+    // requeued, but what the call cost is booked like any other.
+    if (auto ab = aborted_calls.find(r.call_id); ab != aborted_calls.end()) {
+      auto info = std::move(ab->second);
+      aborted_calls.erase(ab);
+      auto it = tasks.find(info.task_id);
+      auto rep = book_call(info, r, it != tasks.end() ? it->second.wf->nodes[info.step].id : std::string());
+      rep.aborted = true;
+      if (it != tasks.end()) {
+        auto& e = it->second;
+        e.t.cost.add({r.tokens_in, r.tokens_out, rep.usd, 1});
+        if (e.run && e.run->actor) {
+          rep.r = std::move(r);
+          self->send(e.run->actor, step_done_atom::value, std::move(rep));
+          return;
+        }
+      }
+      write_costs(self, rep);
+    }
+    return;  // otherwise abandoned (agent restarted, or timed out)
+  }
+  auto info = std::move(c->second);
+  calls.erase(c);
+  auto& a = agents[info.agent];
+  --a.in_flight;
+  auto it = tasks.find(info.task_id);
+  const std::string step_id = it != tasks.end() ? it->second.wf->nodes[info.step].id : std::string();
+  auto rep = book_call(info, r, step_id);
+  const double usd = rep.usd;
   if (a.in_flight == 0) emit_agent(info.agent, a.paused ? "paused" : "idle");
   bool forwarded = false;
   if (it != tasks.end()) {
@@ -247,13 +283,8 @@ void team_state::on_step_done(self_ptr self, step_result r) {
       }
     }
   }
-  if (!forwarded && !rep.costs.empty()) {
-    // No task actor takes it (the task ended or is parked): its cost and the spend still commit.
-    auto batch = std::make_shared<base::write_batch>();
-    batch->entities = std::move(rep.spend);
-    batch->costs = std::move(rep.costs);
-    self->request(spec.store, caf::infinite, write_atom::value, batch).then([](commit_reply&) {}, [](caf::error&) {});
-  }
+  // No task actor takes it (the task ended or is parked): its cost and the spend still commit.
+  if (!forwarded) write_costs(self, rep);
   check_drained();
   pump_agent(self, info.agent);
 }

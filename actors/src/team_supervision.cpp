@@ -78,6 +78,7 @@ void team_state::init_supervisors(self_ptr self) {
 void team_state::agent_stopped(self_ptr self, std::size_t i, const supervision::stop_info& info) {
   auto& a = agents[i];
   a.handle = nullptr;
+  std::erase_if(aborted_calls, [i](const auto& kv) { return kv.second.agent == i; });
   if (!info.crashed) {
     // A sibling failed (one_for_all, rest_for_one) or the team gave up: this agent did
     // nothing wrong, so its steps go back to the queue without spending an attempt.
@@ -115,6 +116,7 @@ void team_state::requeue_in_flight(self_ptr self, std::size_t i) {
   auto aborted = take_calls_of(i);
   for (const auto& [call_id, c] : aborted) {
     cancel_on_agent(i, c.task_id);
+    if (a.handle) aborted_calls.emplace(call_id, c);  // it reports the call once cancelled
     auto it = tasks.find(c.task_id);
     if (it == tasks.end()) continue;
     auto& e = it->second;

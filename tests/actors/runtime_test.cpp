@@ -285,6 +285,10 @@ TEST(runtime, pause_with_abort_requeues_running_work_and_resume_finishes_it) {
   r.log.wait_event("task.update", [&](const json& d) { return d["task"] == id && d["what"] == "step_started"; });
   ASSERT_TRUE(call(r.rt, "pause", {{"agent", "a1"}, {"abort", true}}));
   r.log.wait_event("task.update", [&](const json& d) { return d["task"] == id && d["what"] == "step_requeued"; });
+  // The aborted call still cost its prompt: booked once the agent has cancelled it.
+  auto aborted = r.log.wait_event("llm.call", [&](const json& d) { return d["task"] == id; });
+  EXPECT_EQ(aborted["outcome"], "cancelled");
+  EXPECT_GT(aborted.value("cost_usd", 0.0), 0.0);
   auto teams = call(r.rt, "teams", json::object());
   ASSERT_TRUE(teams);
   EXPECT_TRUE((*teams)["teams"][0]["agents"][0]["in_flight"].empty());
@@ -294,6 +298,8 @@ TEST(runtime, pause_with_abort_requeues_running_work_and_resume_finishes_it) {
   EXPECT_EQ(done["state"], "succeeded");
   EXPECT_EQ(done["result"], "fast");
   EXPECT_EQ(r.task(id)["steps"][0]["attempts"], 1);  // an operator abort is not a failed attempt
+  EXPECT_EQ(r.task(id)["cost"]["calls"], 2);  // the aborted call and the one that answered
+  EXPECT_EQ(r.log.count("llm.call", [&](const json& d) { return d["task"] == id; }), 2u);
   auto bad = call(r.rt, "pause", {{"agent", "a1"}, {"abort", "yes"}});
   ASSERT_TRUE(bad);  // a non-boolean abort is simply not an abort
 }

@@ -113,6 +113,9 @@ struct call_report {
   std::int64_t started_ms = 0;
   std::vector<base::cost_row> costs;      ///< empty without a store
   std::vector<base::entity_row> spend;    ///< the team's and the agent's spend after this call
+  /// A call an operator's abort took from its agent (its step was requeued): only what
+  /// it cost counts, to the step and the task.
+  bool aborted = false;
 };
 
 /// A JSON document as a message or response. Wrapped: CAF copies message elements with
