@@ -423,7 +423,9 @@ caf::behavior team_actor(detail::self_ptr self, team_spec spec) {
       [=](pending_atom, const std::string& id, agents::decision_record& rec, std::string& default_option) {
         self->state.on_decision_pending(self, id, std::move(rec), std::move(default_option));
       },
-      [=](doubt_atom, const std::string& id, int stored) { self->state.on_doubt_resolved(self, id, stored); },
+      [=](doubt_atom, const std::string& id, int stored, std::uint64_t read) {
+        self->state.on_doubt_resolved(self, id, stored, read);
+      },
       [=](tick_atom) {
         self->state.tick(self);
         self->delayed_send(self, std::chrono::milliseconds(self->state.spec.tick_ms), tick_atom::value);

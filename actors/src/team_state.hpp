@@ -108,6 +108,10 @@ struct team_state {
   std::unordered_map<std::string, pending_decision> pending_decisions;  ///< by decision id
   std::map<std::string, in_doubt_submit> in_doubt;  ///< by task id
   bool doubt_reading = false;                       ///< a read of one of them is under way
+  std::int64_t doubt_read_ms = 0;                   ///< when that read was sent (actor clock)
+  std::uint64_t doubt_reads = 0;                    ///< reads sent; the last one is the one awaited
+  /// A read without an answer this long (the store actor gone) is given up and sent again.
+  static constexpr std::int64_t doubt_read_timeout_ms = 10000;
   std::int64_t doubt_checked_ms = 0;                ///< when the last round of reads started (actor clock)
   supervision::restart_policy task_policy;  ///< restart intensity of the task actors (one_for_one)
   std::shared_ptr<const task_env> tenv;     ///< shared by the team's task actors
@@ -219,7 +223,7 @@ struct team_state {
   void check_in_doubt(self_ptr self);
   /// The read's answer: a stored task is accepted and runs, an absent one is dropped;
   /// the next one is read at once while the store answers.
-  void on_doubt_resolved(self_ptr self, const std::string& id, int stored);
+  void on_doubt_resolved(self_ptr self, const std::string& id, int stored, std::uint64_t read);
   // entity state: paused, failed, spent (team_entities.cpp)
   /// Applies spec.recovered_entities (and what a crashed incarnation left) before anything runs.
   void apply_entities();

@@ -314,9 +314,14 @@ void team_state::report_failure(self_ptr self, const call_info& info, std::uint6
 
 void team_state::tick(self_ptr self) {
   auto now = base::now_ms();
-  if (!in_doubt.empty() && !doubt_reading) {
+  if (!in_doubt.empty()) {
     auto clock_ms = std::chrono::duration_cast<std::chrono::milliseconds>(self->clock().now().time_since_epoch()).count();
-    if (clock_ms - doubt_checked_ms >= 1000) {
+    if (doubt_reading && clock_ms - doubt_read_ms >= doubt_read_timeout_ms) {
+      spdlog::warn("no answer from the store to the read of a submit in doubt within {} ms; asking again team={}",
+                   doubt_read_timeout_ms, spec.team.name);
+      doubt_reading = false;
+    }
+    if (!doubt_reading && clock_ms - doubt_checked_ms >= 1000) {
       doubt_checked_ms = clock_ms;
       check_in_doubt(self);
     }

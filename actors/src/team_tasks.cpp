@@ -181,15 +181,17 @@ void team_state::list_tasks(self_ptr self, const list_filter& f, reply_fn reply)
 void team_state::check_in_doubt(self_ptr self) {
   if (in_doubt.empty() || !spec.store) return;
   doubt_reading = true;
+  doubt_read_ms = std::chrono::duration_cast<std::chrono::milliseconds>(self->clock().now().time_since_epoch()).count();
   const auto& id = in_doubt.begin()->first;
-  reply_fn answer = [team = caf::actor_cast<caf::actor>(self), id](base::result<nlohmann::json> r) {
+  reply_fn answer = [team = caf::actor_cast<caf::actor>(self), id, read = ++doubt_reads](base::result<nlohmann::json> r) {
     const int stored = r ? 1 : r.error().code == base::errc::not_found ? 0 : -1;
-    caf::anon_send(team, doubt_atom::value, id, stored);
+    caf::anon_send(team, doubt_atom::value, id, stored, read);
   };
   self->send(spec.store, load_atom::value, id, std::move(answer));
 }
 
-void team_state::on_doubt_resolved(self_ptr self, const std::string& id, int stored) {
+void team_state::on_doubt_resolved(self_ptr self, const std::string& id, int stored, std::uint64_t read) {
+  if (!doubt_reading || read != doubt_reads) return;  // a read given up (tick): another is out
   doubt_reading = false;
   if (stored < 0) return;  // the store cannot answer yet: the next tick's round asks again
   auto it = in_doubt.find(id);

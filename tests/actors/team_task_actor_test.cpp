@@ -59,6 +59,7 @@ caf::behavior holding_store(caf::event_based_actor* self, std::shared_ptr<held_c
 struct doubtful_commits {
   bool lands = true;
   int unreadable = 0;
+  int unanswered = 0;  ///< reads dropped without an answer, as by a store actor that died
   std::vector<std::string> attempted;  ///< ids of the new tasks whose commit "failed"
   std::set<std::string> stored;
   std::vector<std::string> read;       ///< ids read, in order
@@ -83,6 +84,10 @@ caf::behavior doubtful_store(caf::event_based_actor*, std::shared_ptr<doubtful_c
           [=](load_atom, const std::string& id, const reply_fn& reply) {
             ++d->reads;
             d->read.push_back(id);
+            if (d->unanswered > 0) {
+              --d->unanswered;
+              return;
+            }
             if (d->unreadable > 0) {
               --d->unreadable;
               return reply(base::fail(base::errc::unavailable, "database unreachable"));
@@ -174,6 +179,29 @@ TEST_F(team_task_actor, a_submit_refused_with_its_commit_in_doubt_runs_if_the_ta
   const auto stale_reads = d->reads;
   run_until([] { return false; }, 3000, 100);
   EXPECT_EQ(d->reads, stale_reads) << "a settled doubt is not read again";
+}
+
+TEST_F(team_task_actor, a_read_of_a_submit_in_doubt_that_gets_no_answer_is_sent_again) {
+  auto spec = spec_of(team_config(echo(), json::array({{{"id", "only"}, {"capability", "work"}, {"prompt", "{{input}}"}}}),
+                                  1, {{"strategy", "one_for_one"}}));
+  auto d = std::make_shared<doubtful_commits>();
+  d->unanswered = 1;
+  spec.store = sys.spawn(doubtful_store, d);
+  spawn(std::move(spec));
+  agents::task_spec ts;
+  ts.team = "t";
+  ts.input = "a";
+  ASSERT_FALSE(ask(caf::make_message(submit_atom::value, ts)));
+  ASSERT_EQ(d->stored.size(), 1u);
+  const auto id = *d->stored.begin();
+  ASSERT_TRUE(run_until([&] { return d->reads == 1; }, 5000, 50));
+  // Nothing more is asked while the read may still be answered...
+  run_until([] { return false; }, 5000, 100);
+  EXPECT_EQ(d->reads, 1);
+  // ...and once it is given up, the next read finds the task, which runs.
+  ASSERT_TRUE(run_until([&] { return finished.count(id) > 0; }, 30000, 100)) << d->reads << " reads";
+  EXPECT_EQ(finished[id]["state"], "succeeded");
+  EXPECT_EQ(d->reads, 2);
 }
 
 TEST_F(team_task_actor, a_submit_refused_with_its_commit_in_doubt_is_dropped_if_the_task_was_not_stored) {
