@@ -114,6 +114,20 @@ class team_task_actor : public team_fixture {
     return r ? *r : json();
   }
   void crash(const std::string& id) { caf::anon_send(team, fault_atom::value, "task:" + id); }
+  /// Starts a one-step team on a doubtful store and submits task "a", whose commit fails
+  /// in doubt: the client hears the refusal, since nobody can know more yet.
+  void submit_in_doubt(const std::shared_ptr<doubtful_commits>& d) {
+    auto spec = spec_of(team_config(echo(), json::array({{{"id", "only"}, {"capability", "work"}, {"prompt", "{{input}}"}}}),
+                                    1, {{"strategy", "one_for_one"}}));
+    spec.store = sys.spawn(doubtful_store, d);
+    spawn(std::move(spec));
+    agents::task_spec ts;
+    ts.team = "t";
+    ts.input = "a";
+    auto r = ask(caf::make_message(submit_atom::value, ts));
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code, base::errc::unavailable);
+  }
 
   /// Gives `spec` a store that holds terminal commits until release(); it ends with the test.
   std::shared_ptr<held_commits> hold_terminal_commits(team_spec& spec) {
@@ -157,18 +171,9 @@ TEST_F(team_task_actor, a_task_announces_its_end_only_after_its_last_steps_outpu
 }
 
 TEST_F(team_task_actor, a_submit_refused_with_its_commit_in_doubt_runs_if_the_task_was_stored_after_all) {
-  auto spec = spec_of(team_config(echo(), json::array({{{"id", "only"}, {"capability", "work"}, {"prompt", "{{input}}"}}}),
-                                  1, {{"strategy", "one_for_one"}}));
   auto d = std::make_shared<doubtful_commits>();
   d->unreadable = 2;  // the store is still down for the first reads
-  spec.store = sys.spawn(doubtful_store, d);
-  spawn(std::move(spec));
-  agents::task_spec ts;
-  ts.team = "t";
-  ts.input = "a";
-  auto r = ask(caf::make_message(submit_atom::value, ts));
-  ASSERT_FALSE(r);  // the client hears the refusal: nobody can know more yet
-  EXPECT_EQ(r.error().code, base::errc::unavailable);
+  submit_in_doubt(d);
   ASSERT_EQ(d->stored.size(), 1u);
   const auto id = *d->stored.begin();
   // Once a read can tell, the stored task runs like any other; it was read until then.
@@ -182,16 +187,9 @@ TEST_F(team_task_actor, a_submit_refused_with_its_commit_in_doubt_runs_if_the_ta
 }
 
 TEST_F(team_task_actor, a_read_of_a_submit_in_doubt_that_gets_no_answer_is_sent_again) {
-  auto spec = spec_of(team_config(echo(), json::array({{{"id", "only"}, {"capability", "work"}, {"prompt", "{{input}}"}}}),
-                                  1, {{"strategy", "one_for_one"}}));
   auto d = std::make_shared<doubtful_commits>();
   d->unanswered = 1;
-  spec.store = sys.spawn(doubtful_store, d);
-  spawn(std::move(spec));
-  agents::task_spec ts;
-  ts.team = "t";
-  ts.input = "a";
-  ASSERT_FALSE(ask(caf::make_message(submit_atom::value, ts)));
+  submit_in_doubt(d);
   ASSERT_EQ(d->stored.size(), 1u);
   const auto id = *d->stored.begin();
   ASSERT_TRUE(run_until([&] { return d->reads == 1; }, 5000, 50));
@@ -205,16 +203,9 @@ TEST_F(team_task_actor, a_read_of_a_submit_in_doubt_that_gets_no_answer_is_sent_
 }
 
 TEST_F(team_task_actor, a_submit_refused_with_its_commit_in_doubt_is_dropped_if_the_task_was_not_stored) {
-  auto spec = spec_of(team_config(echo(), json::array({{{"id", "only"}, {"capability", "work"}, {"prompt", "{{input}}"}}}),
-                                  1, {{"strategy", "one_for_one"}}));
   auto d = std::make_shared<doubtful_commits>();
   d->lands = false;
-  spec.store = sys.spawn(doubtful_store, d);
-  spawn(std::move(spec));
-  agents::task_spec ts;
-  ts.team = "t";
-  ts.input = "a";
-  ASSERT_FALSE(ask(caf::make_message(submit_atom::value, ts)));
+  submit_in_doubt(d);
   ASSERT_TRUE(run_until([&] { return d->reads == 1; }, 5000, 50));
   run_until([] { return false; }, 3000, 100);
   ASSERT_EQ(d->attempted.size(), 1u);
