@@ -2,20 +2,19 @@
 
 #include <array>
 #include <cstdint>
-#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <utility>
 
+#include "json_scan.hpp"
+
 namespace troupe::protocols::llm::detail {
 namespace {
 
-using json = nlohmann::json;
-
-/// SAX events in, the reply's fields out. Tracks where each value sits (the key or
+/// Scanner events (json_scan.hpp) in, the reply's fields out. Tracks where each value sits (the key or
 /// element index of every container entered, four levels deep is all a reply
 /// needs) and keeps the values at the few paths that matter.
-class reader final : public nlohmann::json_sax<json> {
+class reader {
  public:
   explicit reader(api_kind kind)
       : kind_(kind),
@@ -23,19 +22,18 @@ class reader final : public nlohmann::json_sax<json> {
         in_key_(kind == api_kind::openai ? "prompt_tokens" : "input_tokens"),
         out_key_(kind == api_kind::openai ? "completion_tokens" : "output_tokens") {}
 
-  bool null() override { return begin_value(kind_t::other); }
-  bool boolean(bool) override { return begin_value(kind_t::other); }
-  bool number_integer(number_integer_t v) override { return number(v); }
-  bool number_unsigned(number_unsigned_t v) override {
+  bool null() { return begin_value(kind_t::other); }
+  bool boolean(bool) { return begin_value(kind_t::other); }
+  bool number_integer(std::int64_t v) { return number(v); }
+  bool number_unsigned(std::uint64_t v) {
     return number(v > static_cast<std::uint64_t>(INT64_MAX) ? INT64_MAX : static_cast<std::int64_t>(v));
   }
-  bool number_float(number_float_t v, const string_t&) override {
+  bool number_float(double v) {
     // A count written as 12.0 is still a count; out of range becomes 0, not UB.
     return number(v >= -9.2e18 && v <= 9.2e18 ? static_cast<std::int64_t>(v) : 0);
   }
-  bool binary(binary_t&) override { return begin_value(kind_t::other); }
 
-  bool string(string_t& v) override {
+  bool string(std::string& v) {
     if (!begin_value(kind_t::string)) return false;
     if (kind_ == api_kind::openai) {
       if (at_message_field("content")) text_ = std::move(v);
@@ -49,12 +47,12 @@ class reader final : public nlohmann::json_sax<json> {
     return true;
   }
 
-  bool key(string_t& k) override {
+  bool key(std::string& k) {
     if (depth_ <= max_depth) frames_[depth_].key = std::move(k);
     return true;
   }
 
-  bool start_object(std::size_t) override {
+  bool start_object() {
     if (!begin_value(kind_t::object)) return false;
     if (in_content_block() && depth_ == 2) {
       block_is_text_ = false;
@@ -62,23 +60,20 @@ class reader final : public nlohmann::json_sax<json> {
     }
     return enter(false);
   }
-  bool end_object() override {
+  bool end_object() {
     if (kind_ == api_kind::anthropic && depth_ == 3 && in_content_array(2) && block_is_text_) text_ += block_text_;
     --depth_;
     return true;
   }
-  bool start_array(std::size_t) override {
+  bool start_array() {
     if (!begin_value(kind_t::array)) return false;
     return enter(true);
   }
-  bool end_array() override {
+  bool end_array() {
     --depth_;
     return true;
   }
-  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override {
-    not_json_ = true;
-    return false;
-  }
+  void not_json() { not_json_ = true; }
 
   /// The outcome once the parser is through (or stopped).
   base::result<base::llm_response> result(std::string_view body, std::string_view where) {
@@ -209,7 +204,7 @@ base::error malformed(std::string_view where, const std::string& what) {
 
 base::result<base::llm_response> read_reply(api_kind kind, std::string_view body, std::string_view where) {
   reader r(kind);
-  json::sax_parse(body.begin(), body.end(), &r);
+  if (scan_json(body, r).status == scan_status::syntax) r.not_json();
   return r.result(body, where);
 }
 

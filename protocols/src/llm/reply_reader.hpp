@@ -1,6 +1,6 @@
 #pragma once
 /// Private to troupe_llm: reads a whole (non-streamed) reply body in one pass of
-/// nlohmann's SAX parser, keeping only the fields a call needs, without building a
+/// json_scan.hpp's reader, keeping only the fields a call needs, without building a
 /// JSON tree. parse_response (wire_format.hpp) is its public face.
 #include <string>
 #include <string_view>
