@@ -54,7 +54,7 @@ struct http_outcome {
 };
 
 /// One connection. Every member function and callback runs on the executor
-/// given at creation (a strand); one exchange at a time.
+/// given at creation (its engine's: handlers never overlap); one exchange at a time.
 class http_channel {
  public:
   using chunk_fn = std::function<bool(std::string_view)>;

@@ -18,14 +18,14 @@ namespace asio = boost::asio;
 using detail::call_state;
 using detail::engine;
 
-/// The caller's handle: cancel() hops onto the provider's strand.
+/// The caller's handle: cancel() hops onto the provider's executor.
 class call_handle final : public base::llm_call_handle {
  public:
   call_handle(std::weak_ptr<call_state> c, engine* e) : call_(std::move(c)), engine_(e) {}
   void cancel() override {
     auto c = call_.lock();
     if (!c) return;  // already finished
-    asio::post(engine_->strand(), [c, e = engine_] { e->cancel(c); });
+    asio::post(engine_->executor(), [c, e = engine_] { e->cancel(c); });
   }
 
  private:
@@ -45,7 +45,7 @@ class pool_impl final : public llm_pool {
       : work_(asio::make_work_guard(ioc_)) {
     for (const auto& [name, p] : providers) {
       if (p.kind == config::provider_kind::scripted) continue;
-      engines_.emplace(name, std::make_unique<engine>(ioc_, p, name));
+      engines_.emplace(name, std::make_unique<engine>(ioc_, io_threads, p, name));
     }
     for (int i = 0; i < std::max(io_threads, 1); ++i) {
       threads_.emplace_back([this] { ioc_.run(); });
@@ -73,8 +73,8 @@ class pool_impl final : public llm_pool {
     }
     auto* e = it->second.get();
     auto c = std::make_shared<call_state>(next_id_++, std::move(request), std::move(on_token), std::move(done),
-                                          e->strand());
-    asio::post(e->strand(), [e, c] { e->admit(c); });
+                                          e->executor());
+    asio::post(e->executor(), [e, c] { e->admit(c); });
     return std::make_shared<call_handle>(c, e);
   }
 
@@ -90,7 +90,7 @@ class pool_impl final : public llm_pool {
       if (down_) return;
       down_ = true;
     }
-    for (auto& [name, e] : engines_) asio::post(e->strand(), [p = e.get()] { p->stop(); });
+    for (auto& [name, e] : engines_) asio::post(e->executor(), [p = e.get()] { p->stop(); });
     // run() returns once the cancellations above and every handler they cause
     // have run; nothing new can be posted since down_ is set.
     work_.reset();

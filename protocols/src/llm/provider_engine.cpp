@@ -45,8 +45,8 @@ void engine::guarded(F&& f) {
   }
 }
 
-engine::engine(asio::io_context& ioc, config::provider cfg, std::string name)
-    : strand_(asio::make_strand(ioc)),
+engine::engine(asio::io_context& ioc, int io_threads, config::provider cfg, std::string name)
+    : exec_(io_threads > 1 ? asio::any_io_executor(asio::make_strand(ioc)) : asio::any_io_executor(ioc.get_executor())),
       cfg_(std::move(cfg)),
       name_(std::move(name)),
       where_("provider '" + name_ + "'"),
@@ -54,7 +54,7 @@ engine::engine(asio::io_context& ioc, config::provider cfg, std::string name)
       requests_(cfg_.limits.requests_per_min, mono_ms()),
       tokens_(cfg_.limits.tokens_per_min, mono_ms()),
       breaker_(cfg_.breaker.failures, cfg_.breaker.open_ms),
-      wake_(strand_),
+      wake_(exec_),
       rng_(std::random_device{}()) {
   std::string url = cfg_.base_url;
   if (url.empty())
@@ -205,7 +205,7 @@ void engine::start_attempt(const std::shared_ptr<call_state>& c, bool counts) {
     ch = std::move(idle_.back());
     idle_.pop_back();
   } else {
-    ch = http_channel::create(strand_, ep_, tls_, headers_);
+    ch = http_channel::create(exec_, ep_, tls_, headers_);
   }
   c->channel = ch;
   http_request_spec spec;

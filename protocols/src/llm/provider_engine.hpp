@@ -2,8 +2,8 @@
 /// Private to troupe_llm: the engine of one network provider (admission, fair
 /// queue, concurrency and token buckets, circuit breaker, retries, keep-alive
 /// connection pool) and the state of one call. Everything of one provider runs
-/// on that provider's strand, so its state needs no locks; only the counters
-/// read by stats() are atomic.
+/// on its engine's executor, one handler at a time, so its state needs no locks; only
+/// the counters read by stats() are atomic.
 #include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -36,7 +36,7 @@ enum class phase { queued, backoff, running, done };
 /// `calls_` map (and by pending handlers); the caller's handle holds a weak_ptr.
 struct call_state {
   call_state(std::uint64_t i, base::llm_request r, base::llm_token_fn t, base::llm_done_fn d,
-             asio::strand<asio::io_context::executor_type> ex)
+             const asio::any_io_executor& ex)
       : id(i), req(std::move(r)), on_token(std::move(t)), done(std::move(d)), timer(ex) {}
   std::uint64_t id;
   base::llm_request req;
@@ -59,20 +59,24 @@ struct call_state {
 };
 
 /// One network provider. Constructed on any thread; every other member function
-/// runs on strand().
+/// runs on executor().
 class engine {
  public:
-  engine(asio::io_context& ioc, config::provider cfg, std::string name);
+  /// `io_threads`: how many threads run `ioc` (more than one: a strand serialises).
+  engine(asio::io_context& ioc, int io_threads, config::provider cfg, std::string name);
 
-  asio::strand<asio::io_context::executor_type>& strand() { return strand_; }
+  /// A strand of the io_context when it has several threads; with one thread, whose
+  /// handlers never overlap, the io_context's own executor (a strand's queue and lock
+  /// cost ~2 us per call there, docs/benchmarks.md).
+  const asio::any_io_executor& executor() const { return exec_; }
 
-  /// On the strand: takes a new call in.
+  /// On executor(): takes a new call in.
   void admit(std::shared_ptr<call_state> c);
 
-  /// On the strand: the caller's cancel().
+  /// On executor(): the caller's cancel().
   void cancel(const std::shared_ptr<call_state>& c);
 
-  /// On the strand: fails everything and closes connections.
+  /// On executor(): fails everything and closes connections.
   void stop();
 
   void fill(provider_stats& s) const;
@@ -105,7 +109,7 @@ class engine {
 
   void finish(const std::shared_ptr<call_state>& c, base::result<base::llm_response> r);
 
-  asio::strand<asio::io_context::executor_type> strand_;
+  asio::any_io_executor exec_;
   config::provider cfg_;
   std::string name_;
   std::string where_;

@@ -8,7 +8,7 @@
 /// requests and tokens per minute (fair across teams, by task priority), per-attempt
 /// timeouts, retries with backoff and jitter on 429/5xx/network errors (honouring
 /// retry-after), and a circuit breaker. Callbacks run on an I/O thread; all work
-/// of one provider is serialised on that provider's strand.
+/// of one provider is serialised (on a strand when there are several I/O threads).
 ///
 /// Timeouts: `llm_request::timeout_ms` is the deadline of the whole call (waiting
 /// for limits, every attempt and every backoff); the provider's `timeout_ms`
