@@ -82,7 +82,9 @@ void append(std::vector<T>& to, std::vector<T>& from) {
   if (to.empty()) {
     to = std::move(from);
   } else {
-    to.reserve(to.size() + from.size());
+    // Geometric growth: reserving just what this piece needs would move every row
+    // merged so far again with each piece (a group commit merges dozens).
+    if (to.capacity() < to.size() + from.size()) to.reserve(std::max(to.size() + from.size(), 2 * to.capacity()));
     for (auto& x : from) to.push_back(std::move(x));
   }
 }
