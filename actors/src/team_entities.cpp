@@ -2,7 +2,6 @@
 // (paused, failed, budget spent), applied at init and written as whole rows
 // through the store actor. See docs/durability.md, "Agent and team state".
 #include <algorithm>
-#include <set>
 
 #include <spdlog/spdlog.h>
 
@@ -54,18 +53,6 @@ std::vector<base::entity_row> team_state::all_entity_rows() const {
   std::vector<base::entity_row> rows{entity_row_of(std::nullopt)};
   for (std::size_t i = 0; i < agents.size(); ++i)
     if (!agents[i].retired) rows.push_back(entity_row_of(i));
-  return rows;
-}
-
-std::vector<base::entity_row> team_state::spend_rows(const std::vector<base::cost_row>& costs) const {
-  std::vector<base::entity_row> rows;
-  if (costs.empty()) return rows;
-  rows.push_back(entity_row_of(std::nullopt));
-  std::set<std::size_t> seen;
-  for (const auto& c : costs) {
-    auto i = slot_of(c.agent);
-    if (i < agents.size() && seen.insert(i).second) rows.push_back(entity_row_of(i));
-  }
   return rows;
 }
 

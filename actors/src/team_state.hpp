@@ -231,8 +231,6 @@ struct team_state {
   base::entity_row entity_row_of(std::optional<std::size_t> agent) const;
   /// The team's row and every agent's row.
   std::vector<base::entity_row> all_entity_rows() const;
-  /// The team's row and the rows of the agents named in `costs` (spend changed with them).
-  std::vector<base::entity_row> spend_rows(const std::vector<base::cost_row>& costs) const;
   /// Commits `rows` (one group commit piece) and calls `then` with the outcome; without a
   /// store at once with success.
   void write_entities(self_ptr self, std::vector<base::entity_row> rows,

@@ -209,7 +209,7 @@ call_report team_state::book_call(const call_info& info, const step_result& r, c
     row.usd = usd;
     row.ts_ms = base::now_ms();
     rep.costs.push_back(std::move(row));
-    rep.spend = spend_rows(rep.costs);
+    rep.spend = {entity_row_of(std::nullopt), entity_row_of(info.agent)};  // the spend after this call
   }
   if (spec.bus && spec.bus->active()) {
     auto ev = agents::make_event("llm.call", "llm", spec.team.name, a.spec->agent->name, info.task_id);
