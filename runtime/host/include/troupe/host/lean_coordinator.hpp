@@ -2,12 +2,50 @@
 
 #include <caf/actor_system.hpp>
 #include <caf/policy/work_stealing.hpp>
+#include <caf/resumable.hpp>
 #include <caf/scheduler/coordinator.hpp>
+#include <caf/scheduler/worker.hpp>
 
 #include <atomic>
 #include <cstddef>
 #include <mutex>
 #include <unordered_set>
+
+namespace troupe::host {
+
+/// CAF's work stealing, unchanged; a type of its own so that its workers' loop can be
+/// the one below.
+struct lean_work_stealing : caf::policy::work_stealing {};
+
+}  // namespace troupe::host
+
+/// The scheduling loop of a lean_coordinator worker. CAF's own loop tags every resume
+/// with the actor's id for its logger (a cross-casting `dynamic_cast` to find the actor,
+/// then a thread-local write), about 3 us per LLM call at 7 resumes per call
+/// (docs/benchmarks.md); CAF is built with logging off (`CAF_LOG_LEVEL_QUIET`), so
+/// nothing reads that id. Otherwise the same steps: take a job from the policy, resume
+/// it, and keep, drop or requeue it by what the resume says.
+template <>
+inline void caf::scheduler::worker<troupe::host::lean_work_stealing>::run() {
+  for (;;) {
+    resumable* job = policy_.dequeue(this);
+    policy_.before_resume(this, job);
+    const auto outcome = job->resume(this, max_throughput_);
+    policy_.after_resume(this, job);
+    if (outcome == resumable::resume_later) {
+      policy_.resume_job_later(this, job);  // still referenced: it stays in the queue
+    } else if (outcome == resumable::awaiting_message) {
+      intrusive_ptr_release(job);  // scheduled again when a message arrives
+    } else if (outcome == resumable::done) {
+      policy_.after_completion(this, job);
+      intrusive_ptr_release(job);
+    } else {  // shutdown_execution_unit
+      policy_.after_completion(this, job);
+      policy_.before_shutdown(this);
+      return;
+    }
+  }
+}
 
 namespace troupe::host {
 
@@ -90,11 +128,12 @@ class timeout_tracking_clock final : public caf::detail::thread_safe_actor_clock
   std::atomic<std::size_t> forwarded_cancels_{0};
 };
 
-/// CAF's work-stealing coordinator with the clock above. Loaded as the actor
-/// system's scheduler module (CAF then skips its own choice of scheduler).
-class lean_coordinator final : public caf::scheduler::coordinator<caf::policy::work_stealing> {
+/// CAF's work-stealing coordinator with the clock above and the workers' loop above.
+/// Loaded as the actor system's scheduler module (CAF then skips its own choice of
+/// scheduler).
+class lean_coordinator final : public caf::scheduler::coordinator<lean_work_stealing> {
  public:
-  using super = caf::scheduler::coordinator<caf::policy::work_stealing>;
+  using super = caf::scheduler::coordinator<lean_work_stealing>;
 
   explicit lean_coordinator(caf::actor_system& sys) : super(sys), clock_(super::clock()) {}
 
