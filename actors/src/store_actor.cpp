@@ -24,6 +24,7 @@ namespace {
 
 using prune_atom = caf::atom_constant<caf::atom("prune")>;
 using commit_atom = caf::atom_constant<caf::atom("commit")>;
+using end_flush_atom = caf::atom_constant<caf::atom("endflush")>;
 
 struct waiter {
   caf::response_promise rp;
@@ -55,6 +56,8 @@ struct store_state {
   base::write_batch pending;        ///< merged pieces not yet committed
   std::vector<waiter> waiters;      ///< their promises, in arrival order
   bool flush_queued = false;
+  bool urgent = false;     ///< pending holds a write someone waits on (not can_wait)
+  bool end_armed = false;  ///< the end_us timer of can_wait writes is set
   std::chrono::steady_clock::time_point last_commit_end;  ///< for the linger window
   bool retrying = false;
   std::int64_t retry_delay_ms = 0;
@@ -255,6 +258,7 @@ void commit_here(self_ptr self) {
     st.stats->backlog_rows.store(0, std::memory_order_relaxed);
     answer(st.waiters, *outcome);
     st.pending = base::write_batch{};
+    st.urgent = false;
     return;
   }
   st.waiters = refuse_new_tasks(self, st.waiters, st.pending, outcome.error());
@@ -262,6 +266,7 @@ void commit_here(self_ptr self) {
     park(self, std::make_shared<base::write_batch>(std::move(st.pending)), std::move(st.waiters), st.received);
     st.pending = base::write_batch{};
     st.waiters.clear();
+    st.urgent = false;
   }
   st.stats->backlog_rows.store(st.pending.size(), std::memory_order_relaxed);
 }
@@ -323,6 +328,7 @@ void dispatch(self_ptr self) {
   j->alone = alone;
   j->last_piece = st.received;
   st.pending = base::write_batch{};
+  st.urgent = false;
   st.waiters.clear();
   auto committer = st.idle_committers.back();
   st.idle_committers.pop_back();
@@ -409,8 +415,17 @@ caf::behavior store_actor(caf::stateful_actor<store_state>* self, std::shared_pt
         st.waiters.push_back(std::move(w));
         ++st.received;
         if (st.retrying) return;  // the retry timer flushes everything
+        // A task's end waits for company longer: one timer for all of them, and
+        // anything someone waits on takes them along.
+        const bool can_wait = piece->can_wait && !st.overlapped && st.opts.end_us > st.opts.linger_us;
+        if (!can_wait) st.urgent = true;
         if (st.pending.size() >= st.opts.max_batch) {
           flush(self);
+        } else if (!st.urgent) {
+          if (!st.end_armed) {
+            st.end_armed = true;
+            self->delayed_send(self, std::chrono::microseconds(st.opts.end_us), end_flush_atom::value);
+          }
         } else if (!st.flush_queued) {
           st.flush_queued = true;
           const auto linger = std::chrono::microseconds(st.opts.linger_us);
@@ -426,6 +441,13 @@ caf::behavior store_actor(caf::stateful_actor<store_state>* self, std::shared_pt
             std::this_thread::sleep_for(linger - since);
           self->send(self, flush_atom::value, false);
         }
+      },
+      [=](end_flush_atom) {
+        auto& st = self->state;
+        st.end_armed = false;
+        if (st.retrying || (st.pending.empty() && st.waiters.empty())) return;
+        if (!st.doubts.empty() && !settle_doubts(self)) return;
+        flush(self);
       },
       [=](flush_atom, bool retry) {
         auto& st = self->state;

@@ -84,7 +84,9 @@ void finish(task_self self, task_state state, std::optional<base::error> err, co
     self->send(st2.env->team_actor, task_ended_atom::value, std::move(t2), calls_out);
     if (!calls_out) self->quit();  // a normal end sends the team nothing
   };
-  persist_task(self, *st.env, t, {}, {}, std::move(costs), std::move(spend), announce);
+  // Without an operator waiting for the answer, only this task's own announcement
+  // waits for the commit: it may wait for company (runtime.end_commit_interval_ms).
+  persist_task(self, *st.env, t, {}, {}, std::move(costs), std::move(spend), announce, !reply);
 }
 
 /// Asks the team to run `step` (attempt already counted) on an agent.
@@ -244,6 +246,7 @@ void on_report(task_self self, call_report& rep) {
       auto batch = std::make_shared<base::write_batch>();
       batch->costs = std::move(rep.costs);
       batch->entities = std::move(rep.spend);
+      batch->can_wait = true;
       self->request(st.env->store, caf::infinite, write_atom::value, batch).then([](commit_reply&) {}, [](caf::error&) {});
     }
     return;
@@ -252,11 +255,11 @@ void on_report(task_self self, call_report& rep) {
   if (rep.aborted) {
     s.cost.add({rep.r.tokens_in, rep.r.tokens_out, rep.usd, 1});
     t.cost.add({rep.r.tokens_in, rep.r.tokens_out, rep.usd, 1});
-    persist_task(self, *st.env, t, {}, {}, std::move(rep.costs), std::move(rep.spend), [] {});
+    persist_task(self, *st.env, t, {}, {}, std::move(rep.costs), std::move(rep.spend), [] {}, true);
     return;
   }
   if (agents::is_terminal(t.state) || s.state != step_state::running || s.attempts != rep.attempt) {
-    if (!rep.costs.empty()) persist_task(self, *st.env, t, {}, {}, std::move(rep.costs), std::move(rep.spend), [] {});
+    if (!rep.costs.empty()) persist_task(self, *st.env, t, {}, {}, std::move(rep.costs), std::move(rep.spend), [] {}, true);
     return;
   }
   s.agent = rep.r.agent;
@@ -421,7 +424,8 @@ void emit_task_event(const task_env& env, const agents::task& t, const char* wha
 
 void persist_task(caf::event_based_actor* self, const task_env& env, agents::task& t,
                   const std::vector<std::size_t>& steps, const std::vector<std::size_t>& decisions,
-                  std::vector<base::cost_row> costs, std::vector<base::entity_row> spend, std::function<void()> then) {
+                  std::vector<base::cost_row> costs, std::vector<base::entity_row> spend, std::function<void()> then,
+                  bool can_wait) {
   t.updated_ms = base::now_ms();
   if (!env.store) {
     then();
@@ -429,6 +433,7 @@ void persist_task(caf::event_based_actor* self, const task_env& env, agents::tas
   }
   ++t.seq;
   auto batch = std::make_shared<base::write_batch>();
+  batch->can_wait = can_wait;
   if (agents::is_terminal(t.state) || t.seq - t.snapshot_seq >= env.snapshot_every) {
     base::task_row row;
     row.id = t.id;

@@ -65,10 +65,12 @@ caf::actor spawn_task_actor(caf::local_actor* team, task_start start);
 /// Commits one change of `t` through the store actor (journal patch of `steps` and
 /// `decisions`, or a full snapshot every `snapshot_every` changes and at the end),
 /// with the cost and spend rows that belong to it; then calls `then`. Without a
-/// store it calls `then` at once.
+/// store it calls `then` at once. `can_wait`: nobody but the task's own announcement
+/// waits for this commit (write_batch::can_wait).
 void persist_task(caf::event_based_actor* self, const task_env& env, agents::task& t,
                   const std::vector<std::size_t>& steps, const std::vector<std::size_t>& decisions,
-                  std::vector<base::cost_row> costs, std::vector<base::entity_row> spend, std::function<void()> then);
+                  std::vector<base::cost_row> costs, std::vector<base::entity_row> spend, std::function<void()> then,
+                  bool can_wait = false);
 
 /// Publishes a task.update event about `t` (and one of its steps).
 void emit_task_event(const task_env& env, const agents::task& t, const char* what,

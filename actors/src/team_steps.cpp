@@ -227,6 +227,7 @@ void team_state::write_costs(self_ptr self, call_report& rep) {
   auto batch = std::make_shared<base::write_batch>();
   batch->entities = std::move(rep.spend);
   batch->costs = std::move(rep.costs);
+  batch->can_wait = true;  // nobody waits for it
   self->request(spec.store, caf::infinite, write_atom::value, batch).then([](commit_reply&) {}, [](caf::error&) {});
 }
 

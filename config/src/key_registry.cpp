@@ -86,6 +86,7 @@ std::vector<key_info> build_table() {
   add(row("runtime.snapshot_every", vt::integer, "Journal deltas between two snapshots of a task.").def("16").range(1, 10000));
   add(row("runtime.retention_days", vt::integer, "Terminal tasks older than this are pruned (0: keep forever).").def("30").range(0, 3650));
   add(row("runtime.commit_interval_ms", vt::integer, "Group commit window: right after a commit, the next one waits this long for more changes to join it (a change that finds the store idle commits at once; 0: commit as soon as the store actor's mailbox is drained).").def("1").range(0, 1000));
+  add(row("runtime.end_commit_interval_ms", vt::integer, "Group commit window for the end of a task (its terminal state, the cost of its last call): nobody waits on that commit but the task's own announcement, so it waits up to this long for company (a write anyone waits on commits it at once, with commit_interval_ms; not above commit_interval_ms: no difference).").def("5").range(0, 1000));
   add(row("runtime.commit_batch", vt::integer, "Group commit: largest batch of changes in one transaction.").def("512").range(1, 100000));
   add(row("runtime.supervision", vt::object, "Restart policy of the root supervisor over the team actors (one_for_one, counted per team)."));
   add(row("runtime.supervision.max_restarts", vt::integer, "Restarts of one team allowed within `within_ms`; past them the team stays `failed` until an operator `restart`.").def("3").range(0, 1000000));
@@ -187,7 +188,7 @@ std::vector<key_info> build_table() {
   for (auto& k : t) {
     const bool control = k.path.rfind("control.", 0) == 0 && k.type != vt::object;
     const bool store_writer = k.path == "runtime.retention_days" || k.path == "runtime.commit_interval_ms" ||
-                              k.path == "runtime.commit_batch";
+                              k.path == "runtime.end_commit_interval_ms" || k.path == "runtime.commit_batch";
     const bool network = k.path.rfind("providers.*.", 0) == 0 && k.type != vt::object &&
                          (!k.kinds.empty() ? k.kinds != std::vector<std::string>{"scripted"}
                                            : k.path.find(".limits.") != std::string::npos ||

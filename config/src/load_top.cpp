@@ -109,6 +109,7 @@ void load_runtime(reader& r, const json& root, config& cfg) {
   r.read(*rt, w, "snapshot_every", cfg.rt.snapshot_every);
   r.read(*rt, w, "retention_days", cfg.rt.retention_days);
   r.read(*rt, w, "commit_interval_ms", cfg.rt.commit_interval_ms);
+  r.read(*rt, w, "end_commit_interval_ms", cfg.rt.end_commit_interval_ms);
   r.read(*rt, w, "commit_batch", cfg.rt.commit_batch);
   if (const json* sup = r.member(*rt, w, "supervision"); sup && r.object(*sup, w.key("supervision"))) {
     const where sw = w.key("supervision");

@@ -69,6 +69,7 @@ std::vector<std::string> restart_needed(const config& running, const config& nex
   diff(running.rt.threads, next.rt.threads, "runtime.threads");
   diff(running.rt.retention_days, next.rt.retention_days, "runtime.retention_days");
   diff(running.rt.commit_interval_ms, next.rt.commit_interval_ms, "runtime.commit_interval_ms");
+  diff(running.rt.end_commit_interval_ms, next.rt.end_commit_interval_ms, "runtime.end_commit_interval_ms");
   diff(running.rt.commit_batch, next.rt.commit_batch, "runtime.commit_batch");
   for (const auto& [name, p] : running.providers) network_provider(&p, next.find_provider(name), name, diff);
   for (const auto& [name, p] : next.providers)

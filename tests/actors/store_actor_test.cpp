@@ -328,6 +328,71 @@ TEST_F(store_fixture, overlapped_commits_in_doubt_are_looked_up_before_anything_
   EXPECT_EQ(targets.size(), std::size_t{2 * per_round}) << "no audit row written twice";
 }
 
+/// A task's end (write_batch::can_wait), with a cost row.
+std::shared_ptr<base::write_batch> task_end(const std::string& id) {
+  auto b = std::make_shared<base::write_batch>();
+  b->snapshots.push_back(row(id, "succeeded", 1));
+  base::cost_row c;
+  c.task_id = id;
+  c.outcome = "ok";
+  b->costs.push_back(c);
+  b->can_wait = true;
+  return b;
+}
+
+TEST_F(store_fixture, a_tasks_end_alone_waits_its_window_for_company) {
+  store_options opts;
+  opts.linger_us = 0;
+  opts.end_us = 300'000;
+  running_store run{store, opts};
+  caf::scoped_actor self{run.sys};
+  const auto sent = std::chrono::steady_clock::now();
+  self->send(run.actor, write_atom::value, task_end("a"));
+  self->send(run.actor, write_atom::value, task_end("b"));
+  for (int i = 0; i < 2; ++i)
+    self->receive([](commit_reply& r) { EXPECT_TRUE(r.ok); },
+                  caf::after(std::chrono::seconds(10)) >> [] { ADD_FAILURE() << "no commit reply"; });
+  // Not before the window (the timer cannot fire early), and both in one commit.
+  EXPECT_GE(std::chrono::steady_clock::now() - sent, std::chrono::milliseconds(300));
+  EXPECT_EQ(run.stats->commits.load(), 1u);
+  self->send_exit(run.actor, caf::exit_reason::user_shutdown);
+}
+
+TEST_F(store_fixture, a_write_someone_waits_on_takes_the_waiting_ends_along_at_once) {
+  store_options opts;
+  opts.linger_us = 0;
+  opts.end_us = 60'000'000;  // a minute: only the submit below can commit them
+  running_store run{store, opts};
+  caf::scoped_actor self{run.sys};
+  self->send(run.actor, write_atom::value, task_end("a"));
+  self->send(run.actor, write_atom::value, task_end("b"));
+  auto submit = std::make_shared<base::write_batch>();
+  submit->new_tasks.push_back(row("c", "queued", 1));
+  self->send(run.actor, write_atom::value, submit);
+  for (int i = 0; i < 3; ++i)
+    self->receive([](commit_reply& r) { EXPECT_TRUE(r.ok); },
+                  caf::after(std::chrono::seconds(10)) >> [] { ADD_FAILURE() << "no commit reply"; });
+  EXPECT_EQ(run.stats->commits.load(), 1u);
+  EXPECT_EQ(run.stats->rows.load(), 5u);
+  auto a = store->load_task("a");
+  ASSERT_TRUE(a && *a);
+  EXPECT_EQ((*a)->state, "succeeded");
+  self->send_exit(run.actor, caf::exit_reason::user_shutdown);
+}
+
+TEST_F(store_fixture, without_an_end_window_a_tasks_end_commits_like_any_write) {
+  store_options opts;
+  opts.linger_us = 0;
+  opts.end_us = 0;
+  running_store run{store, opts};
+  caf::scoped_actor self{run.sys};
+  self->send(run.actor, write_atom::value, task_end("a"));
+  self->receive([](commit_reply& r) { EXPECT_TRUE(r.ok); },
+                caf::after(std::chrono::seconds(10)) >> [] { ADD_FAILURE() << "no commit reply"; });
+  EXPECT_EQ(run.stats->commits.load(), 1u);
+  self->send_exit(run.actor, caf::exit_reason::user_shutdown);
+}
+
 TEST_F(store_fixture, terminal_tasks_past_retention_are_pruned_in_batches) {
   base::write_batch b;
   auto old = base::now_ms() - 10 * 24 * 3600 * 1000LL;

@@ -146,6 +146,7 @@ base::result<startup_report> runtime::start() {
     actors::store_options so;
     so.max_batch = static_cast<std::size_t>(d.cfg->rt.commit_batch);
     so.linger_us = d.cfg->rt.commit_interval_ms * 1000;
+    so.end_us = d.cfg->rt.end_commit_interval_ms * 1000;
     so.retention_ms = static_cast<std::int64_t>(d.cfg->rt.retention_days) * 24 * 3600 * 1000;
     // PostgreSQL: more connections, so that commits overlap their WAL flushes.
     auto url = d.opts.store_override.empty() ? d.cfg->store : d.opts.store_override;

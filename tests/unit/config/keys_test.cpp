@@ -43,7 +43,8 @@ TEST(config_keys, restart_keys_are_the_ones_read_once_at_start) {
       "control.tokens[].role", "control.max_body_bytes", "control.max_clients", "control.max_frame_bytes",
       "control.requests_per_sec", "control.send_queue", "control.idle_timeout_ms", "control.io_threads",
       "runtime.threads",
-      "runtime.retention_days", "runtime.commit_interval_ms", "runtime.commit_batch", "providers.*.base_url",
+      "runtime.retention_days", "runtime.commit_interval_ms", "runtime.end_commit_interval_ms", "runtime.commit_batch",
+      "providers.*.base_url",
       "providers.*.api_key_env", "providers.*.anthropic_version", "providers.*.ca_file",
       "providers.*.max_concurrency", "providers.*.limits.requests_per_min", "providers.*.limits.tokens_per_min",
       "providers.*.connect_timeout_ms", "providers.*.timeout_ms", "providers.*.read_timeout_ms",
@@ -84,6 +85,7 @@ TEST(config_keys, restart_needed_covers_every_restart_key) {
   b.rt.threads = a.rt.threads + 1;
   b.rt.retention_days += 1;
   b.rt.commit_interval_ms += 1;
+  b.rt.end_commit_interval_ms += 1;
   b.rt.commit_batch += 1;
   auto& p = b.providers["x"];
   p.base_url = "http://127.0.0.1:1";
@@ -157,6 +159,7 @@ TEST(config_keys, declared_defaults_match_the_structs) {
       {"runtime.snapshot_every", num(c.rt.snapshot_every)},
       {"runtime.retention_days", num(c.rt.retention_days)},
       {"runtime.commit_interval_ms", num(c.rt.commit_interval_ms)},
+      {"runtime.end_commit_interval_ms", num(c.rt.end_commit_interval_ms)},
       {"runtime.commit_batch", num(c.rt.commit_batch)},
       {"runtime.supervision.max_restarts", num(c.rt.teams_sup.max_restarts)},
       {"runtime.supervision.within_ms", num(c.rt.teams_sup.within_ms)},
@@ -228,7 +231,7 @@ TEST(config_keys, every_key_is_accepted_where_declared) {
     "store": "sqlite:x.db",
     "control": { "listen": "127.0.0.1:0", "tokens": [], "max_body_bytes": 1, "max_clients": 1, "max_frame_bytes": 1,
                  "requests_per_sec": 1, "send_queue": 1, "idle_timeout_ms": 1 },
-    "runtime": { "threads": 1, "snapshot_every": 1, "retention_days": 0, "commit_interval_ms": 0, "commit_batch": 1 },
+    "runtime": { "threads": 1, "snapshot_every": 1, "retention_days": 0, "commit_interval_ms": 0, "end_commit_interval_ms": 0, "commit_batch": 1 },
     "providers": {
       "s": { "kind": "scripted", "latency_ms": [1, 2], "seed": 7,
              "replies": [ { "match": "a.*", "regex": true, "text": "t", "latency_ms": 3, "fault": "hang", "error": "e",

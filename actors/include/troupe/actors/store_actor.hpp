@@ -88,6 +88,11 @@ struct store_options {
   /// 0 commits every batch as soon as the mailbox is drained.
   /// TROUPE_COMMIT_LINGER_US in the environment overrides it (for A/B runs).
   std::int64_t linger_us = 1000;
+  /// The window of writes marked write_batch::can_wait (a task's end): while only
+  /// such writes are pending, one timer commits them end_us after the first (one
+  /// connection only; not above linger_us: no difference). A write someone waits on
+  /// takes them along in its own commit.
+  std::int64_t end_us = 0;
 };
 
 /// The arguments of a control-plane command as the audit log keeps them: a JSON

@@ -205,6 +205,7 @@ struct runtime {
   int snapshot_every = 16;         ///< journal deltas between task snapshots
   int retention_days = 30;
   std::int64_t commit_interval_ms = 1;  ///< group commit window after a commit (store_options::linger_us)
+  std::int64_t end_commit_interval_ms = 5;  ///< the same for a task's end (store_options::end_us)
   int commit_batch = 512;               ///< group commit: largest batch
   /// The root supervisor's restart intensity, counted per team: a team that crashes
   /// more often than this is left `failed` (strategy is always one_for_one).

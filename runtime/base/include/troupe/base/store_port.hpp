@@ -107,6 +107,10 @@ struct write_batch {
   /// that a commit whose outcome was lost can be looked up before it is retried.
   /// Not a row: empty() and size() leave it out.
   std::uint64_t commit_id = 0;
+  /// Nobody waits for this commit but the announcement of a task's end (its terminal
+  /// state, the cost of its last call): the store actor may hold it for company up to
+  /// store_options::end_us. Not a row either.
+  bool can_wait = false;
   bool empty() const noexcept {
     return new_tasks.empty() && snapshots.empty() && journal.empty() && costs.empty() &&
            audit.empty() && entities.empty() && decisions.empty();
