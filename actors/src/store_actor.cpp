@@ -58,6 +58,7 @@ struct store_state {
   bool flush_queued = false;
   bool urgent = false;     ///< pending holds a write someone waits on (not can_wait)
   bool end_armed = false;  ///< the end_us timer of can_wait writes is set
+  std::chrono::steady_clock::time_point last_write;  ///< when the last write was taken in
   std::chrono::steady_clock::time_point last_commit_end;  ///< for the linger window
   bool retrying = false;
   std::int64_t retry_delay_ms = 0;
@@ -426,6 +427,15 @@ caf::behavior store_actor(caf::stateful_actor<store_state>* self, std::shared_pt
             st.end_armed = true;
             self->delayed_send(self, std::chrono::microseconds(st.opts.end_us), end_flush_atom::value);
           }
+          // A write that woke this thread (none came just before it): a nap of the
+          // ordinary window lets the next ones queue up instead of waking it one by
+          // one. A write someone waits on that comes meanwhile waits no longer than
+          // it would behind the window below.
+          const auto linger = std::chrono::microseconds(st.opts.linger_us);
+          const auto now = std::chrono::steady_clock::now();
+          if (linger.count() > 0 && now - st.last_write > std::chrono::microseconds(100)) {
+            std::this_thread::sleep_for(linger);
+          }
         } else if (!st.flush_queued) {
           st.flush_queued = true;
           const auto linger = std::chrono::microseconds(st.opts.linger_us);
@@ -441,6 +451,7 @@ caf::behavior store_actor(caf::stateful_actor<store_state>* self, std::shared_pt
             std::this_thread::sleep_for(linger - since);
           self->send(self, flush_atom::value, false);
         }
+        st.last_write = std::chrono::steady_clock::now();
       },
       [=](end_flush_atom) {
         auto& st = self->state;
