@@ -1,9 +1,13 @@
 #include "troupe/protocols/llm/wire_format.hpp"
 
+#include <array>
+#include <cstdint>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "json_scan.hpp"
 #include "reply_reader.hpp"
 #include "troupe/base/json_text.hpp"
 
@@ -146,72 +150,239 @@ base::result<void> stream_decoder::feed(const sse_event& event, std::string& tok
   return kind_ == api_kind::openai ? feed_openai(event, token) : feed_anthropic(event, token);
 }
 
+namespace {
+
+/// One value of a stream event, as event_fields records it.
+struct field {
+  enum kind_t { absent, null, boolean, integer, unsigned_integer, floating, string, object, array };
+  explicit field(kind_t k = absent) : kind(k) {}
+  kind_t kind;
+  std::string text;
+  std::int64_t i = 0;
+  std::uint64_t u = 0;
+  double f = 0;
+  bool b = false;
+  bool present() const { return kind != absent; }
+};
+
+/// The values of one stream event down to four levels, by dotted path
+/// ("choices.0.delta.content"), read in one pass of json_scan (an event per token:
+/// a JSON tree for each cost more than the rest of a streamed call). A key that
+/// comes again replaces the earlier value and all below it, as in a JSON tree.
+class event_fields {
+ public:
+  static constexpr std::size_t max_depth = 4;
+
+  /// False when `text` is not a JSON object.
+  bool read(std::string_view text) { return detail::scan_json(text, *this).status == detail::scan_status::ok && top_object_; }
+
+  const field& at(std::string_view path) const {
+    static const field none;
+    for (const auto& [p, v] : fields_)
+      if (p == path) return v;
+    return none;
+  }
+
+  // json_scan's handler
+  bool null() { return put(field(field::null)); }
+  bool boolean(bool b) {
+    field v(field::boolean);
+    v.b = b;
+    return put(std::move(v));
+  }
+  bool number_integer(std::int64_t i) {
+    field v(field::integer);
+    v.i = i;
+    return put(std::move(v));
+  }
+  bool number_unsigned(std::uint64_t u) {
+    field v(field::unsigned_integer);
+    v.u = u;
+    return put(std::move(v));
+  }
+  bool number_float(double f) {
+    field v(field::floating);
+    v.f = f;
+    return put(std::move(v));
+  }
+  bool string(std::string& s) {
+    field v(field::string);
+    v.text = std::move(s);
+    return put(std::move(v));
+  }
+  bool key(std::string& k) {
+    if (depth_ <= max_depth) frames_[depth_].key = std::move(k);
+    return true;
+  }
+  bool start_object() { return open(field::object); }
+  bool start_array() { return open(field::array); }
+  bool end_object() { return close(); }
+  bool end_array() { return close(); }
+
+ private:
+  struct frame {
+    bool array = false;
+    std::size_t count = 0;  ///< elements begun (arrays)
+    std::string key;        ///< the current member's key (objects)
+  };
+
+  /// The dotted path of the value beginning now at depth_ (inside the container at depth_).
+  std::string path() {
+    std::string out;
+    for (std::size_t d = 1; d <= depth_; ++d) {
+      if (d > 1) out += '.';
+      auto& fr = frames_[d];
+      out += fr.array ? std::to_string(fr.count - 1) : fr.key;
+    }
+    return out;
+  }
+
+  /// Bookkeeping for a value beginning at depth_; records it when shallow enough.
+  bool put(field v) {
+    if (depth_ == 0) {
+      top_object_ = v.kind == field::object;
+      return top_object_;
+    }
+    if (depth_ > max_depth) return true;
+    if (frames_[depth_].array) ++frames_[depth_].count;
+    auto p = path();
+    // Replaced with all below it.
+    for (auto it = fields_.begin(); it != fields_.end();)
+      if (it->first == p || (it->first.size() > p.size() && it->first.compare(0, p.size(), p) == 0 &&
+                             it->first[p.size()] == '.'))
+        it = fields_.erase(it);
+      else
+        ++it;
+    fields_.emplace_back(std::move(p), std::move(v));
+    return true;
+  }
+  bool open(field::kind_t kind) {
+    if (!put(field(kind))) return false;
+    ++depth_;
+    if (depth_ <= max_depth) frames_[depth_] = frame{kind == field::array, 0, {}};
+    return true;
+  }
+  bool close() {
+    --depth_;
+    return true;
+  }
+
+  std::size_t depth_ = 0;
+  std::array<frame, max_depth + 1> frames_{};
+  bool top_object_ = false;
+  std::vector<std::pair<std::string, field>> fields_;
+};
+
+/// `path` as a whole count, as a JSON library reads a member into an integer: absent
+/// is `fallback`, a number its value (a fraction cut off), anything else not a count.
+base::result<std::int64_t> count_at(const event_fields& f, std::string_view path, std::int64_t fallback) {
+  const auto& v = f.at(path);
+  switch (v.kind) {
+    case field::absent: return fallback;
+    case field::integer: return v.i;
+    case field::unsigned_integer:
+      return v.u > static_cast<std::uint64_t>(INT64_MAX) ? INT64_MAX : static_cast<std::int64_t>(v.u);
+    case field::floating: return v.f >= -9.2e18 && v.f <= 9.2e18 ? static_cast<std::int64_t>(v.f) : 0;
+    default: return base::fail(base::errc::provider_error, std::string(path) + " is not a number");
+  }
+}
+
+/// `path` as text: absent is `fallback`, a string its value, anything else an error.
+base::result<std::string> text_at(const event_fields& f, std::string_view path, std::string fallback) {
+  const auto& v = f.at(path);
+  if (!v.present()) return fallback;
+  if (v.kind != field::string) return base::fail(base::errc::provider_error, std::string(path) + " is not a string");
+  return v.text;
+}
+
+/// An object member the event must have (what `at` would find), as an object.
+std::optional<std::string> need_object(const event_fields& f, std::string_view path) {
+  const auto& v = f.at(path);
+  if (!v.present()) return std::string(path) + " is missing";
+  if (v.kind != field::object) return std::string(path) + " is not an object";
+  return std::nullopt;
+}
+
+bool is_number(const field& v) {
+  return v.kind == field::integer || v.kind == field::unsigned_integer || v.kind == field::floating;
+}
+
+}  // namespace
+
 base::result<void> stream_decoder::feed_openai(const sse_event& event, std::string& token) {
   if (event.data == "[DONE]") {
     complete_ = true;
     return {};
   }
-  json doc = json::parse(event.data, nullptr, false);
-  if (doc.is_discarded() || !doc.is_object())
-    return base::fail(malformed(where_, "stream event is not JSON: " + clip(event.data, 80)));
-  try {
-    if (doc.contains("error"))
-      return base::fail(base::errc::provider_error,
-                        where_ + ": error in stream: " + error_message_from_body(event.data), true);
-    if (doc.contains("choices") && doc["choices"].is_array() && !doc["choices"].empty()) {
-      const auto& choice = doc["choices"][0];
-      if (choice.contains("delta") && choice["delta"].is_object()) {
-        const auto& delta = choice["delta"];
-        if (delta.contains("content") && delta["content"].is_string()) token = delta["content"].get<std::string>();
-      }
-      if (choice.contains("finish_reason") && choice["finish_reason"].is_string())
-        response_.finish_reason = choice["finish_reason"].get<std::string>();
+  event_fields f;
+  if (!f.read(event.data)) return base::fail(malformed(where_, "stream event is not JSON: " + clip(event.data, 80)));
+  if (f.at("error").present())
+    return base::fail(base::errc::provider_error, where_ + ": error in stream: " + error_message_from_body(event.data),
+                      true);
+  if (f.at("choices").kind == field::array && f.at("choices.0").kind == field::object) {
+    if (f.at("choices.0.delta").kind == field::object) {
+      const auto& content = f.at("choices.0.delta.content");
+      if (content.kind == field::string) token = content.text;
     }
-    if (doc.contains("usage") && doc["usage"].is_object()) {
-      response_.usage.tokens_in = doc["usage"].value("prompt_tokens", std::int64_t{0});
-      response_.usage.tokens_out = doc["usage"].value("completion_tokens", std::int64_t{0});
-    }
-  } catch (const json::exception& e) {
-    return base::fail(malformed(where_, e.what()));
+    const auto& finish = f.at("choices.0.finish_reason");
+    if (finish.kind == field::string) response_.finish_reason = finish.text;
+  }
+  if (f.at("usage").kind == field::object) {
+    auto in = count_at(f, "usage.prompt_tokens", 0);
+    if (!in) return base::fail(malformed(where_, in.error().message));
+    auto out = count_at(f, "usage.completion_tokens", 0);
+    if (!out) return base::fail(malformed(where_, out.error().message));
+    response_.usage.tokens_in = *in;
+    response_.usage.tokens_out = *out;
   }
   response_.text += token;
   return {};
 }
 
 base::result<void> stream_decoder::feed_anthropic(const sse_event& event, std::string& token) {
-  json doc = json::parse(event.data, nullptr, false);
-  if (doc.is_discarded() || !doc.is_object())
-    return base::fail(malformed(where_, "stream event is not JSON: " + clip(event.data, 80)));
-  try {
-    std::string type = doc.value("type", event.event);
-    if (type == "message_start") {
-      const auto& usage = doc.at("message").value("usage", json::object());
-      response_.usage.tokens_in = usage.value("input_tokens", std::int64_t{0});
-      response_.usage.tokens_out = usage.value("output_tokens", std::int64_t{0});
-    } else if (type == "content_block_start") {
-      const auto& block = doc.at("content_block");
-      if (block.value("type", "") == "text") token = block.value("text", "");
-    } else if (type == "content_block_delta") {
-      const auto& delta = doc.at("delta");
-      if (delta.value("type", "") == "text_delta") token = delta.value("text", "");
-    } else if (type == "message_delta") {
-      if (doc.contains("delta") && doc["delta"].contains("stop_reason") && doc["delta"]["stop_reason"].is_string())
-        response_.finish_reason = doc["delta"]["stop_reason"].get<std::string>();
-      // message_delta carries the cumulative output count.
-      if (doc.contains("usage") && doc["usage"].is_object()) {
-        response_.usage.tokens_out = doc["usage"].value("output_tokens", response_.usage.tokens_out);
-        if (doc["usage"].contains("input_tokens") && doc["usage"]["input_tokens"].is_number())
-          response_.usage.tokens_in = doc["usage"]["input_tokens"].get<std::int64_t>();
-      }
-    } else if (type == "message_stop") {
-      complete_ = true;
-    } else if (type == "error") {
-      return base::fail(base::errc::provider_error,
-                        where_ + ": error in stream: " + error_message_from_body(event.data), true);
-    }  // ping, content_block_stop and unknown future events are ignored
-  } catch (const json::exception& e) {
-    return base::fail(malformed(where_, e.what()));
-  }
+  event_fields f;
+  if (!f.read(event.data)) return base::fail(malformed(where_, "stream event is not JSON: " + clip(event.data, 80)));
+  auto bad = [&](const std::string& what) { return base::fail(malformed(where_, what)); };
+  auto type = text_at(f, "type", event.event);
+  if (!type) return bad(type.error().message);
+  if (*type == "message_start") {
+    if (auto problem = need_object(f, "message")) return bad(*problem);
+    const auto& usage = f.at("message.usage");
+    if (usage.present() && usage.kind != field::object) return bad("message.usage is not an object");
+    auto in = count_at(f, "message.usage.input_tokens", 0);
+    if (!in) return bad(in.error().message);
+    auto out = count_at(f, "message.usage.output_tokens", 0);
+    if (!out) return bad(out.error().message);
+    response_.usage.tokens_in = *in;
+    response_.usage.tokens_out = *out;
+  } else if (*type == "content_block_start" || *type == "content_block_delta") {
+    const bool start = *type == "content_block_start";
+    const std::string at = start ? "content_block" : "delta";
+    if (auto problem = need_object(f, at)) return bad(*problem);
+    auto kind = text_at(f, at + ".type", "");
+    if (!kind) return bad(kind.error().message);
+    if (*kind == (start ? "text" : "text_delta")) {
+      auto text = text_at(f, at + ".text", "");
+      if (!text) return bad(text.error().message);
+      token = std::move(*text);
+    }
+  } else if (*type == "message_delta") {
+    const auto& stop = f.at("delta.stop_reason");
+    if (f.at("delta").kind == field::object && stop.kind == field::string) response_.finish_reason = stop.text;
+    // message_delta carries the cumulative output count.
+    if (f.at("usage").kind == field::object) {
+      auto out = count_at(f, "usage.output_tokens", response_.usage.tokens_out);
+      if (!out) return bad(out.error().message);
+      response_.usage.tokens_out = *out;
+      const auto& in = f.at("usage.input_tokens");
+      if (is_number(in)) response_.usage.tokens_in = *count_at(f, "usage.input_tokens", 0);
+    }
+  } else if (*type == "message_stop") {
+    complete_ = true;
+  } else if (*type == "error") {
+    return base::fail(base::errc::provider_error, where_ + ": error in stream: " + error_message_from_body(event.data),
+                      true);
+  }  // ping, content_block_stop and unknown future events are ignored
   response_.text += token;
   return {};
 }

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "corrupt.hpp"
 #include "json_scan.hpp"
 
 namespace troupe::protocols::llm::detail {
@@ -118,15 +119,7 @@ TEST(json_scan, cut_and_corrupted_replies_get_nlohmanns_verdict_and_events) {
   for (int i = 0; i < 20000; ++i) {
     std::string s = bodies[static_cast<std::size_t>(i) % bodies.size()];
     const int edits = 1 + static_cast<int>(rng() % 3);
-    for (int e = 0; e < edits && !s.empty(); ++e) {
-      const std::size_t pos = rng() % s.size();
-      switch (rng() % 4) {
-        case 0: s.resize(pos); break;
-        case 1: s[pos] = alphabet[rng() % alphabet.size()]; break;
-        case 2: s.insert(pos, 1, alphabet[rng() % alphabet.size()]); break;
-        default: s.erase(pos, 1 + rng() % 4); break;
-      }
-    }
+    for (int e = 0; e < edits; ++e) s = llm::testing::corrupt(std::move(s), rng, alphabet, 4);
     (same_as_nlohmann(s) ? accepted : refused)++;
     if (HasFailure()) break;  // the first difference says enough
   }
