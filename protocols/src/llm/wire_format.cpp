@@ -161,7 +161,6 @@ struct field {
   std::int64_t i = 0;
   std::uint64_t u = 0;
   double f = 0;
-  bool b = false;
   bool present() const { return kind != absent; }
 };
 
@@ -185,11 +184,7 @@ class event_fields {
 
   // json_scan's handler
   bool null() { return put(field(field::null)); }
-  bool boolean(bool b) {
-    field v(field::boolean);
-    v.b = b;
-    return put(std::move(v));
-  }
+  bool boolean(bool) { return put(field(field::boolean)); }  // no decoder reads one
   bool number_integer(std::int64_t i) {
     field v(field::integer);
     v.i = i;
