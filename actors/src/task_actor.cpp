@@ -31,6 +31,9 @@ struct task_actor_state {
   std::shared_ptr<task_crash_box> box;
   std::string restarted_after;  ///< why the previous incarnation ended (a crash), if any
   bool ended = false;  ///< terminal and reported; waiting for the team's done_atom
+  /// Set while the terminal state is being committed: the state a query is shown until
+  /// the end is announced (no client hears of an end a crash could still undo).
+  std::optional<agents::task_state> shown_state;
   static inline const char* name = "troupe.task";
 };
 
@@ -53,6 +56,7 @@ void finish(task_self self, task_state state, std::optional<base::error> err, co
       reply(base::fail(base::errc::conflict, "task '" + t.id + "' already " + std::string(agents::to_string(t.state))));
     return;
   }
+  st.shown_state = t.state;
   t.state = state;
   t.error = std::move(err);
   // Calls still in flight report to the team, which forwards them here: wait for the
@@ -369,8 +373,15 @@ caf::behavior task_actor(task_self self, task_start start) {
       },
       [=](fail_atom, base::error& err) { finish(self, task_state::failed, std::move(err)); },
       [=](task_atom) -> caf::result<json_reply> {
-        if (self->state.ended) return caf::sec::request_receiver_down;
-        return json_reply{agents::to_json(self->state.t)};
+        auto& state = self->state;
+        if (state.ended) return caf::sec::request_receiver_down;
+        auto doc = agents::to_json(state.t);
+        if (state.shown_state) {  // its end is not committed yet: not a result, not an end
+          doc["state"] = std::string(agents::to_string(*state.shown_state));
+          doc["result"] = "";
+          doc.erase("error");
+        }
+        return json_reply{std::move(doc)};
       },
       [=](done_atom) { self->quit(); },
       [=](fault_atom, const std::string& target) {

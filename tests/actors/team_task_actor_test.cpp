@@ -162,8 +162,11 @@ TEST_F(team_task_actor, a_task_announces_its_end_only_after_its_last_steps_outpu
   EXPECT_EQ(json::parse(batch.snapshots[0].snapshot)["steps"][0]["output"], "ok a");
   EXPECT_EQ(batch.costs.size(), 1u);
   EXPECT_TRUE(batch.journal.empty());
-  // ...and until it is committed nobody hears that the task ended.
+  // ...and until it is committed nobody hears that the task ended, not even by asking.
   ASSERT_FALSE(run_until([&] { return finished.count(a) > 0; }, 2000));
+  auto pending = task(a);
+  EXPECT_EQ(pending["state"], "running");
+  EXPECT_EQ(pending["result"], "");
   release();
   ASSERT_TRUE(run_until([&] { return finished.count(a) > 0; }));
   EXPECT_EQ(finished[a]["state"], "succeeded");
