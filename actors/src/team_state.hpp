@@ -173,8 +173,9 @@ struct team_state {
   bool assign(self_ptr self, std::size_t agent, const queued_step& q);
   void on_step_done(self_ptr self, step_result r);
   /// Books one call's cost: the team's and agent's spend, the counters, its cost row
-  /// and spend rows (in the report, with a store), the `llm.call` event.
-  call_report book_call(const call_info& info, const step_result& r, const std::string& step_id);
+  /// and spend rows (in the report, with a store), the `llm.call` event. `task`: the
+  /// call's task, if the team still holds it (it names the step).
+  call_report book_call(const call_info& info, const step_result& r, const task_entry* task);
   /// Commits the cost and spend rows of a report no task actor takes.
   void write_costs(self_ptr self, call_report& rep);
   /// Ends a task: here while queued or parked, through its task actor while running.

@@ -173,7 +173,8 @@ bool team_state::assign(self_ptr self, std::size_t i, const queued_step& q) {
   return true;
 }
 
-call_report team_state::book_call(const call_info& info, const step_result& r, const std::string& step_id) {
+call_report team_state::book_call(const call_info& info, const step_result& r, const task_entry* task) {
+  const std::string step_id = task ? task->wf->nodes[info.step].id : std::string();
   auto& a = agents[info.agent];
   // Account the call whatever became of its task: cancelled work still cost money.
   const auto& model = *a.spec->model;
@@ -240,7 +241,7 @@ void team_state::on_step_done(self_ptr self, step_result r) {
       auto info = std::move(ab->second);
       aborted_calls.erase(ab);
       auto it = tasks.find(info.task_id);
-      auto rep = book_call(info, r, it != tasks.end() ? it->second.wf->nodes[info.step].id : std::string());
+      auto rep = book_call(info, r, it != tasks.end() ? &it->second : nullptr);
       rep.aborted = true;
       if (it != tasks.end()) {
         auto& e = it->second;
@@ -260,8 +261,7 @@ void team_state::on_step_done(self_ptr self, step_result r) {
   auto& a = agents[info.agent];
   --a.in_flight;
   auto it = tasks.find(info.task_id);
-  const std::string step_id = it != tasks.end() ? it->second.wf->nodes[info.step].id : std::string();
-  auto rep = book_call(info, r, step_id);
+  auto rep = book_call(info, r, it != tasks.end() ? &it->second : nullptr);
   const double usd = rep.usd;
   if (a.in_flight == 0) emit_agent(info.agent, a.paused ? "paused" : "idle");
   bool forwarded = false;

@@ -26,11 +26,10 @@ class reader {
   bool boolean(bool) { return begin_value(kind_t::other); }
   bool number_integer(std::int64_t v) { return number(v); }
   bool number_unsigned(std::uint64_t v) {
-    return number(v > static_cast<std::uint64_t>(INT64_MAX) ? INT64_MAX : static_cast<std::int64_t>(v));
+    return number(count_of(v));
   }
   bool number_float(double v) {
-    // A count written as 12.0 is still a count; out of range becomes 0, not UB.
-    return number(v >= -9.2e18 && v <= 9.2e18 ? static_cast<std::int64_t>(v) : 0);
+    return number(count_of(v));  // a count written as 12.0 is still a count
   }
 
   bool string(std::string& v) {

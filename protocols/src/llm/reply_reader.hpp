@@ -2,6 +2,7 @@
 /// Private to troupe_llm: reads a whole (non-streamed) reply body in one pass of
 /// json_scan.hpp's reader, keeping only the fields a call needs, without building a
 /// JSON tree. parse_response (wire_format.hpp) is its public face.
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -10,6 +11,13 @@
 #include "troupe/protocols/llm/wire_format.hpp"
 
 namespace troupe::protocols::llm::detail {
+
+/// A token count from a JSON number: past int64 is its largest value; a fractional
+/// count is cut to a whole one, and one out of range becomes 0 (never undefined).
+inline std::int64_t count_of(std::uint64_t v) {
+  return v > static_cast<std::uint64_t>(INT64_MAX) ? INT64_MAX : static_cast<std::int64_t>(v);
+}
+inline std::int64_t count_of(double v) { return v >= -9.2e18 && v <= 9.2e18 ? static_cast<std::int64_t>(v) : 0; }
 
 /// The first `n` bytes of `s`, with "..." when cut.
 std::string clip(std::string_view s, std::size_t n = 200);

@@ -275,9 +275,8 @@ base::result<std::int64_t> count_at(const event_fields& f, std::string_view path
   switch (v.kind) {
     case field::absent: return fallback;
     case field::integer: return v.i;
-    case field::unsigned_integer:
-      return v.u > static_cast<std::uint64_t>(INT64_MAX) ? INT64_MAX : static_cast<std::int64_t>(v.u);
-    case field::floating: return v.f >= -9.2e18 && v.f <= 9.2e18 ? static_cast<std::int64_t>(v.f) : 0;
+    case field::unsigned_integer: return detail::count_of(v.u);
+    case field::floating: return detail::count_of(v.f);
     default: return base::fail(base::errc::provider_error, std::string(path) + " is not a number");
   }
 }
