@@ -11,7 +11,9 @@
 // dispatching, the calls and their durable results, not the HTTP submits
 // (reported apart). The bound for N in flight at latency L is N / L calls/s.
 // CPU time is the daemon process's only (/proc/PID/stat), split by thread name
-// (the llm client's I/O threads are named "troupe-llm-io"; CAF's workers, its
+// (the llm client's I/O threads are named "troupe-llm-io": while CAF's idle worker
+// drives the io_context, which is most of the time under load, the replies are read on
+// the workers and that thread is near zero; CAF's workers, its
 // clock and the store actor's own thread are the rest).
 //
 // What a call costs versus the durable task around it: a 1-step task pays the

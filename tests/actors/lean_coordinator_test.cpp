@@ -5,9 +5,15 @@
 #include <caf/all.hpp>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "troupe/host/lean_coordinator.hpp"
 
@@ -103,6 +109,132 @@ TEST_F(lean_fixture, only_an_actor_that_set_a_timeout_cancels_it_at_the_clock_wh
   while (clock.forwarded_cancels() == before && std::chrono::steady_clock::now() < deadline)
     std::this_thread::yield();
   EXPECT_EQ(clock.forwarded_cancels(), before + 1);
+}
+
+using go_atom = caf::atom_constant<caf::atom("go")>;
+
+/// Blocks its worker on a ping until `started` counts both of them (10 s at most);
+/// counts in `met` if it saw its twin start in time.
+caf::behavior waits_for_its_twin(caf::event_based_actor*, std::atomic<int>* started, std::atomic<int>* met) {
+  return {[started, met](ping_atom) {
+    started->fetch_add(1);
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (started->load() < 2 && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+    if (started->load() >= 2) met->fetch_add(1);
+  }};
+}
+
+TEST_F(lean_fixture, a_job_queued_behind_a_busy_worker_is_taken_by_the_one_that_slept) {
+  // Both pings are queued on the worker that runs `sender`; the first blocks that
+  // worker until the second runs, which only the other worker can do, and it starts
+  // asleep (both are, before `go`): it must wake by itself and steal. Without that,
+  // both wait out their deadline.
+  auto* coordinator = dynamic_cast<lean_coordinator*>(&sys.scheduler());
+  ASSERT_NE(coordinator, nullptr);
+  std::atomic<int> started{0};
+  std::atomic<int> met{0};
+  auto a = sys.spawn(waits_for_its_twin, &started, &met);
+  auto b = sys.spawn(waits_for_its_twin, &started, &met);
+  auto sender = sys.spawn(
+      [](caf::event_based_actor* self, caf::actor x, caf::actor y) -> caf::behavior {
+        return {[=](go_atom) {
+          self->send(x, ping_atom::value);
+          self->send(y, ping_atom::value);
+        }};
+      },
+      a, b);
+  caf::scoped_actor self{sys};
+  auto asleep_by = std::chrono::steady_clock::now() + 10s;
+  while (coordinator->sleeping_workers() < 2 && std::chrono::steady_clock::now() < asleep_by)
+    std::this_thread::yield();
+  ASSERT_EQ(coordinator->sleeping_workers(), 2u);
+  self->send(sender, go_atom::value);
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (met.load() < 2 && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+  EXPECT_EQ(met.load(), 2);
+  for (const auto& x : {a, b, sender}) caf::anon_send_exit(x, caf::exit_reason::user_shutdown);
+}
+
+/// A loop of posted functions that checks how the workers drive it: posted
+/// functions run only in a poll while the loop is taken (it has no thread of its own).
+class test_loop final : public base::io_driver {
+ public:
+  bool take() override {
+    std::lock_guard lock(mu_);
+    taken_ = true;
+    ++takes_;
+    return true;
+  }
+  bool poll() override {
+    if (polling_.exchange(true)) return false;  // one caller at a time, as a real loop
+    std::vector<std::function<void()>> ready;
+    {
+      std::lock_guard lock(mu_);
+      if (!taken_) {  // as a real loop: its own thread runs it
+        polling_.store(false);
+        return false;
+      }
+      ++polls_;
+      ready.swap(posted_);
+    }
+    for (auto& f : ready) f();
+    polling_.store(false);
+    return true;
+  }
+  void give_back() override {
+    std::lock_guard lock(mu_);
+    if (taken_) ++give_backs_;
+    taken_ = false;
+    cv_.notify_all();
+  }
+  void post(std::function<void()> f) {
+    std::lock_guard lock(mu_);
+    posted_.push_back(std::move(f));
+  }
+  /// Waits (10 s at most) until the loop was given back after `n` takes.
+  bool await_given_back(int n) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, 10s, [&] { return !taken_ && takes_ >= n && give_backs_ >= n; });
+  }
+  int polls() {
+    std::lock_guard lock(mu_);
+    return polls_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool taken_ = false;
+  int takes_ = 0, give_backs_ = 0, polls_ = 0;
+  std::vector<std::function<void()>> posted_;
+  std::atomic<bool> polling_{false};
+};
+
+TEST_F(lean_fixture, the_idle_worker_drives_a_loop_it_took_and_gives_it_back_when_idle) {
+  auto loop = std::make_shared<test_loop>();
+  auto* coordinator = dynamic_cast<lean_coordinator*>(&sys.scheduler());
+  ASSERT_NE(coordinator, nullptr);
+  coordinator->drive(loop);
+  caf::scoped_actor self{sys};
+  auto me = caf::actor_cast<caf::actor>(self);
+  // Work wakes a worker; running dry, it takes the loop and polls it: what was posted
+  // to the loop reaches an actor through a worker's poll, not through any thread of
+  // the loop's own.
+  for (int round = 1; round <= 3; ++round) {
+    loop->post([me, round] { caf::anon_send(me, fired_atom::value, std::to_string(round)); });
+    std::string got;
+    for (int tries = 0; tries < 10 && got.empty(); ++tries) {  // a busy box may outlast one window
+      auto echo =
+          sys.spawn([](caf::event_based_actor* a, int) -> caf::behavior { return {[a](ping_atom) { a->quit(); }}; }, 0);
+      self->send(echo, ping_atom::value);
+      await_down(self, echo);
+      self->receive([&](fired_atom, std::string& what) { got = what; }, caf::after(1s) >> [] {});
+    }
+    EXPECT_EQ(got, std::to_string(round));
+    // Idle for the polling window: given back.
+    ASSERT_TRUE(loop->await_given_back(round)) << "round " << round;
+  }
+  EXPECT_GT(loop->polls(), 0);
 }
 
 }  // namespace

@@ -5,6 +5,9 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
 #include <pthread.h>
+
+#include <condition_variable>
+#include <mutex>
 #include <shared_mutex>
 #include <thread>
 
@@ -39,6 +42,80 @@ class finished_handle final : public base::llm_call_handle {
   void cancel() override {}
 };
 
+/// The I/O thread's loop, which idle workers may take over (base::io_driver). The
+/// thread runs the io_context unless a worker took it; a worker that takes it stops
+/// the context, waits for the thread to leave run(), and from then on polls it, one
+/// worker at a time, under the mutex, so that handlers never run on two threads at
+/// once (with one I/O thread the providers use no strand). Closing gives the context
+/// back to the thread for good.
+class loop_driver final : public base::io_driver {
+ public:
+  explicit loop_driver(asio::io_context& ioc) : ioc_(ioc) {}
+
+  /// The I/O thread's body: runs the context whenever no worker has it, until run()
+  /// returns for want of work (the pool is shutting down) rather than for a take.
+  void run_thread() {
+    std::unique_lock lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [&] { return !taken_; });
+      if (ioc_.stopped()) ioc_.restart();  // a take's stop that a close overtook
+      const auto stops = stops_;
+      in_run_ = true;
+      lock.unlock();
+      ioc_.run();
+      lock.lock();
+      in_run_ = false;
+      cv_.notify_all();
+      if (stops_ == stops) return;
+    }
+  }
+
+  bool take() override {
+    std::unique_lock lock(mu_);
+    if (closed_) return false;
+    if (taken_) return true;
+    taken_ = true;
+    ++stops_;
+    ioc_.stop();
+    cv_.wait(lock, [&] { return !in_run_ || closed_; });
+    if (closed_) return false;  // the thread runs it again, to shut down
+    ioc_.restart();
+    return true;
+  }
+
+  bool poll() override {
+    std::unique_lock lock(mu_, std::try_to_lock);
+    if (!lock.owns_lock() || !taken_ || closed_) return false;
+    ioc_.poll();
+    return true;
+  }
+
+  void give_back() override {
+    std::lock_guard lock(mu_);
+    if (!taken_) return;
+    taken_ = false;
+    cv_.notify_all();
+  }
+
+  /// For good: later takes fail and the thread runs the context. Waits for a poll in
+  /// progress; must not be called from a handler.
+  void close() {
+    std::lock_guard lock(mu_);
+    closed_ = true;
+    taken_ = false;
+    cv_.notify_all();
+  }
+
+ private:
+  asio::io_context& ioc_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool taken_ = false;       ///< a worker drives the context; the thread waits
+  bool in_run_ = false;      ///< the thread is inside run()
+  bool closed_ = false;
+  std::uint64_t stops_ = 0;  ///< stop()s by takes: run() returned for one of them
+};
+
 class pool_impl final : public llm_pool {
  public:
   pool_impl(const std::map<std::string, config::provider>& providers, int io_threads)
@@ -47,8 +124,14 @@ class pool_impl final : public llm_pool {
       if (p.kind == config::provider_kind::scripted) continue;
       engines_.emplace(name, std::make_unique<engine>(ioc_, io_threads, p, name));
     }
+    if (io_threads <= 1) driver_ = std::make_shared<loop_driver>(ioc_);
     for (int i = 0; i < std::max(io_threads, 1); ++i) {
-      threads_.emplace_back([this] { ioc_.run(); });
+      threads_.emplace_back([this] {
+        if (driver_)
+          driver_->run_thread();
+        else
+          ioc_.run();
+      });
       // Named so that top, perf and /proc/PID/task tell its CPU time apart.
       pthread_setname_np(threads_.back().native_handle(), "troupe-llm-io");
     }
@@ -78,6 +161,8 @@ class pool_impl final : public llm_pool {
     return std::make_shared<call_handle>(c, e);
   }
 
+  std::shared_ptr<base::io_driver> driver() override { return driver_; }
+
   std::map<std::string, provider_stats> stats() const override {
     std::map<std::string, provider_stats> out;
     for (const auto& [name, e] : engines_) e->fill(out[name]);
@@ -90,6 +175,8 @@ class pool_impl final : public llm_pool {
       if (down_) return;
       down_ = true;
     }
+    // The I/O thread runs the context again, whatever a worker was doing with it.
+    if (driver_) driver_->close();
     for (auto& [name, e] : engines_) asio::post(e->executor(), [p = e.get()] { p->stop(); });
     // run() returns once the cancellations above and every handler they cause
     // have run; nothing new can be posted since down_ is set.
@@ -102,6 +189,7 @@ class pool_impl final : public llm_pool {
   asio::io_context ioc_;  // first: outlives the engines' sockets and timers
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
   std::map<std::string, std::unique_ptr<engine>> engines_;
+  std::shared_ptr<loop_driver> driver_;  ///< with one I/O thread
   std::vector<std::thread> threads_;
   mutable std::shared_mutex mu_;
   bool down_ = false;

@@ -57,18 +57,16 @@ std::string str_arg(const json& args, const char* key) {
 struct caf_config : caf::actor_system_config {
   explicit caf_config(int threads) {
     set("scheduler.max-threads", threads);
-    // A worker whose queue ran dry polls it "moderately" for a while before it
-    // sleeps on a condition variable. CAF's default is 500 polls 50 us apart:
-    // between LLM responses (one every ~200 us at 5,000 calls/s) those nanosleep
-    // wake-ups were a sixth of the workers' CPU, and at 250 us apart still a
-    // quarter. 25 polls 1 ms apart keep the same 25 ms window with a twentieth of
-    // CAF's wake-ups; a job that arrives meanwhile from an I/O thread or the store
-    // waits at most 1 ms for a worker. Measured (docs/benchmarks.md, "LLM calls"):
-    // 8-14 us less daemon CPU per LLM call, calls/s at 256 in flight 1 % lower
-    // (98 -> 97 % of the bound), durable 1-step tasks ~5 % fewer per second on
-    // daemon_bench, in-process task rates unchanged.
-    set("work-stealing.moderate-poll-attempts", 25);
-    set("work-stealing.moderate-sleep-duration", caf::timespan{std::chrono::milliseconds{1}});
+    // A worker whose queue ran dry polls "moderately" for a while before it sleeps
+    // on a condition variable; with the lean coordinator only one worker at a time
+    // polls, and it polls the llm client's sockets too (below). CAF's default is
+    // 500 polls 50 us apart; every poll is a timed wake-up, which costs tens of
+    // microseconds of CPU on a virtual machine. 50 polls 500 us apart keep a 25 ms
+    // window; a reply or a job from the store waits half a millisecond on average.
+    // Measured (docs/benchmarks.md, "LLM calls" and "One poller"): 1 ms apart cost
+    // 0.5-1 % of the calls at 256 in flight, 500 us none, at the same CPU per call.
+    set("work-stealing.moderate-poll-attempts", 50);
+    set("work-stealing.moderate-sleep-duration", caf::timespan{std::chrono::microseconds{500}});
     // Work stealing, with a clock that ending actors without timeouts leave alone
     // (troupe/host/lean_coordinator.hpp): CAF's own choice of scheduler is skipped.
     load<lean_coordinator>();
@@ -142,6 +140,10 @@ base::result<startup_report> runtime::start() {
   if (network) d.llm = protocols::llm::make_llm_pool(d.cfg->providers, 1);
   d.sys_cfg = std::make_unique<caf_config>(d.cfg->rt.threads);
   d.sys = std::make_unique<caf::actor_system>(*d.sys_cfg);
+  // The llm I/O thread's loop is polled by the idle worker that polls anyway.
+  if (d.llm)
+    if (auto io = d.llm->driver())
+      if (auto* coordinator = dynamic_cast<lean_coordinator*>(&d.sys->scheduler())) coordinator->drive(io);
   if (d.store) {
     actors::store_options so;
     so.max_batch = static_cast<std::size_t>(d.cfg->rt.commit_batch);

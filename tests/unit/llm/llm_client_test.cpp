@@ -623,6 +623,53 @@ TEST_F(llm_client_test, shutdown_cancels_in_flight_calls_and_refuses_new_ones) {
   EXPECT_EQ(late.result.error().code, errc::unavailable);
 }
 
+TEST_F(llm_client_test, a_taken_loop_runs_calls_only_when_polled_and_its_thread_runs_them_once_given_back) {
+  make_client({provider(config::provider_kind::openai)});
+  auto io = client_->driver();
+  ASSERT_NE(io, nullptr);
+  ASSERT_TRUE(io->take());
+  EXPECT_TRUE(io->take());  // taken already
+  // Taken: the I/O thread waits, so a call gets nowhere until someone polls.
+  collector polled;
+  client_->call(request("oa", false), polled.token_fn(), polled.done_fn());
+  std::this_thread::sleep_for(50ms);  // a window for the I/O thread to (wrongly) run it
+  EXPECT_EQ(fake_.counters().total, 0);
+  EXPECT_FALSE(polled.ready());
+  ASSERT_TRUE(eventually([&] {
+    io->poll();
+    return polled.ready();
+  }));
+  auto o = polled.wait();
+  ASSERT_TRUE(o.result) << o.result.error().message;
+  EXPECT_EQ(o.result->text, "echo: hello there");
+  // Given back: the I/O thread runs the next call, and a poll does nothing.
+  io->give_back();
+  EXPECT_FALSE(io->poll());
+  auto back = run(request("oa", false));
+  ASSERT_TRUE(back.result) << back.result.error().message;
+  // Taken again, then shut down while taken: the in-flight call is cancelled by the
+  // I/O thread, and the driver is inert.
+  ASSERT_TRUE(io->take());
+  fake_.set_hang(true);
+  collector hung;
+  client_->call(request("oa", false), hung.token_fn(), hung.done_fn());
+  ASSERT_TRUE(eventually([&] {
+    io->poll();
+    return fake_.counters().total == 3;
+  }));
+  client_->shutdown();
+  auto h = hung.wait();
+  ASSERT_FALSE(h.result);
+  EXPECT_EQ(h.result.error().code, errc::cancelled);
+  EXPECT_FALSE(io->take());
+  EXPECT_FALSE(io->poll());
+}
+
+TEST_F(llm_client_test, a_pool_of_several_io_threads_has_no_driver) {
+  make_client({provider(config::provider_kind::openai)}, 2);
+  EXPECT_EQ(client_->driver(), nullptr);
+}
+
 TEST_F(llm_client_test, an_unusable_base_url_fails_calls_with_invalid_config) {
   auto p = provider(config::provider_kind::openai);
   p.base_url = "ftp://example.invalid";

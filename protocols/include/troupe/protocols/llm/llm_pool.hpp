@@ -7,8 +7,9 @@
 /// Per provider: a keep-alive connection pool, `max_concurrency`, token buckets for
 /// requests and tokens per minute (fair across teams, by task priority), per-attempt
 /// timeouts, retries with backoff and jitter on 429/5xx/network errors (honouring
-/// retry-after), and a circuit breaker. Callbacks run on an I/O thread; all work
-/// of one provider is serialised (on a strand when there are several I/O threads).
+/// retry-after), and a circuit breaker. Callbacks run on whichever thread runs the
+/// io_context: an I/O thread, or a thread that took it through driver(); all work of
+/// one provider is serialised (on a strand when there are several I/O threads).
 ///
 /// Timeouts: `llm_request::timeout_ms` is the deadline of the whole call (waiting
 /// for limits, every attempt and every backoff); the provider's `timeout_ms`
@@ -18,6 +19,7 @@
 #include <memory>
 #include <string>
 
+#include "troupe/base/io_driver.hpp"
 #include "troupe/base/llm_port.hpp"
 #include "troupe/config/config.hpp"
 
@@ -43,9 +45,13 @@ class llm_pool : public base::llm_client {
   virtual std::map<std::string, provider_stats> stats() const = 0;
   /// Fails every queued and in-flight call with errc::cancelled ("shutting down"),
   /// closes connections, stops and joins the I/O threads. Later calls fail with
-  /// errc::unavailable. Idempotent; must not be called from an I/O thread. The
+  /// errc::unavailable. Idempotent; must not be called from an I/O thread or a callback. The
   /// destructor calls it.
   virtual void shutdown() = 0;
+  /// The io_context as a loop the scheduler's idle workers may drive in place of the
+  /// I/O thread (base::io_driver); null with several I/O threads. Once shut down, the
+  /// driver is inert.
+  virtual std::shared_ptr<base::io_driver> driver() = 0;
 };
 
 /// One asio io_context (run by io_threads threads) serving every provider.

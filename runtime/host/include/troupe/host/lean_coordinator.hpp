@@ -6,16 +6,202 @@
 #include <caf/scheduler/coordinator.hpp>
 #include <caf/scheduler/worker.hpp>
 
+#include "troupe/base/io_driver.hpp"
+
 #include <atomic>
+#include <memory>
 #include <cstddef>
 #include <mutex>
+#include <thread>
 #include <unordered_set>
 
 namespace troupe::host {
 
-/// CAF's work stealing, unchanged; a type of its own so that its workers' loop can be
-/// the one below.
-struct lean_work_stealing : caf::policy::work_stealing {};
+/// CAF's work stealing with one worker at a time polling on a timer.
+///
+/// A worker whose queue ran dry spins a little, then polls "moderately" (sleeps of a
+/// millisecond between looks at the queues), then sleeps on a condition variable
+/// until a job is enqueued to it. On a virtual machine every wake-up from a sleep
+/// costs tens of microseconds of the thread's CPU time (the timer's programming, the
+/// idle CPU's exit), and CAF lets every idle worker poll: between LLM responses that
+/// was one timed wake-up per worker per millisecond, most of them finding nothing a
+/// single one would not have found. Here only one idle worker polls (the poller); the
+/// others sleep on their condition variable at once. A job from outside the workers
+/// (an I/O thread, the store, the clock) goes to the poller, or to a worker that is
+/// running a job, before it goes to, and wakes, a sleeping one; so a worker sleeps
+/// through the load one worker can carry. More workers take part when it cannot:
+/// a worker that takes many jobs in a row without its queue running dry wakes a
+/// sleeping one to steal from it, and a sleeper whose wait times out (CAF's relaxed
+/// sleep, 10 ms) while another worker runs jobs becomes the poller if there is none.
+struct lean_work_stealing : caf::policy::work_stealing {
+  using base = caf::policy::work_stealing;
+  static constexpr std::size_t no_worker = static_cast<std::size_t>(-1);
+  /// Jobs taken in a row from a queue that still had more: then a sleeper is woken.
+  static constexpr int backlog_run = 32;
+  /// Jobs a busy worker takes between two polls of the loop it drives.
+  static constexpr int io_every = 64;
+
+  struct coordinator_data : base::coordinator_data {
+    explicit coordinator_data(caf::scheduler::abstract_coordinator* p) : base::coordinator_data(p) {}
+    std::atomic<std::size_t> poller{no_worker};  ///< the worker polling on a timer, if any
+    std::atomic<troupe::base::io_driver*> io{nullptr};  ///< a loop the workers drive, if any
+  };
+
+  struct worker_data : base::worker_data {
+    explicit worker_data(caf::scheduler::abstract_coordinator* p) : base::worker_data(p) {}
+    worker_data(const worker_data& other) : base::worker_data(other) {}
+    std::atomic<bool> asleep{false};  ///< waiting on its condition variable
+    bool kicked = false;              ///< woken to steal (guarded by waitdata.lock)
+    int run = 0;                      ///< jobs taken in a row with more left in the queue
+    int since_io = 0;                 ///< jobs taken since this worker last polled the loop
+  };
+
+  /// A job from outside the workers: to the poller, else to a worker that is awake,
+  /// else (all asleep) to the next one in turn, which the enqueue wakes.
+  template <class Coordinator>
+  void central_enqueue(Coordinator* self, caf::resumable* job) {
+    auto& cd = d(self);
+    const auto n = self->num_workers();
+    auto target = cd.poller.load(std::memory_order_acquire);
+    if (target == no_worker || target >= n) {
+      const auto first = cd.next_worker.fetch_add(1, std::memory_order_relaxed);
+      target = first % n;
+      for (std::size_t k = 0; k < n; ++k) {
+        auto i = (first + k) % n;
+        if (!d(self->worker_by_id(i)).asleep.load(std::memory_order_acquire)) {
+          target = i;
+          break;
+        }
+      }
+    }
+    self->worker_by_id(target)->external_enqueue(job);
+  }
+
+  template <class Worker>
+  caf::resumable* dequeue(Worker* self) {
+    auto& me = d(self);
+    if (auto job = me.queue.take_head()) return after_take(self, job);
+    me.run = 0;
+    // Dry: first let the loop send what the jobs just run asked for.
+    if (poll_io(self) && !me.queue.empty())
+      if (auto job = me.queue.take_head()) return job;
+    const auto& aggressive = me.strategies[0];
+    for (std::size_t i = 0; i < aggressive.attempts; i += aggressive.step_size) {
+      if (auto job = me.queue.take_head()) return job;
+      if (i % aggressive.steal_interval == 0)
+        if (auto job = try_steal(self)) return job;
+    }
+    auto& cd = d(self->parent());
+    if (auto job = poll(self, cd)) return job;
+    for (;;) {
+      if (auto job = sleep(self)) return job;
+      // An idle daemon's workers stay asleep; a worker running jobs gets a poller.
+      if (other_running(self, cd))
+        if (auto job = poll(self, cd)) return job;
+    }
+  }
+
+  template <class Worker>
+  void before_shutdown(Worker* self) {
+    if (auto* io = d(self->parent()).io.load(std::memory_order_acquire)) io->give_back();
+  }
+
+ private:
+  /// Polls the loop the workers drive, if it is theirs now.
+  template <class Worker>
+  static bool poll_io(Worker* self) {
+    auto& me = d(self);
+    me.since_io = 0;
+    auto* io = d(self->parent()).io.load(std::memory_order_acquire);
+    return io != nullptr && io->poll();
+  }
+
+  template <class Worker>
+  caf::resumable* after_take(Worker* self, caf::resumable* job) {
+    auto& me = d(self);
+    // A worker busy for long still looks at the sockets now and then.
+    if (++me.since_io >= io_every) poll_io(self);
+    if (++me.run < backlog_run) return job;
+    me.run = 0;
+    if (me.queue.empty()) return job;
+    // A backlog this worker has carried for a while: wake a sleeper to steal.
+    auto p = self->parent();
+    for (std::size_t i = 0; i < p->num_workers(); ++i) {
+      auto& other = d(p->worker_by_id(i));
+      if (i == self->id() || !other.asleep.load(std::memory_order_acquire)) continue;
+      std::unique_lock<std::mutex> guard(other.waitdata.lock);
+      if (!other.waitdata.sleeping) continue;
+      other.kicked = true;
+      other.waitdata.cv.notify_one();
+      break;
+    }
+    return job;
+  }
+
+  /// Whether another worker is awake and not polling: running jobs.
+  template <class Worker>
+  static bool other_running(Worker* self, const coordinator_data& cd) {
+    auto p = self->parent();
+    const auto poller = cd.poller.load(std::memory_order_acquire);
+    for (std::size_t i = 0; i < p->num_workers(); ++i)
+      if (i != self->id() && i != poller && !d(p->worker_by_id(i)).asleep.load(std::memory_order_acquire))
+        return true;
+    return false;
+  }
+
+  /// Every other worker's queue, from the back.
+  template <class Worker>
+  caf::resumable* steal_any(Worker* self) {
+    auto p = self->parent();
+    const auto n = p->num_workers();
+    for (std::size_t k = 1; k < n; ++k)
+      if (auto job = d(p->worker_by_id((self->id() + k) % n)).queue.take_tail()) return job;
+    return nullptr;
+  }
+
+  /// The moderate strategy's timed polling, if no other worker is doing it.
+  template <class Worker>
+  caf::resumable* poll(Worker* self, coordinator_data& cd) {
+    auto& me = d(self);
+    auto none = no_worker;
+    if (!cd.poller.compare_exchange_strong(none, self->id(), std::memory_order_acq_rel)) return nullptr;
+    auto* io = cd.io.load(std::memory_order_acquire);
+    if (io != nullptr && !io->take()) io = nullptr;
+    const auto& moderate = me.strategies[1];
+    caf::resumable* job = nullptr;
+    for (std::size_t i = 0; i < moderate.attempts && job == nullptr; i += moderate.step_size) {
+      std::this_thread::sleep_for(moderate.sleep_duration);
+      if (io != nullptr) io->poll();
+      job = me.queue.take_head();
+      if (job == nullptr) job = steal_any(self);
+    }
+    // Idle for the whole window: the loop's own thread waits in the kernel for it.
+    if (job == nullptr && io != nullptr) io->give_back();
+    cd.poller.store(no_worker, std::memory_order_release);
+    // A job enqueued to the poller as it gave up is in its queue now: the next look
+    // (this worker's sleep checks its queue first) finds it.
+    return job;
+  }
+
+  /// The relaxed strategy: a condition variable, woken by a job for this worker or
+  /// by a busy worker's kick; a timeout steals, then lets the caller try to poll.
+  template <class Worker>
+  caf::resumable* sleep(Worker* self) {
+    auto& me = d(self);
+    const auto& relaxed = me.strategies[2];
+    {
+      std::unique_lock<std::mutex> guard(me.waitdata.lock);
+      me.waitdata.sleeping = true;
+      me.asleep.store(true, std::memory_order_release);
+      me.waitdata.cv.wait_for(guard, relaxed.sleep_duration, [&] { return !me.queue.empty() || me.kicked; });
+      me.kicked = false;
+      me.waitdata.sleeping = false;
+      me.asleep.store(false, std::memory_order_release);
+    }
+    if (auto job = me.queue.take_head()) return job;
+    return steal_any(self);
+  }
+};
 
 }  // namespace troupe::host
 
@@ -137,6 +323,20 @@ class lean_coordinator final : public caf::scheduler::coordinator<lean_work_stea
 
   explicit lean_coordinator(caf::actor_system& sys) : super(sys), clock_(super::clock()) {}
 
+  /// Workers asleep on their condition variable now (for tests).
+  std::size_t sleeping_workers() {
+    std::size_t n = 0;
+    for (std::size_t i = 0; i < num_workers(); ++i)
+      if (worker_by_id(i)->data().asleep.load(std::memory_order_acquire)) ++n;
+    return n;
+  }
+
+  /// Lets the idle workers drive `io` (see lean_work_stealing); at most once.
+  void drive(std::shared_ptr<troupe::base::io_driver> io) {
+    io_ = std::move(io);
+    data().io.store(io_.get(), std::memory_order_release);
+  }
+
   static caf::actor_system::module* make(caf::actor_system& sys, caf::detail::type_list<>) {
     return new lean_coordinator(sys);
   }
@@ -145,6 +345,7 @@ class lean_coordinator final : public caf::scheduler::coordinator<lean_work_stea
 
  private:
   timeout_tracking_clock clock_;
+  std::shared_ptr<troupe::base::io_driver> io_;
 };
 
 }  // namespace troupe::host
