@@ -6,6 +6,7 @@
 #include <boost/asio/post.hpp>
 #include <pthread.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <mutex>
 #include <shared_mutex>
@@ -71,10 +72,13 @@ class loop_driver final : public base::io_driver {
   }
 
   bool take() override {
+    // Taken already (the poller's usual case): no need to queue behind a poll.
+    if (taken_flag_.load(std::memory_order_acquire)) return true;
     std::unique_lock lock(mu_);
     if (closed_) return false;
     if (taken_) return true;
     taken_ = true;
+    taken_flag_.store(true, std::memory_order_release);
     ++stops_;
     ioc_.stop();
     cv_.wait(lock, [&] { return !in_run_ || closed_; });
@@ -94,6 +98,7 @@ class loop_driver final : public base::io_driver {
     std::lock_guard lock(mu_);
     if (!taken_) return;
     taken_ = false;
+    taken_flag_.store(false, std::memory_order_release);
     cv_.notify_all();
   }
 
@@ -103,6 +108,7 @@ class loop_driver final : public base::io_driver {
     std::lock_guard lock(mu_);
     closed_ = true;
     taken_ = false;
+    taken_flag_.store(false, std::memory_order_release);
     cv_.notify_all();
   }
 
@@ -114,6 +120,7 @@ class loop_driver final : public base::io_driver {
   bool in_run_ = false;      ///< the thread is inside run()
   bool closed_ = false;
   std::uint64_t stops_ = 0;  ///< stop()s by takes: run() returned for one of them
+  std::atomic<bool> taken_flag_{false};  ///< taken_, for a look without the mutex
 };
 
 class pool_impl final : public llm_pool {

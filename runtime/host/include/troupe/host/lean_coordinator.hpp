@@ -30,14 +30,16 @@ namespace troupe::host {
 /// (an I/O thread, the store, the clock) goes to the poller, or to a worker that is
 /// running a job, before it goes to, and wakes, a sleeping one; so a worker sleeps
 /// through the load one worker can carry. More workers take part when it cannot:
-/// a worker that takes many jobs in a row without its queue running dry wakes a
+/// a worker that takes 256 jobs in a row without its queue running dry wakes a
 /// sleeping one to steal from it, and a sleeper whose wait times out (CAF's relaxed
 /// sleep, 10 ms) while another worker runs jobs becomes the poller if there is none.
 struct lean_work_stealing : caf::policy::work_stealing {
   using base = caf::policy::work_stealing;
   static constexpr std::size_t no_worker = static_cast<std::size_t>(-1);
   /// Jobs taken in a row from a queue that still had more: then a sleeper is woken.
-  static constexpr int backlog_run = 32;
+  /// (32 woke one most milliseconds at 5,000 LLM calls/s, for bursts one worker
+  /// clears in well under a millisecond: 6 % more CPU per call, docs/benchmarks.md.)
+  static constexpr int backlog_run = 256;
   /// Jobs a busy worker takes between two polls of the loop it drives.
   static constexpr int io_every = 64;
 
