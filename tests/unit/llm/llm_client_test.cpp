@@ -3,11 +3,13 @@
 #include <spdlog/sinks/ostream_sink.h>
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <chrono>
 #include <future>
 #include <mutex>
 #include <sstream>
 #include <thread>
+#include <vector>
 
 #include "troupe/fake_llm/fake_llm.hpp"
 #include "troupe/protocols/llm/llm_pool.hpp"
@@ -663,6 +665,48 @@ TEST_F(llm_client_test, a_taken_loop_runs_calls_only_when_polled_and_its_thread_
   EXPECT_EQ(h.result.error().code, errc::cancelled);
   EXPECT_FALSE(io->take());
   EXPECT_FALSE(io->poll());
+}
+
+TEST_F(llm_client_test, calls_finish_while_two_threads_take_poll_and_give_back_the_loop_and_a_shutdown_races_them) {
+  make_client({provider(config::provider_kind::openai)});
+  auto io = client_->driver();
+  ASSERT_NE(io, nullptr);
+  // Two drivers that keep taking the loop, polling it a while and giving it back (as
+  // pollers on two workers would), against calls made meanwhile: every call finishes,
+  // whoever runs the loop at the time.
+  std::atomic<bool> stop{false};
+  auto drive = [&] {
+    while (!stop.load()) {
+      if (!io->take()) return;  // closed
+      for (int i = 0; i < 50 && !stop.load(); ++i) io->poll();
+      io->give_back();
+      std::this_thread::yield();
+    }
+  };
+  std::thread a(drive), b(drive);
+  constexpr int calls = 200;
+  std::vector<std::unique_ptr<collector>> done;
+  for (int i = 0; i < calls; ++i) {
+    done.push_back(std::make_unique<collector>());
+    client_->call(request("oa", false), done.back()->token_fn(), done.back()->done_fn());
+  }
+  int ok = 0;
+  for (auto& c : done) ok += c->wait().result ? 1 : 0;
+  EXPECT_EQ(ok, calls);
+  // A shutdown while they keep at it: in-flight calls are cancelled, the drivers'
+  // takes start failing, and nothing hangs.
+  fake_.set_hang(true);
+  collector hung;
+  client_->call(request("oa", false), hung.token_fn(), hung.done_fn());
+  ASSERT_TRUE(eventually([&] { return fake_.counters().total == calls + 1; }));
+  client_->shutdown();
+  auto h = hung.wait();
+  ASSERT_FALSE(h.result);
+  EXPECT_EQ(h.result.error().code, errc::cancelled);
+  stop.store(true);
+  a.join();
+  b.join();
+  EXPECT_FALSE(io->take());
 }
 
 TEST_F(llm_client_test, a_pool_of_several_io_threads_has_no_driver) {
