@@ -73,12 +73,11 @@ class loop_driver final : public base::io_driver {
 
   bool take() override {
     // Taken already (the poller's usual case): no need to queue behind a poll.
-    if (taken_flag_.load(std::memory_order_acquire)) return true;
+    if (taken_.load(std::memory_order_acquire)) return true;
     std::unique_lock lock(mu_);
     if (closed_) return false;
     if (taken_) return true;
     taken_ = true;
-    taken_flag_.store(true, std::memory_order_release);
     ++stops_;
     ioc_.stop();
     cv_.wait(lock, [&] { return !in_run_ || closed_; });
@@ -98,7 +97,6 @@ class loop_driver final : public base::io_driver {
     std::lock_guard lock(mu_);
     if (!taken_) return;
     taken_ = false;
-    taken_flag_.store(false, std::memory_order_release);
     cv_.notify_all();
   }
 
@@ -108,7 +106,6 @@ class loop_driver final : public base::io_driver {
     std::lock_guard lock(mu_);
     closed_ = true;
     taken_ = false;
-    taken_flag_.store(false, std::memory_order_release);
     cv_.notify_all();
   }
 
@@ -116,11 +113,12 @@ class loop_driver final : public base::io_driver {
   asio::io_context& ioc_;
   std::mutex mu_;
   std::condition_variable cv_;
-  bool taken_ = false;       ///< a worker drives the context; the thread waits
+  /// A worker drives the context; the thread waits. Changed under mu_; read without it
+  /// by a take that finds it taken already.
+  std::atomic<bool> taken_{false};
   bool in_run_ = false;      ///< the thread is inside run()
   bool closed_ = false;
   std::uint64_t stops_ = 0;  ///< stop()s by takes: run() returned for one of them
-  std::atomic<bool> taken_flag_{false};  ///< taken_, for a look without the mutex
 };
 
 class pool_impl final : public llm_pool {

@@ -9,8 +9,8 @@
 #include "troupe/base/io_driver.hpp"
 
 #include <atomic>
-#include <memory>
 #include <cstddef>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <unordered_set>
@@ -19,8 +19,8 @@ namespace troupe::host {
 
 /// CAF's work stealing with one worker at a time polling on a timer.
 ///
-/// A worker whose queue ran dry spins a little, then polls "moderately" (sleeps of a
-/// millisecond between looks at the queues), then sleeps on a condition variable
+/// A worker whose queue ran dry spins a little, then polls "moderately" (short sleeps
+/// between looks at the queues), then sleeps on a condition variable
 /// until a job is enqueued to it. On a virtual machine every wake-up from a sleep
 /// costs tens of microseconds of the thread's CPU time (the timer's programming, the
 /// idle CPU's exit), and CAF lets every idle worker poll: between LLM responses that
@@ -52,7 +52,8 @@ struct lean_work_stealing : caf::policy::work_stealing {
   struct worker_data : base::worker_data {
     explicit worker_data(caf::scheduler::abstract_coordinator* p) : base::worker_data(p) {}
     worker_data(const worker_data& other) : base::worker_data(other) {}
-    std::atomic<bool> asleep{false};  ///< waiting on its condition variable
+    /// waitdata.sleeping (which CAF's enqueue reads under the lock), for a look without it
+    std::atomic<bool> asleep{false};
     bool kicked = false;              ///< woken to steal (guarded by waitdata.lock)
     int run = 0;                      ///< jobs taken in a row with more left in the queue
     int since_io = 0;                 ///< jobs taken since this worker last polled the loop
@@ -85,7 +86,7 @@ struct lean_work_stealing : caf::policy::work_stealing {
     if (auto job = me.queue.take_head()) return after_take(self, job);
     me.run = 0;
     // Dry: first let the loop send what the jobs just run asked for.
-    if (poll_io(self) && !me.queue.empty())
+    if (poll_io(self))
       if (auto job = me.queue.take_head()) return job;
     const auto& aggressive = me.strategies[0];
     for (std::size_t i = 0; i < aggressive.attempts; i += aggressive.step_size) {
