@@ -200,6 +200,10 @@ class test_loop final : public base::io_driver {
     std::lock_guard lock(mu_);
     return polls_;
   }
+  int takes() {
+    std::lock_guard lock(mu_);
+    return takes_;
+  }
 
  private:
   std::mutex mu_;
@@ -234,6 +238,23 @@ TEST_F(lean_fixture, the_idle_worker_drives_a_loop_it_took_and_gives_it_back_whe
     // Idle for the polling window: given back.
     ASSERT_TRUE(loop->await_given_back(round)) << "round " << round;
   }
+  // The last window found nothing, so the next is short (CAF's default here is 500
+  // polls): from all asleep, one job (the ping) wakes one worker, whose window finds
+  // nothing else.
+  auto echo = sys.spawn([](caf::event_based_actor* a, int) -> caf::behavior { return {[a](ping_atom) { a->quit(); }}; }, 0);
+  auto asleep_by = std::chrono::steady_clock::now() + 10s;
+  while (coordinator->sleeping_workers() < 2 && std::chrono::steady_clock::now() < asleep_by)
+    std::this_thread::yield();
+  ASSERT_EQ(coordinator->sleeping_workers(), 2u);
+  const int polls_before = loop->polls();
+  const int takes_before = loop->takes();
+  self->send(echo, ping_atom::value);
+  await_down(self, echo);
+  ASSERT_TRUE(loop->await_given_back(takes_before + 1));
+  EXPECT_GT(loop->polls(), polls_before);
+  // (A second short window may come from the other worker's 10 ms wait running out
+  // while the first one works; a whole one would be hundreds of polls.)
+  EXPECT_LE(loop->polls() - polls_before, 3 * static_cast<int>(lean_work_stealing::short_window));
   EXPECT_GT(loop->polls(), 0);
 }
 

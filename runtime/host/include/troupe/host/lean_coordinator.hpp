@@ -8,6 +8,7 @@
 
 #include "troupe/base/io_driver.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <memory>
@@ -42,11 +43,14 @@ struct lean_work_stealing : caf::policy::work_stealing {
   static constexpr int backlog_run = 256;
   /// Jobs a busy worker takes between two polls of the loop it drives.
   static constexpr int io_every = 64;
+  /// Polls in a window after one that found nothing.
+  static constexpr std::size_t short_window = 4;
 
   struct coordinator_data : base::coordinator_data {
     explicit coordinator_data(caf::scheduler::abstract_coordinator* p) : base::coordinator_data(p) {}
     std::atomic<std::size_t> poller{no_worker};  ///< the worker polling on a timer, if any
     std::atomic<troupe::base::io_driver*> io{nullptr};  ///< a loop the workers drive, if any
+    std::atomic<bool> idle{false};  ///< the last polling window found nothing: the next is short
   };
 
   struct worker_data : base::worker_data {
@@ -171,13 +175,19 @@ struct lean_work_stealing : caf::policy::work_stealing {
     auto* io = cd.io.load(std::memory_order_acquire);
     if (io != nullptr && !io->take()) io = nullptr;
     const auto& moderate = me.strategies[1];
+    // After a window that found nothing (an idle daemon's timer events, or work far
+    // apart) a short one: a few ticks, not the whole window, per event; a window that
+    // finds work makes the next one whole again.
+    const auto ticks = cd.idle.load(std::memory_order_relaxed) ? std::min(moderate.attempts, short_window)
+                                                               : moderate.attempts;
     caf::resumable* job = nullptr;
-    for (std::size_t i = 0; i < moderate.attempts && job == nullptr; i += moderate.step_size) {
+    for (std::size_t i = 0; i < ticks && job == nullptr; i += moderate.step_size) {
       std::this_thread::sleep_for(moderate.sleep_duration);
       if (io != nullptr) io->poll();
       job = me.queue.take_head();
       if (job == nullptr) job = steal_any(self);
     }
+    cd.idle.store(job == nullptr, std::memory_order_relaxed);
     // Idle for the whole window: the loop's own thread waits in the kernel for it.
     if (job == nullptr && io != nullptr) io->give_back();
     cd.poller.store(no_worker, std::memory_order_release);
