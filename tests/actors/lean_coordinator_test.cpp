@@ -30,6 +30,11 @@ caf::behavior silent_actor(caf::event_based_actor*, int) {
   return {[](ping_atom) -> caf::skip_t { return caf::skip(); }};
 }
 
+/// Ends at its first ping.
+caf::behavior quits_on_ping(caf::event_based_actor* a, int) {
+  return {[a](ping_atom) { a->quit(); }};
+}
+
 struct lean_config : caf::actor_system_config {
   lean_config() {
     set("scheduler.max-threads", 2);
@@ -41,6 +46,16 @@ struct lean_fixture : ::testing::Test {
   lean_config cfg;
   caf::actor_system sys{cfg};
   timeout_tracking_clock& clock = dynamic_cast<timeout_tracking_clock&>(sys.clock());
+
+  /// Waits (10 s at most) until every worker sleeps on its condition variable.
+  void await_all_asleep() {
+    auto* coordinator = dynamic_cast<lean_coordinator*>(&sys.scheduler());
+    ASSERT_NE(coordinator, nullptr);
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (coordinator->sleeping_workers() < 2 && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::yield();
+    ASSERT_EQ(coordinator->sleeping_workers(), 2u);
+  }
 
   /// Waits (10 s at most) for the down message of `who`.
   void await_down(caf::scoped_actor& self, const caf::actor& who) {
@@ -90,8 +105,7 @@ TEST_F(lean_fixture, only_an_actor_that_set_a_timeout_cancels_it_at_the_clock_wh
   caf::scoped_actor self{sys};
   const auto before = clock.forwarded_cancels();
   for (int i = 0; i < 20; ++i) {
-    auto quick = sys.spawn([](caf::event_based_actor* a, int) -> caf::behavior { return {[a](ping_atom) { a->quit(); }}; },
-                           0);
+    auto quick = sys.spawn(quits_on_ping, 0);
     self->send(quick, ping_atom::value);
     await_down(self, quick);
   }
@@ -129,8 +143,6 @@ TEST_F(lean_fixture, a_job_queued_behind_a_busy_worker_is_taken_by_the_one_that_
   // worker until the second runs, which only the other worker can do, and it starts
   // asleep (both are, before `go`): it must wake by itself and steal. Without that,
   // both wait out their deadline.
-  auto* coordinator = dynamic_cast<lean_coordinator*>(&sys.scheduler());
-  ASSERT_NE(coordinator, nullptr);
   std::atomic<int> started{0};
   std::atomic<int> met{0};
   auto a = sys.spawn(waits_for_its_twin, &started, &met);
@@ -144,10 +156,7 @@ TEST_F(lean_fixture, a_job_queued_behind_a_busy_worker_is_taken_by_the_one_that_
       },
       a, b);
   caf::scoped_actor self{sys};
-  auto asleep_by = std::chrono::steady_clock::now() + 10s;
-  while (coordinator->sleeping_workers() < 2 && std::chrono::steady_clock::now() < asleep_by)
-    std::this_thread::yield();
-  ASSERT_EQ(coordinator->sleeping_workers(), 2u);
+  ASSERT_NO_FATAL_FAILURE(await_all_asleep());
   self->send(sender, go_atom::value);
   const auto deadline = std::chrono::steady_clock::now() + 20s;
   while (met.load() < 2 && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
@@ -161,8 +170,8 @@ class test_loop final : public base::io_driver {
  public:
   bool take() override {
     std::lock_guard lock(mu_);
+    if (!taken_) ++takes_;  // taking a taken loop is nothing, as with a real one
     taken_ = true;
-    ++takes_;
     return true;
   }
   bool poll() override {
@@ -228,8 +237,7 @@ TEST_F(lean_fixture, the_idle_worker_drives_a_loop_it_took_and_gives_it_back_whe
     loop->post([me, round] { caf::anon_send(me, fired_atom::value, std::to_string(round)); });
     std::string got;
     for (int tries = 0; tries < 10 && got.empty(); ++tries) {  // a busy box may outlast one window
-      auto echo =
-          sys.spawn([](caf::event_based_actor* a, int) -> caf::behavior { return {[a](ping_atom) { a->quit(); }}; }, 0);
+      auto echo = sys.spawn(quits_on_ping, 0);
       self->send(echo, ping_atom::value);
       await_down(self, echo);
       self->receive([&](fired_atom, std::string& what) { got = what; }, caf::after(1s) >> [] {});
@@ -241,11 +249,8 @@ TEST_F(lean_fixture, the_idle_worker_drives_a_loop_it_took_and_gives_it_back_whe
   // The last window found nothing, so the next is short (CAF's default here is 500
   // polls): from all asleep, one job (the ping) wakes one worker, whose window finds
   // nothing else.
-  auto echo = sys.spawn([](caf::event_based_actor* a, int) -> caf::behavior { return {[a](ping_atom) { a->quit(); }}; }, 0);
-  auto asleep_by = std::chrono::steady_clock::now() + 10s;
-  while (coordinator->sleeping_workers() < 2 && std::chrono::steady_clock::now() < asleep_by)
-    std::this_thread::yield();
-  ASSERT_EQ(coordinator->sleeping_workers(), 2u);
+  auto echo = sys.spawn(quits_on_ping, 0);
+  ASSERT_NO_FATAL_FAILURE(await_all_asleep());
   const int polls_before = loop->polls();
   const int takes_before = loop->takes();
   self->send(echo, ping_atom::value);

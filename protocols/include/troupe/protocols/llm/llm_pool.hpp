@@ -45,8 +45,8 @@ class llm_pool : public base::llm_client {
   virtual std::map<std::string, provider_stats> stats() const = 0;
   /// Fails every queued and in-flight call with errc::cancelled ("shutting down"),
   /// closes connections, stops and joins the I/O threads. Later calls fail with
-  /// errc::unavailable. Idempotent; must not be called from an I/O thread or a callback. The
-  /// destructor calls it.
+  /// errc::unavailable. Idempotent; must not be called from an I/O thread or a
+  /// callback. The destructor calls it.
   virtual void shutdown() = 0;
   /// The io_context as a loop the scheduler's idle workers may drive in place of the
   /// I/O thread (base::io_driver); null with several I/O threads. Once shut down, the
