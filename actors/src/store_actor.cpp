@@ -1,10 +1,13 @@
 #include "troupe/actors/store_actor.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <deque>
 #include <functional>
+#include <mutex>
 #include <optional>
 #include <random>
 #include <string>
@@ -57,8 +60,8 @@ struct store_state {
   std::vector<waiter> waiters;      ///< their promises, in arrival order
   bool flush_queued = false;
   bool urgent = false;     ///< pending holds a write someone waits on (not can_wait)
-  bool end_armed = false;  ///< the end_us timer of can_wait writes is set
-  std::chrono::steady_clock::time_point last_write;  ///< when the last write was taken in
+  bool end_armed = false;  ///< a window for can_wait writes is open (until end_deadline)
+  std::chrono::steady_clock::time_point end_deadline;
   std::chrono::steady_clock::time_point last_commit_end;  ///< for the linger window
   bool retrying = false;
   std::int64_t retry_delay_ms = 0;
@@ -126,7 +129,64 @@ void compact(base::write_batch& b) {
   keep_last_of_each(b.decisions, [](const base::decision_row& d) { return d.id; });
 }
 
-using self_ptr = caf::stateful_actor<store_state>*;
+/// A task's end alone (write_batch::can_wait): the one write that need not wake the store.
+bool is_end_write(const caf::mailbox_element& m) {
+  const auto& c = m.content();
+  return c.size() == 2 && c.match_element<caf::atom_value>(0) && c.get_as<caf::atom_value>(0) == write_atom::value &&
+         c.match_element<std::shared_ptr<base::write_batch>>(1) &&
+         c.get_as<std::shared_ptr<base::write_batch>>(1) != nullptr &&
+         c.get_as<std::shared_ptr<base::write_batch>>(1)->can_wait;
+}
+
+/// The store actor (detached: its own thread). Task ends wait for company for up to
+/// store_options::end_us; the thread waits that window out asleep inside the handler
+/// of an end (nap_until), so that the ends arriving meanwhile queue up without waking
+/// it one by one. Every other message (a write someone waits on, a read, the window's
+/// timer, a system message) cuts the nap short as it is enqueued.
+class store_self : public caf::stateful_actor<store_state> {
+ public:
+  using caf::stateful_actor<store_state>::stateful_actor;
+
+  void enqueue(caf::mailbox_element_ptr ptr, caf::execution_unit* eu) override {
+    const bool wakes = ptr == nullptr || !is_end_write(*ptr);
+    caf::stateful_actor<store_state>::enqueue(std::move(ptr), eu);
+    // Pairs with the fence in nap_until: either the nap sees this message in the
+    // mailbox, or this sees the nap and cuts it short.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (wakes && napping_.load(std::memory_order_relaxed)) {
+      {
+        std::lock_guard<std::mutex> guard(nap_mutex_);
+        woken_ = true;
+      }
+      nap_cv_.notify_one();
+    }
+  }
+
+  /// Sleeps until `deadline` unless a message other than an end comes first (or any
+  /// message is already waiting).
+  void nap_until(std::chrono::steady_clock::time_point deadline) {
+    {
+      std::lock_guard<std::mutex> guard(nap_mutex_);
+      woken_ = false;  // a late wake-up meant for an earlier nap
+    }
+    napping_.store(true, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (mailbox().empty() && std::chrono::steady_clock::now() < deadline) {
+      std::unique_lock<std::mutex> lock(nap_mutex_);
+      state.stats->end_naps.fetch_add(1, std::memory_order_relaxed);
+      nap_cv_.wait_until(lock, deadline, [this] { return woken_; });
+    }
+    napping_.store(false, std::memory_order_relaxed);
+  }
+
+ private:
+  std::atomic<bool> napping_{false};
+  std::mutex nap_mutex_;
+  std::condition_variable nap_cv_;
+  bool woken_ = false;
+};
+
+using self_ptr = store_self*;
 
 void record_success(self_ptr self, std::size_t rows, std::uint64_t us) {
   auto& st = self->state;
@@ -366,7 +426,7 @@ caf::behavior committer(caf::event_based_actor*, std::shared_ptr<base::snapshot_
   };
 }
 
-caf::behavior store_actor(caf::stateful_actor<store_state>* self, std::shared_ptr<base::snapshot_store> store,
+caf::behavior store_actor(store_self* self, std::shared_ptr<base::snapshot_store> store,
                           std::shared_ptr<store_stats> stats, store_options opts) {
   self->state.store = std::move(store);
   self->state.stats = std::move(stats);
@@ -425,17 +485,16 @@ caf::behavior store_actor(caf::stateful_actor<store_state>* self, std::shared_pt
         } else if (!st.urgent) {
           if (!st.end_armed) {
             st.end_armed = true;
+            st.end_deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(st.opts.end_us);
+            // The timer ends the window even when a nap below is cut short and the
+            // thread then waits for its mailbox.
             self->delayed_send(self, std::chrono::microseconds(st.opts.end_us), end_flush_atom::value);
           }
-          // A write that woke this thread (none came just before it): a nap of the
-          // ordinary window lets the next ones queue up instead of waking it one by
-          // one. A write someone waits on that comes meanwhile waits no longer than
-          // it would behind the window below.
-          const auto linger = std::chrono::microseconds(st.opts.linger_us);
-          const auto now = std::chrono::steady_clock::now();
-          if (linger.count() > 0 && now - st.last_write > std::chrono::microseconds(100)) {
-            std::this_thread::sleep_for(linger);
-          }
+          // The window is waited out asleep here, not in the mailbox: the ends that
+          // come meanwhile queue up instead of waking this thread one by one. Any
+          // other message cuts the nap short (store_self::enqueue), so a write
+          // someone waits on waits no longer than it would behind the window below.
+          self->nap_until(st.end_deadline);
         } else if (!st.flush_queued) {
           st.flush_queued = true;
           const auto linger = std::chrono::microseconds(st.opts.linger_us);
@@ -451,7 +510,6 @@ caf::behavior store_actor(caf::stateful_actor<store_state>* self, std::shared_pt
             std::this_thread::sleep_for(linger - since);
           self->send(self, flush_atom::value, false);
         }
-        st.last_write = std::chrono::steady_clock::now();
       },
       [=](end_flush_atom) {
         auto& st = self->state;

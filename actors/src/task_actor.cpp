@@ -30,6 +30,7 @@ struct task_actor_state {
   std::shared_ptr<const task_env> env;
   std::shared_ptr<task_crash_box> box;
   std::string restarted_after;  ///< why the previous incarnation ended (a crash), if any
+  task_ref ref;                 ///< the team's entry of the task
   bool ended = false;  ///< terminal and reported; waiting for the team's done_atom
   /// Set while the terminal state is being committed: the state a query is shown until
   /// the end is announced (no client hears of an end a crash could still undo).
@@ -85,7 +86,7 @@ void finish(task_self self, task_state state, std::optional<base::error> err, co
                     t2.error->message);
     if (reply) reply(agents::to_json(t2));
     st2.ended = true;
-    self->send(st2.env->team_actor, task_ended_atom::value, std::move(t2), calls_out);
+    self->send(st2.env->team_actor, task_ended_atom::value, std::move(t2), calls_out, st2.ref);
     if (!calls_out) self->quit();  // a normal end sends the team nothing
   };
   // Without an operator waiting for the answer, only this task's own announcement
@@ -103,7 +104,7 @@ void want(task_self self, std::size_t step) {
     // Outputs of steps reset by a decision loop stay visible (a writer sees the editor's verdict).
     if (!s.output.empty()) vars->emplace_back("step." + s.id, s.output);
   self->send(self->state.env->team_actor, want_step_atom::value, t.id, step, t.steps[step].attempts,
-             work_vars_ptr(std::move(vars)));
+             work_vars_ptr(std::move(vars)), self->state.ref);
 }
 
 void begin_step(task_self self, std::size_t step) {
@@ -323,6 +324,7 @@ caf::behavior task_actor(task_self self, task_start start) {
   st.env = std::move(start.env);
   st.box = std::move(start.box);
   st.restarted_after = std::move(start.restarted_after);
+  st.ref = start.ref;
   // An exception ends this incarnation; the team (its supervisor) starts a new one from
   // the record left here, so completed steps are not run again.
   self->set_exception_handler([self](caf::scheduled_actor*, std::exception_ptr& ep) -> caf::error {

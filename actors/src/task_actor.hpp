@@ -48,6 +48,16 @@ struct task_crash_box {
   std::optional<agents::task> task;
 };
 
+/// The team's entry of a task as its calls, queued steps and task actor hold it: found again in
+/// team_state::slots without hashing the id into a table of thousands of cold
+/// entries (a lookup there cost ~1 us per call in cache and TLB misses). An entry
+/// evicted meanwhile frees its slot, and a slot taken again has another gen, so a
+/// stale reference finds nothing instead of the wrong task.
+struct task_ref {
+  std::uint32_t slot = 0;
+  std::uint64_t gen = 0;  ///< 0: none (look the task up by id)
+};
+
 struct task_start {
   agents::task t;
   std::shared_ptr<const agents::workflow> wf;
@@ -55,6 +65,7 @@ struct task_start {
   std::shared_ptr<task_crash_box> box;
   /// Set when this incarnation replaces one that crashed: why.
   std::string restarted_after;
+  task_ref ref;  ///< sent back with the actor's messages to the team
 };
 
 /// Spawns a task actor for `team`. Not linked: a crash reaches the team as
@@ -80,3 +91,5 @@ void emit_task_event(const task_env& env, const agents::task& t, const char* wha
 int max_attempts_for(const agents::task& t, const agents::workflow_node& node, int team_default);
 
 }  // namespace troupe::actors::detail
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::detail::task_ref)

@@ -85,7 +85,7 @@ void team_state::init(self_ptr self, team_spec s) {
       }
     if (e.t.state == task_state::queued) ++queued;
     tally(e.t.state, 1);
-    tasks.emplace(id, std::move(e));
+    admit(id, std::move(e));
     to_start.push_back(id);
   }
   spec.recovered.clear();
@@ -205,7 +205,7 @@ void team_state::accept(self_ptr self, agents::task t, std::shared_ptr<const age
   e.t = std::move(t);
   e.wf = std::move(wfp);
   e.order = next_order++;
-  auto& entry = tasks.emplace(id, std::move(e)).first->second;
+  auto& entry = admit(id, std::move(e));
   tally(entry.t.state, 1);
   ++queued;
   spec.stats->queued.store(queued, std::memory_order_relaxed);
@@ -327,7 +327,7 @@ void team_state::ended(self_ptr self, task_entry& e) {
     if (o == tasks.end()) continue;
     if (!o->second.t.idempotency_key.empty()) idempotency.erase(o->second.t.idempotency_key);
     tally(o->second.t.state, -1);
-    tasks.erase(o);
+    forget(o);
   }
   check_drained();
 }
@@ -413,13 +413,15 @@ caf::behavior team_actor(detail::self_ptr self, team_spec spec) {
   return {
       [=](submit_atom, agents::task_spec& ts, const reply_fn& reply) { self->state.submit(self, std::move(ts), reply); },
       [=](step_done_atom, step_result& r) { self->state.on_step_done(self, std::move(r)); },
-      [=](want_step_atom, const std::string& id, std::size_t step, int attempt, work_vars_ptr& vars) {
-        self->state.on_want_step(self, id, step, attempt, std::move(vars));
+      [=](want_step_atom, const std::string& id, std::size_t step, int attempt, work_vars_ptr& vars, detail::task_ref ref) {
+        self->state.on_want_step(self, id, step, attempt, std::move(vars), ref);
       },
       [=](task_crashed_atom, const std::string& id, caf::actor_id actor, const std::string& reason) {
         self->state.on_task_crashed(self, id, actor, reason);
       },
-      [=](task_ended_atom, agents::task& t, bool wait) { self->state.on_task_ended(self, std::move(t), wait); },
+      [=](task_ended_atom, agents::task& t, bool wait, detail::task_ref ref) {
+        self->state.on_task_ended(self, std::move(t), wait, ref);
+      },
       [=](pending_atom, const std::string& id, agents::decision_record& rec, std::string& default_option) {
         self->state.on_decision_pending(self, id, std::move(rec), std::move(default_option));
       },

@@ -51,6 +51,8 @@ struct running_task {
 /// leaves behind without a store; queries go to the actor. Terminal: the final record.
 struct task_entry {
   agents::task t;
+  std::uint32_t slot = 0;  ///< its place in team_state::slots (see task_ref)
+  std::uint64_t gen = 0;   ///< unique per entry of the team: a task_ref's check
   std::shared_ptr<const agents::workflow> wf;
   std::uint64_t order = 0;  ///< submission order: FIFO within a priority
   int active_calls = 0;
@@ -74,6 +76,7 @@ struct in_doubt_submit {
 
 struct call_info {
   std::string task_id;
+  task_ref ref;
   std::size_t step = 0;
   int attempt = 0;
   std::size_t agent = 0;
@@ -82,6 +85,7 @@ struct call_info {
 
 struct queued_step {
   std::string task_id;
+  task_ref ref;
   std::size_t step = 0;
   int attempt = 0;
 };
@@ -97,6 +101,10 @@ struct team_state {
   std::unordered_map<std::string, std::vector<std::size_t>> selector_agents;
   std::unordered_map<std::string, agents::work_queue<queued_step>> queues;
   std::unordered_map<std::string, task_entry> tasks;
+  /// Entries of `tasks` by slot (task_ref); freed slots are taken again first.
+  std::vector<task_entry*> slots;
+  std::vector<std::uint32_t> free_slots;
+  std::uint64_t next_gen = 1;
   std::deque<std::string> terminal_order;
   std::unordered_map<std::uint64_t, call_info> calls;
   /// Calls an operator's abort took from an agent that lives on (requeue_in_flight):
@@ -136,6 +144,14 @@ struct team_state {
   bool reload_check_armed = false;
   std::vector<std::string> legacy_selectors;  ///< needed only by tasks accepted before a reload
 
+  // the task table (team_tasks.cpp)
+  /// Adds the entry of task `id` (which must not be there yet) with a slot of its own.
+  task_entry& admit(std::string id, task_entry e);
+  /// Removes an entry (eviction), freeing its slot.
+  void forget(std::unordered_map<std::string, task_entry>::iterator it);
+  static task_ref ref_of(const task_entry& e) { return {e.slot, e.gen}; }
+  /// The entry `ref` names if it is still there, else the one of `id` (or null).
+  task_entry* find_task(const task_ref& ref, const std::string& id);
   // lifecycle (team_actor.cpp)
   void init(self_ptr self, team_spec s);
   void submit(self_ptr self, agents::task_spec spec, reply_fn reply);
@@ -153,8 +169,9 @@ struct team_state {
   void refresh_task_env(self_ptr self);
   /// Starts the task's actor; `kick`: no call of it is in flight, so it is sent a first message.
   void spawn_task(self_ptr self, task_entry& e, std::string restarted_after = {}, bool kick = true);
-  void on_want_step(self_ptr self, const std::string& id, std::size_t step, int attempt, work_vars_ptr vars);
-  void on_task_ended(self_ptr self, agents::task t, bool wait);
+  void on_want_step(self_ptr self, const std::string& id, std::size_t step, int attempt, work_vars_ptr vars,
+                    task_ref ref);
+  void on_task_ended(self_ptr self, agents::task t, bool wait, task_ref ref);
   /// A task actor threw (its exception handler says so, then it ends).
   void on_task_crashed(self_ptr self, const std::string& id, caf::actor_id actor, const std::string& reason);
   void restart_parked_tasks(self_ptr self);

@@ -59,14 +59,15 @@ std::string team_state::selector_of(const agents::workflow_node& n) const {
 
 void team_state::enqueue(self_ptr self, task_entry& e, std::size_t step, int attempt) {
   auto sel = selector_of(e.wf->nodes[step]);
-  queues[sel].push(e.t.priority, e.t.created_ms, e.order, queued_step{e.t.id, step, attempt});
+  queues[sel].push(e.t.priority, e.t.created_ms, e.order, queued_step{e.t.id, ref_of(e), step, attempt});
   pump_selector(self, sel);
 }
 
-void team_state::on_want_step(self_ptr self, const std::string& id, std::size_t step, int attempt, work_vars_ptr vars) {
-  auto it = tasks.find(id);
-  if (it == tasks.end() || !it->second.run || agents::is_terminal(it->second.t.state)) return;
-  auto& e = it->second;
+void team_state::on_want_step(self_ptr self, const std::string& id, std::size_t step, int attempt, work_vars_ptr vars,
+                              task_ref ref) {
+  auto* ep = find_task(ref, id);
+  if (ep == nullptr || !ep->run || agents::is_terminal(ep->t.state)) return;
+  auto& e = *ep;
   e.run->prepared.push_back(prepared_step{step, attempt, std::move(vars)});
   enqueue(self, e, step, attempt);
 }
@@ -100,9 +101,9 @@ void team_state::pump_agent(self_ptr self, std::size_t i) {
 }
 
 bool team_state::assign(self_ptr self, std::size_t i, const queued_step& q) {
-  auto it = tasks.find(q.task_id);
-  if (it == tasks.end()) return false;
-  auto& e = it->second;
+  auto* ep = find_task(q.ref, q.task_id);
+  if (ep == nullptr) return false;
+  auto& e = *ep;
   if (agents::is_terminal(e.t.state)) return false;
   // A queued task's first step (the team holds the task), or a step its task actor wants.
   bool first = !e.run;
@@ -153,7 +154,7 @@ bool team_state::assign(self_ptr self, std::size_t i, const queued_step& q) {
     for (auto& v : extra) w.vars.push_back(std::move(v));
   }
   auto now = base::now_ms();
-  calls[w.call_id] = call_info{e.t.id, q.step, q.attempt, i, now};
+  calls[w.call_id] = call_info{e.t.id, ref_of(e), q.step, q.attempt, i, now};
   ++a.in_flight;
   ++e.active_calls;
   if (first) {
@@ -260,13 +261,13 @@ void team_state::on_step_done(self_ptr self, step_result r) {
   calls.erase(c);
   auto& a = agents[info.agent];
   --a.in_flight;
-  auto it = tasks.find(info.task_id);
-  auto rep = book_call(info, r, it != tasks.end() ? &it->second : nullptr);
+  auto* ep = find_task(info.ref, info.task_id);
+  auto rep = book_call(info, r, ep);
   const double usd = rep.usd;
   if (a.in_flight == 0) emit_agent(info.agent, a.paused ? "paused" : "idle");
   bool forwarded = false;
-  if (it != tasks.end()) {
-    auto& e = it->second;
+  if (ep != nullptr) {
+    auto& e = *ep;
     --e.active_calls;
     // The loop guard's counters (checked at dispatch) follow every call of the task.
     e.t.cost.add({r.tokens_in, r.tokens_out, usd, 1});
@@ -291,9 +292,9 @@ void team_state::on_step_done(self_ptr self, step_result r) {
 }
 
 void team_state::report_failure(self_ptr self, const call_info& info, std::uint64_t call_id, base::error err) {
-  auto it = tasks.find(info.task_id);
-  if (it == tasks.end()) return;
-  auto& e = it->second;
+  auto* ep = find_task(info.ref, info.task_id);
+  if (ep == nullptr) return;
+  auto& e = *ep;
   --e.active_calls;
   if (agents::is_terminal(e.t.state) || !e.run) return;
   auto& prep = e.run->prepared;

@@ -125,7 +125,7 @@ void team_state::requeue_in_flight(self_ptr self, std::size_t i) {
     // Same attempt: the step's prepared variables stay with the team until its call reports.
     emit_step(e, "step_requeued", c.step, a.spec->agent->name, c.attempt);
     auto sel = selector_of(e.wf->nodes[c.step]);
-    queues[sel].push(e.t.priority, e.t.created_ms, e.order, queued_step{c.task_id, c.step, c.attempt});
+    queues[sel].push(e.t.priority, e.t.created_ms, e.order, queued_step{c.task_id, c.ref, c.step, c.attempt});
   }
   (void)self;
 }

@@ -41,16 +41,49 @@ void team_state::spawn_task(self_ptr self, task_entry& e, std::string restarted_
   start.env = tenv;
   start.box = e.run->box;
   start.restarted_after = std::move(restarted_after);
+  start.ref = ref_of(e);
   e.run->actor = spawn_task_actor(self, std::move(start));
   // The actor starts with its first message: the report of a call already dispatched
   // for it (assign), else this kick.
   if (kick) self->send(e.run->actor, tick_atom::value);
 }
 
-void team_state::on_task_ended(self_ptr self, agents::task t, bool wait) {
-  auto it = tasks.find(t.id);
-  if (it == tasks.end()) return;
-  auto& e = it->second;
+task_entry& team_state::admit(std::string id, task_entry e) {
+  auto [it, inserted] = tasks.emplace(std::move(id), std::move(e));
+  auto& entry = it->second;
+  if (!inserted) return entry;
+  if (!free_slots.empty()) {
+    entry.slot = free_slots.back();
+    free_slots.pop_back();
+  } else {
+    entry.slot = static_cast<std::uint32_t>(slots.size());
+    slots.push_back(nullptr);
+  }
+  entry.gen = next_gen++;
+  slots[entry.slot] = &entry;  // nodes of an unordered_map stay put when it rehashes
+  return entry;
+}
+
+void team_state::forget(std::unordered_map<std::string, task_entry>::iterator it) {
+  slots[it->second.slot] = nullptr;
+  free_slots.push_back(it->second.slot);
+  tasks.erase(it);
+}
+
+task_entry* team_state::find_task(const task_ref& ref, const std::string& id) {
+  if (ref.gen != 0 && ref.slot < slots.size()) {
+    auto* e = slots[ref.slot];
+    if (e != nullptr && e->gen == ref.gen) return e;
+    return nullptr;  // evicted: the id would not find it either
+  }
+  auto it = tasks.find(id);
+  return it == tasks.end() ? nullptr : &it->second;
+}
+
+void team_state::on_task_ended(self_ptr self, agents::task t, bool wait, task_ref ref) {
+  auto* ep = find_task(ref, t.id);
+  if (ep == nullptr) return;
+  auto& e = *ep;
   if (e.run) {
     // It waits for this so that reports forwarded before now still reach it.
     if (e.run->actor && wait) self->send(e.run->actor, done_atom::value);

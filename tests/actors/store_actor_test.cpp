@@ -340,18 +340,28 @@ std::shared_ptr<base::write_batch> task_end(const std::string& id) {
   return b;
 }
 
-TEST_F(store_fixture, a_tasks_end_alone_waits_its_window_for_company) {
+/// Options with no ordinary window and a window of `end_us` for task ends.
+store_options end_window(std::int64_t end_us) {
   store_options opts;
   opts.linger_us = 0;
-  opts.end_us = 300'000;
-  running_store run{store, opts};
+  opts.end_us = end_us;
+  return opts;
+}
+
+/// Receives `n` commit replies, each successful.
+void expect_commits(caf::scoped_actor& self, int n) {
+  for (int i = 0; i < n; ++i)
+    self->receive([](commit_reply& r) { EXPECT_TRUE(r.ok); },
+                  caf::after(std::chrono::seconds(10)) >> [] { ADD_FAILURE() << "no commit reply"; });
+}
+
+TEST_F(store_fixture, a_tasks_end_alone_waits_its_window_for_company) {
+  running_store run{store, end_window(300'000)};
   caf::scoped_actor self{run.sys};
   const auto sent = std::chrono::steady_clock::now();
   self->send(run.actor, write_atom::value, task_end("a"));
   self->send(run.actor, write_atom::value, task_end("b"));
-  for (int i = 0; i < 2; ++i)
-    self->receive([](commit_reply& r) { EXPECT_TRUE(r.ok); },
-                  caf::after(std::chrono::seconds(10)) >> [] { ADD_FAILURE() << "no commit reply"; });
+  expect_commits(self, 2);
   // Not before the window (the timer cannot fire early), and both in one commit.
   EXPECT_GE(std::chrono::steady_clock::now() - sent, std::chrono::milliseconds(300));
   EXPECT_EQ(run.stats->commits.load(), 1u);
@@ -359,19 +369,14 @@ TEST_F(store_fixture, a_tasks_end_alone_waits_its_window_for_company) {
 }
 
 TEST_F(store_fixture, a_write_someone_waits_on_takes_the_waiting_ends_along_at_once) {
-  store_options opts;
-  opts.linger_us = 0;
-  opts.end_us = 60'000'000;  // a minute: only the submit below can commit them
-  running_store run{store, opts};
+  running_store run{store, end_window(60'000'000)};  // a minute: only the submit below can commit them
   caf::scoped_actor self{run.sys};
   self->send(run.actor, write_atom::value, task_end("a"));
   self->send(run.actor, write_atom::value, task_end("b"));
   auto submit = std::make_shared<base::write_batch>();
   submit->new_tasks.push_back(row("c", "queued", 1));
   self->send(run.actor, write_atom::value, submit);
-  for (int i = 0; i < 3; ++i)
-    self->receive([](commit_reply& r) { EXPECT_TRUE(r.ok); },
-                  caf::after(std::chrono::seconds(10)) >> [] { ADD_FAILURE() << "no commit reply"; });
+  expect_commits(self, 3);
   EXPECT_EQ(run.stats->commits.load(), 1u);
   EXPECT_EQ(run.stats->rows.load(), 5u);
   auto a = store->load_task("a");
@@ -380,11 +385,57 @@ TEST_F(store_fixture, a_write_someone_waits_on_takes_the_waiting_ends_along_at_o
   self->send_exit(run.actor, caf::exit_reason::user_shutdown);
 }
 
+/// Waits (up to 10 s) until the store's thread has gone to sleep through a window of
+/// task ends `n` times in all.
+bool wait_for_naps(const store_stats& stats, std::uint64_t n) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (stats.end_naps.load() < n)
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    else std::this_thread::yield();
+  return true;
+}
+
+TEST_F(store_fixture, ends_that_come_while_the_store_sleeps_through_their_window_do_not_wake_it) {
+  running_store run{store, end_window(300'000)};
+  caf::scoped_actor self{run.sys};
+  self->send(run.actor, write_atom::value, task_end("a"));
+  ASSERT_TRUE(wait_for_naps(*run.stats, 1)) << "the first end's window is slept through";
+  self->send(run.actor, write_atom::value, task_end("b"));
+  self->send(run.actor, write_atom::value, task_end("c"));
+  expect_commits(self, 3);
+  EXPECT_EQ(run.stats->commits.load(), 1u);
+  // Woken by b or c, the thread would have slept again through the rest of the window.
+  EXPECT_EQ(run.stats->end_naps.load(), 1u);
+  self->send_exit(run.actor, caf::exit_reason::user_shutdown);
+}
+
+TEST_F(store_fixture, a_write_someone_waits_on_wakes_the_store_sleeping_through_a_window_of_ends) {
+  running_store run{store, end_window(60'000'000)};  // a minute: only the submit below can cut it short
+  caf::scoped_actor self{run.sys};
+  self->send(run.actor, write_atom::value, task_end("a"));
+  ASSERT_TRUE(wait_for_naps(*run.stats, 1));
+  auto submit = std::make_shared<base::write_batch>();
+  submit->new_tasks.push_back(row("c", "queued", 1));
+  self->send(run.actor, write_atom::value, submit);
+  expect_commits(self, 2);
+  EXPECT_EQ(run.stats->commits.load(), 1u);
+  self->send_exit(run.actor, caf::exit_reason::user_shutdown);
+}
+
+TEST_F(store_fixture, a_read_is_answered_while_a_window_of_ends_is_open) {
+  running_store run{store, end_window(60'000'000)};
+  caf::scoped_actor self{run.sys};
+  self->send(run.actor, write_atom::value, task_end("a"));
+  ASSERT_TRUE(wait_for_naps(*run.stats, 1));
+  self->request(run.actor, std::chrono::seconds(10), entities_atom::value, std::string("t"))
+      .receive([](entities_reply& r) { EXPECT_TRUE(r.ok) << r.error.message; },
+               [&](caf::error& e) { ADD_FAILURE() << "no answer while the window is open: " << run.sys.render(e); });
+  EXPECT_EQ(run.stats->commits.load(), 0u) << "the end still waits for company";
+  self->send_exit(run.actor, caf::exit_reason::user_shutdown);
+}
+
 TEST_F(store_fixture, without_an_end_window_a_tasks_end_commits_like_any_write) {
-  store_options opts;
-  opts.linger_us = 0;
-  opts.end_us = 0;
-  running_store run{store, opts};
+  running_store run{store, end_window(0)};
   caf::scoped_actor self{run.sys};
   self->send(run.actor, write_atom::value, task_end("a"));
   self->receive([](commit_reply& r) { EXPECT_TRUE(r.ok); },

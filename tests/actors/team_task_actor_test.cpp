@@ -344,5 +344,25 @@ TEST_F(team_task_actor, a_queued_tasks_cancel_is_answered_and_announced_only_onc
   EXPECT_EQ(status()["queued"], 0);
 }
 
+TEST_F(team_task_actor, a_step_queued_for_an_evicted_task_does_not_run_the_task_that_took_its_slot) {
+  auto spec = spec_of(team_config(echo(), three_steps(), 2, {{"strategy", "one_for_one"}}));
+  spec.keep_terminal = 1;  // the second finished task evicts the first
+  spawn(std::move(spec));
+  ASSERT_TRUE(ask(caf::make_message(pause_atom::value, std::string(), false)));
+  auto a = submit("a", "a1");  // its first step waits in a1's queue
+  auto b = submit("b", "a1");
+  ASSERT_TRUE(ask(caf::make_message(cancel_atom::value, a)));
+  ASSERT_TRUE(ask(caf::make_message(cancel_atom::value, b)));  // a is evicted; its step stays queued
+  auto c = submit("c", "a2");  // takes a's place in the table
+  ASSERT_TRUE(ask(caf::make_message(resume_atom::value, std::string())));
+  ASSERT_TRUE(run_until([&] { return finished.count(c) > 0; }, 10000, 10));
+  EXPECT_EQ(finished[c]["state"], "succeeded");
+  // a1 takes a's stale step first: it must find nothing, not c.
+  EXPECT_EQ(count("llm.call", [&](const json& d) { return d["task"] == c && d["agent"] == "a1"; }), 0u);
+  EXPECT_EQ(calls(c), 1u);  // submitted to an agent: one step, pinned to it
+  EXPECT_EQ(calls(a) + calls(b), 0u);
+  EXPECT_EQ(ask(caf::make_message(task_atom::value, a)).error().code, base::errc::not_found);
+}
+
 }  // namespace
 }  // namespace troupe::actors::testing

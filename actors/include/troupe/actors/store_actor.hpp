@@ -55,6 +55,9 @@ struct store_stats {
   std::atomic<std::uint64_t> total_commit_us{0};
   std::atomic<std::uint64_t> backlog_rows{0};
   std::atomic<std::uint64_t> pruned_tasks{0};
+  /// Times the store's thread went to sleep through a window of task ends
+  /// (store_options::end_us) instead of waiting for its mailbox.
+  std::atomic<std::uint64_t> end_naps{0};
   base::histogram commit_seconds{base::histogram::commit_seconds()};  ///< successful commits
   base::histogram batch_rows{base::histogram::sizes()};               ///< rows per successful commit
 };
