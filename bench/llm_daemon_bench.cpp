@@ -42,6 +42,7 @@
 #include <fstream>
 #include <iterator>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -210,6 +211,10 @@ long long submit(std::uint16_t port, long long n, int clients) {
 /// Polls /metrics until `target` tasks finished; samples the provider's in-flight gauge.
 struct drain_result {
   double seconds = 0, mean_in_flight = 0;
+  /// LLM calls per second while 10 % to 90 % of the tasks finished: the run without its
+  /// ramp and its drain (the last tasks' remaining steps run with ever fewer calls in
+  /// flight, ~S x 50 ms for S-step tasks). 0 when the run was too short to tell.
+  double steady_calls_per_s = 0;
 };
 
 /// Polls /metrics until `target` tasks finished. Each scrape costs the daemon CPU
@@ -226,10 +231,17 @@ drain_result wait_finished(client::http_connection& c, std::uint16_t port, doubl
   double last_done = -1;
   auto last_at = clock_type::now();
   double last_in_flight = 0;
+  double first_done = -1;
+  std::optional<std::pair<clock_type::time_point, double>> at10, at90;  // (when, calls)
   for (;;) {
     auto m = metrics_text(c, port);
     auto now = clock_type::now();
     double done = finished_tasks(m);
+    if (first_done < 0) first_done = done;
+    const double share = target > first_done ? (done - first_done) / (target - first_done) : 1.0;
+    const auto calls = [&] { return sample(m, "troupe_llm_provider_calls_total{provider=\"llm\",outcome=\"all\"}"); };
+    if (!at10 && share >= 0.1) at10.emplace(now, calls());
+    if (!at90 && share >= 0.9) at90.emplace(now, calls());
     double dt = std::chrono::duration<double>(now - last_at).count();
     if (last_done >= 0) {
       weighted += last_in_flight * dt;
@@ -246,6 +258,9 @@ drain_result wait_finished(client::http_connection& c, std::uint16_t port, doubl
   }
   out.seconds = seconds_since(t0);
   out.mean_in_flight = span > 0 ? weighted / span : 0;
+  if (at10 && at90 && at90->first > at10->first)
+    out.steady_calls_per_s =
+        (at90->second - at10->second) / std::chrono::duration<double>(at90->first - at10->first).count();
   return out;
 }
 
@@ -319,6 +334,9 @@ case_cpu run_case(const options& o, const std::string& kind, int inflight, int s
   row("calls/s (resume -> all finished)", strf("%.0f", calls / r.seconds));
   row(strf("fraction of the bound (%d / %ld ms = %.0f/s)", inflight, o.latency_ms, bound),
       strf("%.1f %%", 100.0 * calls / r.seconds / bound));
+  if (r.steady_calls_per_s > 0)
+    row("  steady state (10 % -> 90 % of the tasks finished): calls/s, of the bound",
+        strf("%.0f, %.1f %%", r.steady_calls_per_s, 100.0 * r.steady_calls_per_s / bound));
   row("mean provider in-flight gauge (time-weighted samples)", strf("%.0f", r.mean_in_flight));
   row("daemon CPU per call (utime+stime)", strf("%.1f us  (%.2f cores busy)", cpu * 1e6 / calls, cpu / r.seconds));
   double io = 0, rest = 0;
