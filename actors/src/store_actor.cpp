@@ -132,10 +132,11 @@ void compact(base::write_batch& b) {
 /// A task's end alone (write_batch::can_wait): the one write that need not wake the store.
 bool is_end_write(const caf::mailbox_element& m) {
   const auto& c = m.content();
-  return c.size() == 2 && c.match_element<caf::atom_value>(0) && c.get_as<caf::atom_value>(0) == write_atom::value &&
-         c.match_element<std::shared_ptr<base::write_batch>>(1) &&
-         c.get_as<std::shared_ptr<base::write_batch>>(1) != nullptr &&
-         c.get_as<std::shared_ptr<base::write_batch>>(1)->can_wait;
+  if (c.size() != 2 || !c.match_element<caf::atom_value>(0) || c.get_as<caf::atom_value>(0) != write_atom::value ||
+      !c.match_element<batch_ptr>(1))
+    return false;
+  const auto& batch = c.get_as<batch_ptr>(1);
+  return batch != nullptr && batch->can_wait;
 }
 
 /// The store actor (detached: its own thread). Task ends wait for company for up to

@@ -48,11 +48,11 @@ struct task_crash_box {
   std::optional<agents::task> task;
 };
 
-/// The team's entry of a task as its calls, queued steps and task actor hold it: found again in
-/// team_state::slots without hashing the id into a table of thousands of cold
-/// entries (a lookup there cost ~1 us per call in cache and TLB misses). An entry
-/// evicted meanwhile frees its slot, and a slot taken again has another gen, so a
-/// stale reference finds nothing instead of the wrong task.
+/// The team's entry of a task as its calls, queued steps and task actor hold it: found
+/// again in team_state::slots without hashing the id into a table of thousands of cold
+/// entries (a lookup there cost ~1 us in cache and TLB misses). An entry evicted
+/// meanwhile frees its slot, and a slot taken again has another gen, so a stale
+/// reference finds nothing instead of the wrong task.
 struct task_ref {
   std::uint32_t slot = 0;
   std::uint64_t gen = 0;  ///< 0: none (look the task up by id)

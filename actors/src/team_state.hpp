@@ -150,7 +150,8 @@ struct team_state {
   /// Removes an entry (eviction), freeing its slot.
   void forget(std::unordered_map<std::string, task_entry>::iterator it);
   static task_ref ref_of(const task_entry& e) { return {e.slot, e.gen}; }
-  /// The entry `ref` names if it is still there, else the one of `id` (or null).
+  /// The entry `ref` names, or null once it was evicted; without a ref (gen 0), the
+  /// entry of task `id`, if any.
   task_entry* find_task(const task_ref& ref, const std::string& id);
   // lifecycle (team_actor.cpp)
   void init(self_ptr self, team_spec s);
