@@ -103,8 +103,8 @@ void want(task_self self, std::size_t step) {
   for (const auto& s : t.steps)
     // Outputs of steps reset by a decision loop stay visible (a writer sees the editor's verdict).
     if (!s.output.empty()) vars->emplace_back("step." + s.id, s.output);
-  self->send(self->state.env->team_actor, want_step_atom::value, t.id, step, t.steps[step].attempts,
-             work_vars_ptr(std::move(vars)), self->state.ref);
+  self->send(self->state.env->team_actor, want_step_atom::value, self->state.ref, step, t.steps[step].attempts,
+             work_vars_ptr(std::move(vars)));
 }
 
 void begin_step(task_self self, std::size_t step) {

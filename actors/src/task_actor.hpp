@@ -55,7 +55,7 @@ struct task_crash_box {
 /// reference finds nothing instead of the wrong task.
 struct task_ref {
   std::uint32_t slot = 0;
-  std::uint64_t gen = 0;  ///< 0: none (look the task up by id)
+  std::uint64_t gen = 0;  ///< from 1: no entry has 0
 };
 
 struct task_start {

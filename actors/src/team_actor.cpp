@@ -413,8 +413,8 @@ caf::behavior team_actor(detail::self_ptr self, team_spec spec) {
   return {
       [=](submit_atom, agents::task_spec& ts, const reply_fn& reply) { self->state.submit(self, std::move(ts), reply); },
       [=](step_done_atom, step_result& r) { self->state.on_step_done(self, std::move(r)); },
-      [=](want_step_atom, const std::string& id, std::size_t step, int attempt, work_vars_ptr& vars, detail::task_ref ref) {
-        self->state.on_want_step(self, id, step, attempt, std::move(vars), ref);
+      [=](want_step_atom, detail::task_ref ref, std::size_t step, int attempt, work_vars_ptr& vars) {
+        self->state.on_want_step(self, ref, step, attempt, std::move(vars));
       },
       [=](task_crashed_atom, const std::string& id, caf::actor_id actor, const std::string& reason) {
         self->state.on_task_crashed(self, id, actor, reason);

@@ -150,9 +150,8 @@ struct team_state {
   /// Removes an entry (eviction), freeing its slot.
   void forget(std::unordered_map<std::string, task_entry>::iterator it);
   static task_ref ref_of(const task_entry& e) { return {e.slot, e.gen}; }
-  /// The entry `ref` names, or null once it was evicted; without a ref (gen 0), the
-  /// entry of task `id`, if any.
-  task_entry* find_task(const task_ref& ref, const std::string& id);
+  /// The entry `ref` names, or null once it was evicted.
+  task_entry* find_task(const task_ref& ref);
   // lifecycle (team_actor.cpp)
   void init(self_ptr self, team_spec s);
   void submit(self_ptr self, agents::task_spec spec, reply_fn reply);
@@ -170,8 +169,7 @@ struct team_state {
   void refresh_task_env(self_ptr self);
   /// Starts the task's actor; `kick`: no call of it is in flight, so it is sent a first message.
   void spawn_task(self_ptr self, task_entry& e, std::string restarted_after = {}, bool kick = true);
-  void on_want_step(self_ptr self, const std::string& id, std::size_t step, int attempt, work_vars_ptr vars,
-                    task_ref ref);
+  void on_want_step(self_ptr self, task_ref ref, std::size_t step, int attempt, work_vars_ptr vars);
   void on_task_ended(self_ptr self, agents::task t, bool wait, task_ref ref);
   /// A task actor threw (its exception handler says so, then it ends).
   void on_task_crashed(self_ptr self, const std::string& id, caf::actor_id actor, const std::string& reason);

@@ -63,9 +63,8 @@ void team_state::enqueue(self_ptr self, task_entry& e, std::size_t step, int att
   pump_selector(self, sel);
 }
 
-void team_state::on_want_step(self_ptr self, const std::string& id, std::size_t step, int attempt, work_vars_ptr vars,
-                              task_ref ref) {
-  auto* ep = find_task(ref, id);
+void team_state::on_want_step(self_ptr self, task_ref ref, std::size_t step, int attempt, work_vars_ptr vars) {
+  auto* ep = find_task(ref);
   if (ep == nullptr || !ep->run || agents::is_terminal(ep->t.state)) return;
   auto& e = *ep;
   e.run->prepared.push_back(prepared_step{step, attempt, std::move(vars)});
@@ -101,7 +100,7 @@ void team_state::pump_agent(self_ptr self, std::size_t i) {
 }
 
 bool team_state::assign(self_ptr self, std::size_t i, const queued_step& q) {
-  auto* ep = find_task(q.ref, q.task_id);
+  auto* ep = find_task(q.ref);
   if (ep == nullptr) return false;
   auto& e = *ep;
   if (agents::is_terminal(e.t.state)) return false;
@@ -261,7 +260,7 @@ void team_state::on_step_done(self_ptr self, step_result r) {
   calls.erase(c);
   auto& a = agents[info.agent];
   --a.in_flight;
-  auto* ep = find_task(info.ref, info.task_id);
+  auto* ep = find_task(info.ref);
   auto rep = book_call(info, r, ep);
   const double usd = rep.usd;
   if (a.in_flight == 0) emit_agent(info.agent, a.paused ? "paused" : "idle");
@@ -292,7 +291,7 @@ void team_state::on_step_done(self_ptr self, step_result r) {
 }
 
 void team_state::report_failure(self_ptr self, const call_info& info, std::uint64_t call_id, base::error err) {
-  auto* ep = find_task(info.ref, info.task_id);
+  auto* ep = find_task(info.ref);
   if (ep == nullptr) return;
   auto& e = *ep;
   --e.active_calls;

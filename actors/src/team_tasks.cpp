@@ -70,18 +70,14 @@ void team_state::forget(std::unordered_map<std::string, task_entry>::iterator it
   tasks.erase(it);
 }
 
-task_entry* team_state::find_task(const task_ref& ref, const std::string& id) {
-  if (ref.gen != 0 && ref.slot < slots.size()) {
-    auto* e = slots[ref.slot];
-    if (e != nullptr && e->gen == ref.gen) return e;
-    return nullptr;  // evicted: the id would not find it either
-  }
-  auto it = tasks.find(id);
-  return it == tasks.end() ? nullptr : &it->second;
+task_entry* team_state::find_task(const task_ref& ref) {
+  if (ref.slot >= slots.size()) return nullptr;
+  auto* e = slots[ref.slot];
+  return e != nullptr && e->gen == ref.gen ? e : nullptr;
 }
 
 void team_state::on_task_ended(self_ptr self, agents::task t, bool wait, task_ref ref) {
-  auto* ep = find_task(ref, t.id);
+  auto* ep = find_task(ref);
   if (ep == nullptr) return;
   auto& e = *ep;
   if (e.run) {
